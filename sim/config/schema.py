@@ -1,0 +1,446 @@
+"""Pydantic schemas for every YAML kind Strata reads.
+
+The schemas are strict: unknown keys are errors (``extra="forbid"``), values are not coerced
+from strings (``rows: "8"`` is an error, not 8), sizes are strictly positive and enumerations
+are literals. Checks that involve several keys raise :class:`InvalidValue` with the key path
+they are about, so that the loader can report the exact key and the file it came from.
+
+Files are read only through :mod:`sim.config.loader`, which resolves ``extends:``, ``--set``
+overrides and the ``arch:``/``model:`` references of an experiment before validation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+from .errors import ConfigError, InvalidValue, short_repr
+
+__all__ = [
+    "ArchConfig",
+    "ArrayConfig",
+    "PEMode",
+    "PEConfig",
+    "SramConfig",
+    "L2Config",
+    "DramConfig",
+    "MemoryConfig",
+    "VectorConfig",
+    "Precision",
+    "LayerPrecision",
+    "ModelConfig",
+    "RunConfig",
+    "OutputsConfig",
+    "ExperimentConfig",
+    "StrictModel",
+]
+
+PosInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+Name = Annotated[str, Field(min_length=1)]
+PEBits = Literal[2, 4, 8, 16]
+PrecisionBits = Annotated[int, Field(ge=1, le=32)]
+
+# Spatial fusion factors a PE array supports when one MAC takes several PEs (BitFusion-style).
+FUSION_FACTORS = (2, 4, 8)
+
+
+class StrictModel(BaseModel):
+    """Base of all config schemas: no unknown keys, no silent type coercion."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class _Hashable(StrictModel):
+    """A top-level config with a stable content hash (memoization and result-cache keys)."""
+
+    # File the config was loaded from (set by the loader), for messages raised after loading.
+    _origin: str | None = PrivateAttr(default=None)
+
+    @property
+    def origin(self) -> str | None:
+        return self._origin
+
+    def __eq__(self, other: object) -> bool:
+        # Content equality: where a config was loaded from does not make it different.
+        if not isinstance(other, BaseModel):
+            return NotImplemented
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
+    __hash__ = None  # mutable; use .hash() for a content key
+
+    def canonical_json(self) -> str:
+        """The config as JSON with sorted keys and no whitespace: equal configs, equal text."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def hash(self) -> str:
+        """sha256 hex digest of :meth:`canonical_json`."""
+        return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
+
+
+def _is_int(x: float, tol: float = 1e-9) -> bool:
+    return abs(x - round(x)) <= tol * max(1.0, abs(x))
+
+
+# --------------------------------------------------------------------------------------------
+# Architecture (arch/*.yaml)
+# --------------------------------------------------------------------------------------------
+
+
+class ArrayConfig(StrictModel):
+    """The physical PE array: ``rows`` x ``cols`` PEs and the dataflow they run."""
+
+    rows: PosInt
+    cols: PosInt
+    dataflow: Literal["ws", "os", "is"] = "ws"
+
+
+class PEMode(StrictModel):
+    """One precision mode of a multi-precision PE.
+
+    ``macs_per_cycle`` m >= 1 must be an integer: the PE has m lanes. m < 1 must be 1/q with q
+    in 2, 4, 8: q neighbouring PEs of a row fuse into one logical PE that does one MAC a cycle.
+    """
+
+    wbits: PEBits
+    abits: PEBits
+    macs_per_cycle: PosFloat
+
+    @field_validator("macs_per_cycle")
+    @classmethod
+    def _check_macs(cls, m: float) -> float:
+        if m >= 1:
+            if not _is_int(m):
+                raise InvalidValue(
+                    "an integer >= 1, or 1/2, 1/4 or 1/8 (fused PEs)", got=short_repr(m)
+                )
+            return float(round(m))
+        q = 1.0 / m
+        if not _is_int(q, 1e-6) or round(q) not in FUSION_FACTORS:
+            raise InvalidValue(
+                "an integer >= 1, or 1/2, 1/4 or 1/8 (0.5, 0.25, 0.125: fused PEs)",
+                got=short_repr(m),
+            )
+        return 1.0 / round(q)
+
+    @property
+    def lanes(self) -> int:
+        """p: MACs one PE does per cycle in this mode (1 when PEs are fused)."""
+        return int(round(self.macs_per_cycle)) if self.macs_per_cycle >= 1 else 1
+
+    @property
+    def fusion(self) -> int:
+        """q: physical PEs of a row that form one logical PE (1 when not fused)."""
+        return 1 if self.macs_per_cycle >= 1 else int(round(1.0 / self.macs_per_cycle))
+
+    @property
+    def label(self) -> str:
+        return f"w{self.wbits}a{self.abits}"
+
+
+class PEConfig(StrictModel):
+    modes: list[PEMode] = Field(min_length=1)
+
+    @field_validator("modes")
+    @classmethod
+    def _unique_modes(cls, modes: list[PEMode]) -> list[PEMode]:
+        seen: dict[tuple[int, int], int] = {}
+        for i, mode in enumerate(modes):
+            pair = (mode.wbits, mode.abits)
+            if pair in seen:
+                raise InvalidValue(
+                    "each (wbits, abits) pair at most once",
+                    loc=(i,),
+                    got=f"(wbits={pair[0]}, abits={pair[1]}) again",
+                    hint=f"first given as modes.{seen[pair]}",
+                )
+            seen[pair] = i
+        return modes
+
+
+class SramConfig(StrictModel):
+    """On-chip buffers next to the array, each double-buffered (each half usable by one tile)."""
+
+    ifmap_kb: PosFloat
+    weight_kb: PosFloat
+    ofmap_kb: PosFloat
+    bytes_per_cycle: PosFloat
+
+
+class L2Config(StrictModel):
+    size_kb: PosFloat
+    bytes_per_cycle: PosFloat
+    latency_cycles: NonNegInt
+
+
+class DramConfig(StrictModel):
+    kind: Literal["hbm2", "hbm3", "ddr4", "ddr5", "lpddr5"]
+    bandwidth_gbps: PosFloat  # GB/s
+    latency_ns: NonNegFloat
+
+
+class MemoryConfig(StrictModel):
+    sram: SramConfig
+    l2: L2Config
+    dram: DramConfig
+
+
+class VectorConfig(StrictModel):
+    """Element-wise unit beside the array (softmax, norms, activations)."""
+
+    lanes: PosInt
+
+
+class ArchConfig(_Hashable):
+    """An accelerator (arch/*.yaml)."""
+
+    name: Name
+    description: str = ""
+    kind: Literal["accelerator"] = "accelerator"
+    type: Literal["systolic"] = "systolic"  # registered accelerator model (sim.hw.registry)
+    clock_ghz: PosFloat
+    technology: Name  # arch/tech/<technology>.yaml, e.g. "7nm"
+    array: ArrayConfig
+    pe: PEConfig
+    memory: MemoryConfig
+    vector: VectorConfig
+
+    def mode(self, wbits: int, abits: int) -> PEMode:
+        """The PE mode for this (wbits, abits) pair; ConfigError listing the supported ones."""
+        for m in self.pe.modes:
+            if m.wbits == wbits and m.abits == abits:
+                return m
+        supported = ", ".join(f"(wbits={m.wbits}, abits={m.abits})" for m in self.pe.modes)
+        raise ConfigError(
+            f"a precision this PE array supports: {supported}",
+            file=self._origin,
+            key="pe.modes",
+            got=f"(wbits={wbits}, abits={abits})",
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Model (workloads/*.yaml)
+# --------------------------------------------------------------------------------------------
+
+
+class Precision(StrictModel):
+    wbits: PrecisionBits
+    abits: PrecisionBits
+
+
+_RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
+_LAYERS_EXPECTED = "'all', a range 'a-b' or a list of layer indices"
+
+
+class LayerPrecision(StrictModel):
+    """Precision of some layers (and optionally only some ops): later rules win."""
+
+    layers: list[int] | str = "all"
+    ops: list[Name] | None = Field(default=None, min_length=1)
+    wbits: PrecisionBits
+    abits: PrecisionBits
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _parse_layers(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise InvalidValue(_LAYERS_EXPECTED, got=short_repr(v))
+        if isinstance(v, int):
+            v = [v]
+        if isinstance(v, str):
+            if v.strip() == "all":
+                return "all"
+            m = _RANGE.match(v)
+            if not m:
+                raise InvalidValue(_LAYERS_EXPECTED, got=short_repr(v))
+            a, b = int(m.group(1)), int(m.group(2))
+            if a > b:
+                raise InvalidValue("a range 'a-b' with a <= b", got=short_repr(v))
+            return f"{a}-{b}"
+        if isinstance(v, list):
+            for i, x in enumerate(v):
+                if isinstance(x, bool) or not isinstance(x, int) or x < 0:
+                    raise InvalidValue("a layer index (integer >= 0)", loc=(i,), got=short_repr(x))
+            if not v:
+                raise InvalidValue(_LAYERS_EXPECTED, got="an empty list")
+            return v
+        raise InvalidValue(_LAYERS_EXPECTED, got=short_repr(v))
+
+    def indices(self, num_layers: int) -> list[int]:
+        """The layer indices the rule names (not checked against ``num_layers`` here)."""
+        if self.layers == "all":
+            return list(range(num_layers))
+        if isinstance(self.layers, str):
+            a, b = (int(x) for x in self.layers.split("-"))
+            return list(range(a, b + 1))
+        return list(self.layers)
+
+    def applies(self, layer: int, op: str, num_layers: int) -> bool:
+        if self.ops is not None and op not in self.ops:
+            return False
+        return layer in self.indices(num_layers)
+
+
+class ModelConfig(_Hashable):
+    """A transformer model's shapes (workloads/*.yaml)."""
+
+    name: Name
+    description: str = ""
+    source: Name  # where the numbers come from, e.g. an HF config.json
+    hidden_size: PosInt
+    num_layers: PosInt
+    num_heads: PosInt
+    num_kv_heads: PosInt
+    head_dim: PosInt | None = None  # default hidden_size // num_heads
+    intermediate_size: PosInt
+    ffn: Literal["gated", "plain"]  # gated: gate+up+down (SwiGLU/GeGLU); plain: up+down
+    tie_embeddings: bool = False  # lm_head shares the embedding matrix (counted once)
+    position_embedding: Literal["rope", "learned"] = "rope"  # learned: max_position x hidden table
+    vocab_size: PosInt
+    max_position: PosInt
+    norm: Literal["rmsnorm", "layernorm"]
+    qkv_bias: bool = False
+    precision: Precision = Field(default_factory=lambda: Precision(wbits=8, abits=8))
+    layer_precision: list[LayerPrecision] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> "ModelConfig":
+        if self.num_heads % self.num_kv_heads:
+            raise InvalidValue(
+                f"a divisor of num_heads ({self.num_heads})",
+                loc=("num_kv_heads",),
+                got=str(self.num_kv_heads),
+            )
+        if self.head_dim is None:
+            if self.hidden_size % self.num_heads:
+                raise InvalidValue(
+                    f"a value: hidden_size {self.hidden_size} is not a multiple of "
+                    f"num_heads {self.num_heads}, so head_dim must be given",
+                    loc=("head_dim",),
+                )
+            self.head_dim = self.hidden_size // self.num_heads
+        for i, rule in enumerate(self.layer_precision):
+            bad = [x for x in rule.indices(self.num_layers) if x >= self.num_layers]
+            if bad:
+                raise InvalidValue(
+                    f"layer indices in 0..{self.num_layers - 1} (num_layers is {self.num_layers})",
+                    loc=("layer_precision", i, "layers"),
+                    got=short_repr(rule.layers),
+                )
+        return self
+
+    def precision_for(self, layer: int, op: str) -> tuple[int, int]:
+        """(wbits, abits) of ``op`` in ``layer``: the last matching layer_precision rule, else
+        the model-wide precision."""
+        if not 0 <= layer < self.num_layers:
+            raise ConfigError(
+                f"a layer index in 0..{self.num_layers - 1}", file=self._origin, key="layer",
+                got=repr(layer),
+            )
+        wbits, abits = self.precision.wbits, self.precision.abits
+        for rule in self.layer_precision:
+            if rule.applies(layer, op, self.num_layers):
+                wbits, abits = rule.wbits, rule.abits
+        return wbits, abits
+
+
+# --------------------------------------------------------------------------------------------
+# Experiment (experiments/*.yaml)
+# --------------------------------------------------------------------------------------------
+
+
+class RunConfig(StrictModel):
+    """One measurement: a prefill pass, ``steps`` decode steps, or a mixed chunk."""
+
+    name: Name
+    phase: Literal["prefill", "decode", "mixed"]
+    batch: PosInt = 1
+    seq_len: PosInt | None = None  # prefill tokens per sequence (prefill, mixed)
+    context: NonNegInt | None = None  # KV context length (decode, mixed)
+    steps: PosInt = 1  # decode: consecutive steps, context grows by 1 each
+    decode_batch: NonNegInt = 0  # mixed: decode sequences sharing the chunk
+
+    @model_validator(mode="after")
+    def _phase_needs(self) -> "RunConfig":
+        if self.phase in ("prefill", "mixed") and self.seq_len is None:
+            raise InvalidValue(
+                f"an integer > 0 (a {self.phase} run needs seq_len, the prefill tokens per "
+                "sequence)",
+                loc=("seq_len",),
+            )
+        if self.phase in ("decode", "mixed") and self.context is None:
+            raise InvalidValue(
+                f"an integer >= 0 (a {self.phase} run needs context, the KV context length)",
+                loc=("context",),
+            )
+        return self
+
+
+class OutputsConfig(StrictModel):
+    plots: list[Name] = Field(default_factory=lambda: ["breakdown"])
+    trace: bool = False
+
+
+class ExperimentConfig(_Hashable):
+    """A scenario: an arch, a model and the runs to measure (experiments/*.yaml).
+
+    In YAML, ``arch`` and ``model`` are a shipped name, a path or an inline mapping (which may
+    use ``extends:``); the loader resolves them, so here they are validated configs.
+    """
+
+    # Fields that name another config file: field -> data kind used to resolve names.
+    config_refs: ClassVar[dict[str, str]] = {"arch": "arch", "model": "workloads"}
+
+    name: Name
+    description: str = ""
+    seed: NonNegInt = 0
+    arch: ArchConfig
+    model: ModelConfig
+    runs: list[RunConfig] = Field(min_length=1)
+    outputs: OutputsConfig = Field(default_factory=OutputsConfig)
+
+    @field_validator("arch", mode="before")
+    @classmethod
+    def _arch_by_name(cls, v: Any) -> Any:
+        if isinstance(v, str):  # built directly, not through the loader
+            from .loader import load_arch
+
+            try:
+                return load_arch(v)
+            except ConfigError as exc:
+                exc.key = exc.key or "arch"
+                raise
+        return v
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_by_name(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            from .loader import load_model
+
+            try:
+                return load_model(v)
+            except ConfigError as exc:
+                exc.key = exc.key or "model"
+                raise
+        return v
+
+    @field_validator("runs")
+    @classmethod
+    def _unique_run_names(cls, runs: list[RunConfig]) -> list[RunConfig]:
+        seen: dict[str, int] = {}
+        for i, run in enumerate(runs):
+            if run.name in seen:
+                raise InvalidValue(
+                    "a run name used once", loc=(i, "name"), got=repr(run.name),
+                    hint=f"also the name of runs.{seen[run.name]}",
+                )
+            seen[run.name] = i
+        return runs
