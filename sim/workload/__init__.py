@@ -1,0 +1,26 @@
+"""Layer 5, workload: model descriptions -> operator graphs for prefill, decode and mixed steps.
+
+``build_graph(model, phase, ...)`` returns a networkx DAG of GEMM / attention / vector / memory
+ops; ``graph_ops(g)`` lists them in a deterministic topological order; ``model_summary(model)``
+gives parameter counts, weight bytes and KV bytes per token; ``precision_for(model, layer, op)``
+resolves the per-layer precision overrides.
+"""
+
+from sim.workload.graph import (
+    ATTENTION_OPS,
+    GEMM_OPS,
+    NODE_KEYS,
+    OPS,
+    PHASES,
+    VECTOR_OPS,
+    build_graph,
+    graph_ops,
+    step_shape,
+)
+from sim.workload.precision import precision_for
+from sim.workload.summary import model_summary
+
+__all__ = [
+    "ATTENTION_OPS", "GEMM_OPS", "NODE_KEYS", "OPS", "PHASES", "VECTOR_OPS",
+    "build_graph", "graph_ops", "model_summary", "precision_for", "step_shape",
+]

@@ -1,0 +1,343 @@
+"""Operator graphs of a decoder-only transformer for one inference step.
+
+``build_graph`` turns a :class:`~sim.config.schema.ModelConfig` into a networkx DAG whose nodes are
+the operators the hardware layer times: GEMMs (the linear layers), attention GEMMs (Q·Kᵀ and P·V
+against the KV cache), element-wise vector ops (norms, softmax, activation, residual adds) and the
+embedding gather. Edges follow the data flow, including the residual edges from each block input.
+
+Three kinds of step are described:
+
+``prefill``
+    ``batch`` sequences of ``seq_len`` new tokens each, on top of an earlier KV context of
+    ``context`` tokens (0 unless the caller models chunked prefill).
+``decode``
+    ``batch`` sequences, one new token each, with ``context`` tokens already in the KV cache;
+    attention therefore sees ``context + 1`` keys.
+``mixed``
+    one chunk (Sarathi/vLLM-style) holding ``batch`` prefill sequences of ``seq_len`` tokens
+    (earlier context ``context``, usually 0) and ``decode_batch`` decode sequences at context
+    ``context``. Linear layers run once over all tokens of the chunk; attention is split into a
+    prefill part and a decode part (nodes ``L3.qk.prefill`` / ``L3.qk.decode`` ...) because the
+    two have different shapes.
+
+Shape conventions (O[M,N] = A[M,K] @ W[K,N], A = activations, W = the weight-like operand):
+
+* Linear layers: M = tokens in the step, K = in features, N = out features, ``count`` = 1,
+  ``w_source = "dram"``.
+* Attention with grouped-query attention: the ``g = num_heads / num_kv_heads`` query heads that
+  share one KV head are stacked along M, so one GEMM per (sequence, KV head)::
+
+      qk: M = g*Lq, K = head_dim, N = Lkv, count = sequences*num_kv_heads
+      av: M = g*Lq, K = Lkv,      N = head_dim, same count
+
+  with ``w_source = "kv"`` (the K or V operand is read from the KV cache in DRAM).
+  Prefill computes the **full** Lq x Lkv score matrix: causal masking is not exploited, so the
+  upper triangle of the scores (about half of prefill attention work when context = 0) is
+  counted as if it were needed. Fused kernels that skip masked tiles do less.
+* The KV cache is stored at activation precision; attention ops record ``wbits = abits``. The
+  keys and values written by the current step (``kv_write_bytes`` on k_proj/v_proj) are counted
+  again when qk/av read them, as if they went through the cache.
+
+Every node carries the same attribute keys (zeros/None where a key does not apply) so that
+``graph_ops`` can feed a pandas DataFrame directly:
+
+``name, index, layer, op, kind, part, M, K, N, count, wbits, abits, w_source, a_bytes, w_bytes,
+o_bytes, kv_write_bytes, flops, elements, ops_per_element, bytes``
+
+* ``kind`` is ``gemm`` | ``attention`` | ``vector`` | ``memory``; ``part`` is ``prefill`` or
+  ``decode`` on the split attention nodes of a mixed step, None elsewhere.
+* Byte counts are totals over ``count`` and rounded up to whole bytes.
+  ``bytes`` is the total traffic of the op (a_bytes + w_bytes + o_bytes).
+* Small parameters that are not GEMM weights (norm gamma/beta, linear biases) are stored at
+  ``PARAM_BITS`` (16) bits; norm nodes have them as ``w_bytes`` with ``w_source = "dram"`` and a
+  linear layer with a bias adds ``N * PARAM_BITS / 8`` to its ``w_bytes``.
+* Vector ops: ``elements`` processed, ``ops_per_element`` (softmax 5, rmsnorm 4, layernorm 5,
+  activation 4 plus 1 multiply when the FFN is gated, residual add 1), ``flops = 0``.
+* ``embed`` is kind ``memory``: a gather of ``tokens * hidden_size * abits / 8`` bytes from DRAM
+  (``bytes`` = ``o_bytes`` = that amount, ``w_bytes = 0``).
+* ``final_norm`` and ``lm_head`` run on the rows that produce logits: the last token of each
+  sequence when ``lm_head == "last"``, every token when ``"all"``.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import networkx as nx
+
+from sim.config.errors import ConfigError, short_repr
+from sim.config.schema import ModelConfig
+from sim.workload.precision import lookup_fn
+
+PHASES = ("prefill", "decode", "mixed")
+LM_HEAD_MODES = ("last", "all")
+
+#: Every op name a node can carry, in block order.
+OPS = (
+    "embed",
+    "norm_attn", "q_proj", "k_proj", "v_proj", "qk", "softmax", "av", "o_proj", "residual_attn",
+    "norm_ffn", "gate_proj", "up_proj", "act", "down_proj", "residual_ffn",
+    "final_norm", "lm_head",
+)
+GEMM_OPS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head")
+ATTENTION_OPS = ("qk", "av")
+VECTOR_OPS = ("norm_attn", "softmax", "residual_attn", "norm_ffn", "act", "residual_ffn", "final_norm")
+
+#: Storage width of norm parameters and linear biases (kept in fp16 next to quantized weights).
+PARAM_BITS = 16
+
+OPS_PER_ELEMENT = {"softmax": 5, "rmsnorm": 4, "layernorm": 5, "act": 4, "gate_mul": 1, "residual": 1}
+
+NODE_KEYS = (
+    "name", "index", "layer", "op", "kind", "part", "M", "K", "N", "count", "wbits", "abits",
+    "w_source", "a_bytes", "w_bytes", "o_bytes", "kv_write_bytes", "flops", "elements",
+    "ops_per_element", "bytes",
+)
+
+
+def nbytes(elements: int, bits: int) -> int:
+    """Bytes to hold ``elements`` values of ``bits`` bits, rounded up to a whole byte."""
+    return (elements * bits + 7) // 8
+
+
+@dataclass(frozen=True)
+class AttentionPart:
+    """One attention shape inside a step: ``seqs`` sequences, ``lq`` queries, ``lkv`` keys each."""
+    suffix: str          # "" for a single-shape step, ".prefill" / ".decode" in a mixed step
+    part: str | None     # value of the node's ``part`` attribute
+    seqs: int
+    lq: int
+    lkv: int
+
+
+@dataclass(frozen=True)
+class StepShape:
+    """What a phase means in tokens: rows through the linear layers, the logits and attention."""
+    tokens: int
+    sequences: int
+    lm_rows: int
+    attention: tuple[AttentionPart, ...]
+
+
+def step_shape(phase: str, *, batch: int = 1, seq_len: int | None = None,
+               context: int | None = None, decode_batch: int = 0,
+               lm_head: str = "last") -> StepShape:
+    """Validate the step arguments and derive token/sequence counts and attention shapes."""
+    if phase not in PHASES:
+        raise _bad("phase", f"one of {', '.join(PHASES)}", phase)
+    if lm_head not in LM_HEAD_MODES:
+        raise _bad("lm_head", "'last' or 'all'", lm_head)
+    # integers from numpy/pandas sweeps are accepted and turned into plain ints
+    decode_batch = _check_int("decode_batch", decode_batch, minimum=0)
+    if context is not None:
+        context = _check_int("context", context, minimum=0)
+    if seq_len is not None:
+        seq_len = _check_int("seq_len", seq_len, minimum=1)
+
+    if phase == "prefill":
+        batch = _check_int("batch", batch, minimum=1)
+        if seq_len is None:
+            raise _bad("seq_len", "an integer > 0 for a prefill step", None)
+        ctx = context or 0
+        parts = (AttentionPart("", None, batch, seq_len, ctx + seq_len),)
+        tokens, sequences = batch * seq_len, batch
+    elif phase == "decode":
+        batch = _check_int("batch", batch, minimum=1)
+        if context is None:
+            raise _bad("context", "an integer >= 0 (KV context) for a decode step", None)
+        parts = (AttentionPart("", None, batch, 1, context + 1),)
+        tokens, sequences = batch, batch
+    else:  # mixed
+        batch = _check_int("batch", batch, minimum=0)
+        if batch + decode_batch == 0:
+            raise _bad("batch", "batch + decode_batch > 0 in a mixed step", batch)
+        if batch > 0 and seq_len is None:
+            raise _bad("seq_len", "an integer > 0 for the prefill part of a mixed step", None)
+        ctx = context or 0
+        plist = []
+        if batch > 0:
+            plist.append(AttentionPart(".prefill", "prefill", batch, seq_len, ctx + seq_len))
+        if decode_batch > 0:
+            plist.append(AttentionPart(".decode", "decode", decode_batch, 1, ctx + 1))
+        parts = tuple(plist)
+        tokens = batch * (seq_len or 0) + decode_batch
+        sequences = batch + decode_batch
+    lm_rows = sequences if lm_head == "last" else tokens
+    return StepShape(tokens=tokens, sequences=sequences, lm_rows=lm_rows, attention=parts)
+
+
+def _bad(key: str, expected: str, got) -> ConfigError:
+    """A ConfigError for a bad ``build_graph`` argument (no file: the values come from code)."""
+    return ConfigError(expected, file="<build_graph>", key=key,
+                       got=None if got is None else short_repr(got))
+
+
+def _check_int(key: str, value, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise _bad(key, f"an integer >= {minimum}", value)
+    return int(value)
+
+
+class _GraphWriter:
+    """Appends nodes in topological order; ``index`` records that order for graph_ops."""
+
+    def __init__(self, graph: nx.DiGraph):
+        self.g = graph
+        self.nodes: list[tuple[str, dict]] = []
+        self.edges: list[tuple[str, str]] = []
+
+    def node(self, name: str, layer: int, op: str, kind: str, preds: tuple[str, ...] = (), **attrs) -> str:
+        data = {
+            "name": name, "index": len(self.nodes), "layer": layer, "op": op, "kind": kind,
+            "part": None, "M": 0, "K": 0, "N": 0, "count": 0, "wbits": None, "abits": None,
+            "w_source": None, "a_bytes": 0, "w_bytes": 0, "o_bytes": 0, "kv_write_bytes": 0,
+            "flops": 0, "elements": 0, "ops_per_element": 0,
+        }
+        data.update(attrs)
+        data["bytes"] = data["a_bytes"] + data["w_bytes"] + data["o_bytes"]
+        self.nodes.append((name, data))
+        self.edges.extend((p, name) for p in preds)
+        return name
+
+    def finish(self) -> nx.DiGraph:
+        self.g.add_nodes_from(self.nodes)
+        self.g.add_edges_from(self.edges)
+        return self.g
+
+
+class _Builder:
+    """Builds one step's graph for one model; holds the model dimensions and the precision lookup."""
+
+    def __init__(self, model: ModelConfig, shape: StepShape):
+        self.m = model
+        self.shape = shape
+        self.prec = lookup_fn(model)
+        self.H = model.hidden_size
+        self.nh = model.num_heads
+        self.nkv = model.num_kv_heads
+        self.hd = model.head_dim or model.hidden_size // model.num_heads
+        self.I = model.intermediate_size
+        self.gated = model.ffn == "gated"
+        self.norm_ops = OPS_PER_ELEMENT[model.norm]
+        self.norm_params = self.H * (2 if model.norm == "layernorm" else 1)
+        self.w = _GraphWriter(nx.DiGraph())
+
+    # -- node kinds ------------------------------------------------------------------------
+    def linear(self, name: str, layer: int, op: str, rows: int, k: int, n: int, preds, *,
+               bias: bool = False, kv_store_bits: int | None = None) -> str:
+        wbits, abits = self.prec(layer, op)
+        w_bytes = nbytes(k * n, wbits) + (nbytes(n, PARAM_BITS) if bias else 0)
+        kv_write = nbytes(rows * n, kv_store_bits) if kv_store_bits is not None else 0
+        return self.w.node(
+            name, layer, op, "gemm", preds, M=rows, K=k, N=n, count=1, wbits=wbits, abits=abits,
+            w_source="dram", a_bytes=nbytes(rows * k, abits), w_bytes=w_bytes,
+            o_bytes=nbytes(rows * n, abits), kv_write_bytes=kv_write, flops=2 * rows * k * n,
+        )
+
+    def attention(self, name: str, layer: int, op: str, part: AttentionPart, preds) -> str:
+        _, abits = self.prec(layer, op)
+        g = self.nh // self.nkv
+        count = part.seqs * self.nkv
+        M = g * part.lq
+        K, N = (self.hd, part.lkv) if op == "qk" else (part.lkv, self.hd)
+        return self.w.node(
+            name, layer, op, "attention", preds, part=part.part, M=M, K=K, N=N, count=count,
+            wbits=abits, abits=abits, w_source="kv", a_bytes=nbytes(count * M * K, abits),
+            w_bytes=nbytes(count * K * N, abits), o_bytes=nbytes(count * M * N, abits),
+            flops=2 * M * K * N * count,
+        )
+
+    def vector(self, name: str, layer: int, op: str, elements: int, ops_per_element: int,
+               n_inputs: int, preds, *, params: int = 0, part: str | None = None) -> str:
+        _, abits = self.prec(layer, op)
+        return self.w.node(
+            name, layer, op, "vector", preds, part=part, abits=abits,
+            w_source="dram" if params else None, a_bytes=n_inputs * nbytes(elements, abits),
+            w_bytes=nbytes(params, PARAM_BITS), o_bytes=nbytes(elements, abits),
+            elements=elements, ops_per_element=ops_per_element,
+        )
+
+    # -- structure -------------------------------------------------------------------------
+    def build(self) -> nx.DiGraph:
+        T = self.shape.tokens
+        _, abits = self.prec(-1, "embed")
+        gather = nbytes(T * self.H, abits)
+        x = self.w.node("embed", -1, "embed", "memory", (), abits=abits, w_source="dram",
+                        o_bytes=gather, elements=T * self.H)
+        for layer in range(self.m.num_layers):
+            x = self.block(layer, x)
+        rows = self.shape.lm_rows
+        y = self.vector("final_norm", -1, "final_norm", rows * self.H, self.norm_ops, 1, (x,),
+                        params=self.norm_params)
+        self.linear("lm_head", -1, "lm_head", rows, self.H, self.m.vocab_size, (y,))
+        return self.w.finish()
+
+    def block(self, layer: int, x: str) -> str:
+        T, H, hd = self.shape.tokens, self.H, self.hd
+        p = f"L{layer}."
+        bias = bool(self.m.qkv_bias)
+        n = self.vector(p + "norm_attn", layer, "norm_attn", T * H, self.norm_ops, 1, (x,),
+                        params=self.norm_params)
+        q = self.linear(p + "q_proj", layer, "q_proj", T, H, self.nh * hd, (n,), bias=bias)
+        k = self.linear(p + "k_proj", layer, "k_proj", T, H, self.nkv * hd, (n,), bias=bias,
+                        kv_store_bits=self.prec(layer, "qk")[1])
+        v = self.linear(p + "v_proj", layer, "v_proj", T, H, self.nkv * hd, (n,), bias=bias,
+                        kv_store_bits=self.prec(layer, "av")[1])
+        outs = []
+        for part in self.shape.attention:
+            s = part.suffix
+            qk = self.attention(p + "qk" + s, layer, "qk", part, (q, k))
+            scores = part.seqs * self.nh * part.lq * part.lkv
+            sm = self.vector(p + "softmax" + s, layer, "softmax", scores, OPS_PER_ELEMENT["softmax"],
+                             1, (qk,), part=part.part)
+            outs.append(self.attention(p + "av" + s, layer, "av", part, (sm, v)))
+        o = self.linear(p + "o_proj", layer, "o_proj", T, self.nh * hd, H, tuple(outs))
+        r = self.vector(p + "residual_attn", layer, "residual_attn", T * H, OPS_PER_ELEMENT["residual"],
+                        2, (o, x))
+        n2 = self.vector(p + "norm_ffn", layer, "norm_ffn", T * H, self.norm_ops, 1, (r,),
+                         params=self.norm_params)
+        act_ops = OPS_PER_ELEMENT["act"]
+        if self.gated:
+            gt = self.linear(p + "gate_proj", layer, "gate_proj", T, H, self.I, (n2,))
+            up = self.linear(p + "up_proj", layer, "up_proj", T, H, self.I, (n2,))
+            a = self.vector(p + "act", layer, "act", T * self.I, act_ops + OPS_PER_ELEMENT["gate_mul"],
+                            2, (gt, up))
+        else:
+            up = self.linear(p + "up_proj", layer, "up_proj", T, H, self.I, (n2,))
+            a = self.vector(p + "act", layer, "act", T * self.I, act_ops, 1, (up,))
+        d = self.linear(p + "down_proj", layer, "down_proj", T, self.I, H, (a,))
+        return self.vector(p + "residual_ffn", layer, "residual_ffn", T * H, OPS_PER_ELEMENT["residual"],
+                           2, (d, r))
+
+
+def build_graph(model: ModelConfig, phase: str, *, batch: int = 1, seq_len: int | None = None,
+                context: int | None = None, decode_batch: int = 0,
+                lm_head: str = "last") -> nx.DiGraph:
+    """Operator DAG of one ``phase`` step of ``model`` (see the module docstring for shapes).
+
+    Raises :class:`ConfigError` for an unknown phase/lm_head mode or missing/invalid sizes.
+    The graph's ``graph`` dict records the step: model, phase, batch, seq_len, context,
+    decode_batch, lm_head, tokens, sequences.
+    """
+    shape = step_shape(phase, batch=batch, seq_len=seq_len, context=context,
+                       decode_batch=decode_batch, lm_head=lm_head)
+    g = _Builder(model, shape).build()
+    g.graph.update(
+        model=model.name, phase=phase, batch=int(batch),
+        seq_len=None if seq_len is None else int(seq_len),
+        context=0 if context is None else int(context),
+        decode_batch=int(decode_batch), lm_head=lm_head, tokens=shape.tokens, sequences=shape.sequences,
+    )
+    return g
+
+
+def graph_ops(g: nx.DiGraph) -> list[dict]:
+    """Nodes of ``g`` as attribute dicts (copies), in a deterministic topological order.
+
+    Ties between independent nodes (e.g. q/k/v_proj) are broken by construction order, so the
+    same graph always yields the same list; a cycle raises ``networkx.NetworkXUnfeasible``.
+    """
+    nodes = g.nodes
+    order = nx.lexicographical_topological_sort(g, key=lambda n: nodes[n].get("index", 0))
+    return [dict(nodes[n]) for n in order]
