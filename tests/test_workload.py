@@ -10,7 +10,7 @@ from sim.config.errors import ConfigError
 from sim.config.loader import list_shipped, load_model
 from sim.config.schema import ModelConfig
 from sim.workload import (
-    NODE_KEYS, build_graph, graph_ops, model_summary, precision_for,
+    NODE_KEYS, build_graph, graph_ops, model_summary,
 )
 
 #: published parameter counts (model cards / papers)
@@ -355,8 +355,8 @@ def test_layer_precision_overrides_reach_the_right_nodes():
     assert ops["L3.softmax"]["abits"] == 16 and ops["L2.softmax"]["abits"] == 8
     assert (ops["lm_head"]["wbits"], ops["lm_head"]["abits"]) == (16, 16)
     assert ops["embed"]["abits"] == 8
-    assert precision_for(m, 3, "up_proj") == (2, 16)
-    assert precision_for(m, 30, "up_proj") == (8, 8)
+    assert m.precision_for(3, "up_proj") == (2, 16)
+    assert m.precision_for(30, "up_proj") == (8, 8)
     assert model_summary(m)["kv_bytes_per_token"] == 2 * 4096 * (31 + 2)
 
 
@@ -370,7 +370,7 @@ def test_non_block_ops_follow_rules_that_name_them():
     assert (ops["lm_head"]["wbits"], ops["lm_head"]["abits"]) == (8, 16)
     assert ops["embed"]["abits"] == 16 and ops["embed"]["bytes"] == 4096 * 2
     assert ops["final_norm"]["abits"] == 8                                  # model default
-    assert precision_for(m, -1, "final_norm") == (8, 8)
+    assert m.precision_for(-1, "final_norm") == (8, 8)
 
 
 # ------------------------------------------------------------------------------------------

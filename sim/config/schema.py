@@ -338,10 +338,17 @@ class ModelConfig(_Hashable):
 
     def precision_for(self, layer: int, op: str) -> tuple[int, int]:
         """(wbits, abits) of ``op`` in ``layer``: the last matching layer_precision rule, else
-        the model-wide precision."""
+        the model-wide precision. Layer -1 holds the ops outside the decoder blocks (embed,
+        final_norm, lm_head): a rule reaches them only when its ``ops`` list names them."""
+        if layer == -1:
+            wbits, abits = self.precision.wbits, self.precision.abits
+            for rule in self.layer_precision:
+                if rule.ops is not None and op in rule.ops:
+                    wbits, abits = rule.wbits, rule.abits
+            return wbits, abits
         if not 0 <= layer < self.num_layers:
             raise ConfigError(
-                f"a layer index in 0..{self.num_layers - 1}", file=self._origin, key="layer",
+                f"a layer index in 0..{self.num_layers - 1} (or -1 outside the blocks)", file=self._origin, key="layer",
                 got=repr(layer),
             )
         wbits, abits = self.precision.wbits, self.precision.abits

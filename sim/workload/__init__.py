@@ -2,7 +2,7 @@
 
 ``build_graph(model, phase, ...)`` returns a networkx DAG of GEMM / attention / vector / memory
 ops; ``graph_ops(g)`` lists them in a deterministic topological order; ``model_summary(model)``
-gives parameter counts, weight bytes and KV bytes per token; ``precision_for(model, layer, op)``
+gives parameter counts, weight bytes and KV bytes per token; ``ModelConfig.precision_for``
 resolves the per-layer precision overrides.
 """
 
@@ -17,10 +17,10 @@ from sim.workload.graph import (
     graph_ops,
     step_shape,
 )
-from sim.workload.precision import precision_for
+from sim.workload.precision import lookup_fn
 from sim.workload.summary import model_summary
 
 __all__ = [
     "ATTENTION_OPS", "GEMM_OPS", "NODE_KEYS", "OPS", "PHASES", "VECTOR_OPS",
-    "build_graph", "graph_ops", "model_summary", "precision_for", "step_shape",
+    "build_graph", "graph_ops", "lookup_fn", "model_summary", "step_shape",
 ]
