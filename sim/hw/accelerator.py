@@ -1,0 +1,308 @@
+"""A systolic-array accelerator: PE array + double-buffered SRAM + L2 + DRAM, with energy and area.
+
+One GEMM runs as a pipeline of *memory tiles* (groups of array folds, see
+:mod:`sim.hw.memory_plan`). The array's own timing per fold comes from the closed-form model in
+:mod:`sim.hw.systolic`; what competes for shared resources (the DRAM port, the L2 port, the
+two SRAM slots) runs as simpy processes on :mod:`sim.core`:
+
+* a fetcher takes a free SRAM slot, reads the tile's bytes from DRAM into L2, then fills SRAM;
+* the array computes tile j once its data is in SRAM, for the tile's share of the fold issue
+  schedule (or longer if the SRAM port cannot feed the array), then frees the slot;
+* finished outputs drain SRAM -> L2 (-> DRAM) in the background, competing with fetches.
+
+``stall = total - compute`` where ``compute`` is the array's cycle count with ideal memory, so a
+stall is never negative by construction (asserted). Results are memoized by their full key.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+from ..core import Clock, DoubleBuffer, EnergyLedger, Engine, Link, TraceRecorder
+from .memory_plan import OperandPlacement, plan_gemm
+from .registry import register
+from .systolic import DATAFLOWS, array_timing
+
+COMPONENTS = ("pe_array", "sram", "l2", "dram", "noc", "vector", "static")
+
+
+@dataclass
+class OpResult:
+    """Timing, traffic and energy of one operation (one GEMM, vector op or memory op)."""
+
+    cycles: int
+    compute_cycles: int
+    stall_cycles: int
+    stall_memory: int = 0      # array waiting for DRAM/L2 fills
+    stall_sram: int = 0        # SRAM port slower than the array's operand demand
+    stall_drain: int = 0       # last outputs still draining to L2/DRAM after the array is done
+    macs: int = 0
+    peak_macs_per_cycle: float = 0.0
+    dram_read_bytes: int = 0
+    dram_write_bytes: int = 0
+    tiles: int = 0
+    folds: int = 0
+    chunks: int = 1            # sub-GEMMs the mapper cut the GEMM into (outer tiling)
+    energy: EnergyLedger = field(default_factory=EnergyLedger)
+
+    @property
+    def utilization(self) -> float:
+        """Fraction of the array's peak MACs used over the whole op (0 for non-array ops)."""
+        if not self.macs or not self.cycles:
+            return 0.0
+        return self.macs / (self.cycles * self.peak_macs_per_cycle)
+
+    @property
+    def energy_pj(self) -> dict:
+        by = self.energy.by_component()
+        return {c: float(by.get(c, 0.0)) for c in COMPONENTS}
+
+    def check(self) -> "OpResult":
+        """Invariants every op satisfies; raises AssertionError with the op's numbers."""
+        assert self.stall_cycles >= 0, f"negative stall {self.stall_cycles}"
+        assert self.cycles == self.compute_cycles + self.stall_cycles, self
+        assert self.stall_cycles == self.stall_memory + self.stall_sram + self.stall_drain, self
+        assert 0.0 <= self.utilization <= 1.0 + 1e-12, f"utilization {self.utilization}"
+        assert all(v >= 0 for v in self.energy_pj.values()), self.energy_pj
+        return self
+
+
+@register("systolic")
+class SystolicAccelerator:
+    """A systolic-array accelerator built from one arch file (``type: systolic``)."""
+
+    def __init__(self, arch, tech=None):
+        from ..config.tech import load_tech   # lower layer: the tech table schema lives in config
+        self.arch = arch
+        self.tech = tech if tech is not None else load_tech(arch.technology)
+        self.clock = Clock(arch.clock_ghz)
+        mem = arch.memory
+        self.sram_kb = {"ifmap": mem.sram.ifmap_kb, "weight": mem.sram.weight_kb,
+                        "ofmap": mem.sram.ofmap_kb}
+        self.dram_bytes_per_cycle = mem.dram.bandwidth_gbps / arch.clock_ghz   # GB/s / Gcycle/s
+        self.dram_latency = self.clock.cycles(mem.dram.latency_ns * 1e-9)
+        self._gemm = lru_cache(maxsize=8192)(self._gemm_uncached)
+
+    # ------------------------------------------------------------------ static properties ----
+    @property
+    def pe_width(self) -> float:
+        """Bit-products per cycle of the PE datapath (sizes its area and leakage)."""
+        return max(m.wbits * m.abits * m.macs_per_cycle for m in self.arch.pe.modes)
+
+    def leakage_uw(self) -> dict:
+        t, a = self.tech, self.arch
+        return {
+            "pe_array": a.array.rows * a.array.cols * t.pe_leakage_uw(self.pe_width),
+            "sram": sum(t.sram_leakage_uw(kb) for kb in self.sram_kb.values()),
+            "l2": t.l2_leakage_uw(a.memory.l2.size_kb),
+            "vector": a.vector.lanes * t.vector_lane_leakage_uw,
+        }
+
+    def area_um2(self) -> dict:
+        t, a = self.tech, self.arch
+        return {
+            "pe_array": a.array.rows * a.array.cols * t.pe_area_um2(self.pe_width),
+            "sram": sum(t.sram_area_um2(kb) for kb in self.sram_kb.values()),
+            "l2": t.l2_area_um2(a.memory.l2.size_kb),
+            "vector": a.vector.lanes * t.vector_lane_area_um2,
+            "control": t.controller_area_um2,
+        }
+
+    def _add_static(self, ledger: EnergyLedger, cycles: int) -> None:
+        # uW * ns = 1e-15 J = 1e-3 pJ
+        ns = self.clock.seconds(cycles) * 1e9
+        for comp, uw in self.leakage_uw().items():
+            ledger.add("static", f"leakage_{comp}", ns, uw * 1e-3)
+
+    # ------------------------------------------------------------------------------ GEMM ----
+    def gemm(self, M: int, K: int, N: int, *, wbits: int = 8, abits: int = 8,
+             dataflow: str | None = None, array: tuple[int, int] | None = None,
+             convention: str = "strata", place: OperandPlacement = OperandPlacement(),
+             trace: TraceRecorder | None = None) -> OpResult:
+        dataflow = dataflow or self.arch.array.dataflow
+        if dataflow not in DATAFLOWS:
+            raise ValueError(f"dataflow must be one of {DATAFLOWS}, got {dataflow!r}")
+        rows, cols = array if array is not None else (self.arch.array.rows, self.arch.array.cols)
+        key = (int(M), int(K), int(N), int(wbits), int(abits), dataflow, int(rows), int(cols),
+               convention, place)
+        if trace is not None:          # a traced run records spans, so it is never memoized
+            return self._gemm_uncached(*key, trace=trace)
+        return self._gemm(*key)
+
+    def _outer_tilings(self, M, K, N, wbits, abits, dataflow) -> list[list[tuple[int, int, int]]]:
+        """Candidate outer tilings (a list of sub-GEMM shapes each), the mapper's choices:
+
+        the whole GEMM at once, or the streamed dimension (M for WS/OS, N for IS) cut into
+        chunks small enough that a chunk's streamed operand stays resident in its SRAM half
+        (the stationary operand is then fetched once per chunk instead)."""
+        split_n = dataflow == "is"
+        full = N if split_n else M
+        unit_bytes = K * (wbits if split_n else abits) / 8
+        fit = int(self.sram_kb["weight" if split_n else "ifmap"] * 1024 / 2 // unit_bytes)
+        options = [[(M, K, N)]]
+        if 1 <= fit < full:
+            sizes = [fit] * (full // fit) + ([full % fit] if full % fit else [])
+            options.append([(M, K, s) if split_n else (s, K, N) for s in sizes])
+        return options
+
+    def _schedule(self, shapes, wbits, abits, dataflow, rows, cols, m, convention, place):
+        """Array timings and memory plans of a sequence of sub-GEMMs, run back to back."""
+        l2kb = self.arch.memory.l2.size_kb
+        parts = []
+        for shape in shapes:
+            timing = array_timing(*shape, rows, cols, dataflow, m, convention)
+            plan = plan_gemm(timing.mapping, *shape, wbits, abits, self.sram_kb, l2kb, place)
+            parts.append((timing, plan))
+        return parts
+
+    def _gemm_uncached(self, M, K, N, wbits, abits, dataflow, rows, cols, convention, place,
+                       trace=None) -> OpResult:
+        m = self.arch.mode(wbits, abits).macs_per_cycle
+
+        def roofline(parts):
+            """(cycles estimate, DRAM bytes): the mapper is latency first, then traffic."""
+            dram = sum(p.total("fetch_dram") + p.total("store_dram") for _, p in parts)
+            compute = sum(t.total for t, _ in parts)
+            return max(compute, math.ceil(dram / self.dram_bytes_per_cycle)), dram
+
+        candidates = [self._schedule(shapes, wbits, abits, dataflow, rows, cols, m, convention,
+                                     place)
+                      for shapes in self._outer_tilings(M, K, N, wbits, abits, dataflow)]
+        parts = min(candidates, key=roofline)
+
+        # compute span of each memory tile on its sub-GEMM's ideal-memory fold schedule
+        spans, plans = [], [p for _, p in parts]
+        for timing, plan in parts:
+            bounds = np.r_[0, timing.issue_times()[plan.first_fold[1:]], timing.total]
+            spans.append(np.diff(bounds))
+        total, stall_mem, stall_sram, array_end = self._run_pipeline(
+            plans, np.concatenate(spans), trace)
+        compute = sum(t.total for t, _ in parts)
+        assert total >= compute, (total, compute)
+
+        def tot(name):
+            return sum(p.total(name) for p in plans)
+
+        def per_buffer(attr, buf):
+            return sum(getattr(p, attr).get(buf, 0) for p in plans)
+
+        led = EnergyLedger()
+        t = self.tech
+        led.add("pe_array", f"mac_w{wbits}a{abits}", M * K * N, t.mac_pj(wbits, abits, m))
+        for buf, kb in self.sram_kb.items():
+            led.add("sram", f"{buf}_read_byte", per_buffer("buffer_reads", buf),
+                    t.sram_read_pj_per_byte(kb))
+            led.add("sram", f"{buf}_write_byte", per_buffer("buffer_writes", buf),
+                    t.sram_write_pj_per_byte(kb))
+        l2kb = self.arch.memory.l2.size_kb
+        led.add("l2", "read_byte", tot("fill") + tot("store_dram"), t.l2_read_pj_per_byte(l2kb))
+        led.add("l2", "write_byte", tot("fetch_dram") + tot("drain"), t.l2_write_pj_per_byte(l2kb))
+        dram_pj = t.dram_pj_per_bit(self.arch.memory.dram.kind)
+        led.add("dram", "read_bit", 8 * tot("fetch_dram"), dram_pj)
+        led.add("dram", "write_bit", 8 * tot("store_dram"), dram_pj)
+        led.add("noc", "array_edge_byte", tot("array_reads") + tot("array_writes"),
+                t.noc_pj_per_byte)
+        self._add_static(led, total)
+        return OpResult(cycles=total, compute_cycles=compute, stall_cycles=total - compute,
+                        stall_memory=stall_mem, stall_sram=stall_sram,
+                        stall_drain=total - array_end, macs=M * K * N,
+                        peak_macs_per_cycle=rows * cols * m,
+                        dram_read_bytes=tot("fetch_dram"), dram_write_bytes=tot("store_dram"),
+                        tiles=sum(p.tiles for p in plans),
+                        folds=sum(t.mapping.folds for t, _ in parts),
+                        chunks=len(parts), energy=led).check()
+
+    def _run_pipeline(self, plans, spans, trace) -> tuple[int, int, int, int]:
+        """Simulate fetch / compute / drain of the memory tiles; returns
+        (total cycles, cycles the array waited for fills, SRAM-port cycles, array end)."""
+        eng = Engine(trace)
+        mem = self.arch.memory
+        dram = Link(eng, "dram", self.dram_bytes_per_cycle, self.dram_latency)
+        l2 = Link(eng, "l2", mem.l2.bytes_per_cycle, mem.l2.latency_cycles)
+        sram = DoubleBuffer(eng, "sram", slots=2)
+        sram_bpc = mem.sram.bytes_per_cycle
+        stall = {"memory": 0, "sram": 0, "end": 0}
+
+        def cat(name):
+            return np.concatenate([getattr(p, name) for p in plans]).tolist()
+        fetch_dram, fill, drain, store = (cat("fetch_dram"), cat("fill"), cat("drain"),
+                                          cat("store_dram"))
+        port = [a + b for a, b in zip(cat("array_reads"), cat("array_writes"))]
+        spans = spans.tolist()
+        n = len(spans)
+        ready = [eng.event() for _ in range(n)]
+
+        def fetcher():
+            for j in range(n):
+                yield sram.acquire()
+                if fetch_dram[j]:
+                    yield from dram.transfer(fetch_dram[j], "read")
+                if fill[j]:
+                    yield from l2.transfer(fill[j], "fill")
+                ready[j].succeed()
+
+        def drainer(j):
+            yield from l2.transfer(drain[j], "drain")
+            if store[j]:
+                yield from dram.transfer(store[j], "write")
+
+        def array():
+            for j in range(n):
+                asked = eng.now
+                yield ready[j]
+                stall["memory"] += eng.now - asked
+                dur = max(spans[j], math.ceil(port[j] / sram_bpc))
+                stall["sram"] += dur - spans[j]
+                if trace is not None:
+                    trace.span(f"tile {j}", "compute", eng.now, dur, track="pe_array")
+                yield eng.timeout(dur)
+                sram.release()
+                if drain[j]:
+                    eng.process(drainer(j))
+            stall["end"] = eng.now
+
+        eng.process(fetcher())
+        eng.process(array())
+        eng.run()
+        return eng.now, stall["memory"], stall["sram"], stall["end"]
+
+    # ------------------------------------------------------------------- vector / memory ----
+    def vector(self, elements: int, ops_per_element: float, in_bytes: int, out_bytes: int,
+               *, place: OperandPlacement = OperandPlacement("l2", "l2", "l2")) -> OpResult:
+        """Element-wise op on the vector unit, streaming through L2 (and DRAM if placed there)."""
+        t, mem = self.tech, self.arch.memory
+        ops = int(math.ceil(elements * ops_per_element))
+        compute = -(-ops // self.arch.vector.lanes)
+        dram_r = in_bytes if place.a_src == "dram" else 0
+        dram_w = out_bytes if place.o_dst == "dram" else 0
+        mem_cycles = max(math.ceil((in_bytes + out_bytes) / mem.l2.bytes_per_cycle),
+                         math.ceil((dram_r + dram_w) / self.dram_bytes_per_cycle))
+        total = max(compute, mem_cycles) + (self.dram_latency if dram_r else 0)
+        led = EnergyLedger()
+        l2kb = mem.l2.size_kb
+        led.add("vector", "op", ops, t.vector_pj_per_op)
+        led.add("l2", "read_byte", in_bytes, t.l2_read_pj_per_byte(l2kb))
+        led.add("l2", "write_byte", out_bytes, t.l2_write_pj_per_byte(l2kb))
+        dram_pj = t.dram_pj_per_bit(mem.dram.kind)
+        led.add("dram", "read_bit", 8 * dram_r, dram_pj)
+        led.add("dram", "write_bit", 8 * dram_w, dram_pj)
+        self._add_static(led, total)
+        return OpResult(cycles=total, compute_cycles=compute, stall_cycles=total - compute,
+                        stall_memory=total - compute, dram_read_bytes=dram_r,
+                        dram_write_bytes=dram_w, energy=led).check()
+
+    def memory_op(self, read_bytes: int, write_bytes: int = 0) -> OpResult:
+        """A pure DRAM -> L2 move (e.g. an embedding gather): bandwidth plus latency."""
+        mem, t = self.arch.memory, self.tech
+        total = math.ceil((read_bytes + write_bytes) / self.dram_bytes_per_cycle) + self.dram_latency
+        led = EnergyLedger()
+        dram_pj = t.dram_pj_per_bit(mem.dram.kind)
+        led.add("dram", "read_bit", 8 * read_bytes, dram_pj)
+        led.add("dram", "write_bit", 8 * write_bytes, dram_pj)
+        led.add("l2", "write_byte", read_bytes, t.l2_write_pj_per_byte(mem.l2.size_kb))
+        self._add_static(led, total)
+        return OpResult(cycles=total, compute_cycles=0, stall_cycles=total, stall_memory=total,
+                        dram_read_bytes=read_bytes, dram_write_bytes=write_bytes, energy=led).check()
