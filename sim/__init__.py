@@ -1,0 +1,15 @@
+"""Strata: a cycle-level simulator of heterogeneous hardware for LLM inference.
+
+Public API (stable; later versions extend it):
+
+* :func:`simulate_gemm` — one GEMM on an accelerator: cycles, stalls, energy, utilization;
+* :func:`simulate_model` — a prefill pass, decode steps or a mixed chunk of a model;
+* :func:`run` — a whole experiment YAML, returning a :class:`Result` of DataFrames.
+"""
+from .api import GemmResult, ModelResult, Result, run, simulate_gemm, simulate_model
+from .config import ConfigError, load_arch, load_experiment, load_model
+
+__version__ = "0.1.0"
+
+__all__ = ["ConfigError", "GemmResult", "ModelResult", "Result", "load_arch",
+           "load_experiment", "load_model", "run", "simulate_gemm", "simulate_model"]

@@ -1,0 +1,98 @@
+"""Run an operator graph on an accelerator: one row of timing, traffic and energy per operator.
+
+Ops run one after another on the accelerator (no overlap between operators). Identical ops
+(repeated decoder blocks, repeated decode steps) hit the accelerator's memo, so a 32-layer
+model costs about as much as one layer.
+
+Where operands live (the placement the GEMM model is handed):
+
+* static weights and the KV cache are in DRAM;
+* an activation tensor stays on chip (L2) when it fits in half of L2, otherwise it goes
+  through DRAM; the same rule decides where an op's output goes;
+* k_proj / v_proj outputs are appended to the KV cache, so they are always written to DRAM.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from ..core import EnergyLedger, TraceRecorder
+from ..hw.accelerator import COMPONENTS, OpResult
+from ..hw.memory_plan import OperandPlacement
+
+KV_APPEND_OPS = ("k_proj", "v_proj")
+
+OP_COLUMNS = ["index", "name", "layer", "op", "kind", "part", "M", "K", "N", "count", "wbits",
+              "abits", "cycles", "compute_cycles", "stall_cycles", "stall_memory",
+              "stall_sram", "stall_drain",
+              "macs", "peak_macs_per_cycle", "utilization", "dram_read_bytes", "dram_write_bytes"] + \
+             [f"energy_{c}_pj" for c in COMPONENTS] + ["energy_pj"]
+
+
+def _placement(accel, op: dict) -> OperandPlacement:
+    on_chip = accel.arch.memory.l2.size_kb * 1024 / 2
+    count = max(int(op.get("count") or 1), 1)
+    a_src = "l2" if op["a_bytes"] / count <= on_chip else "dram"
+    o_dst = "l2" if op["o_bytes"] / count <= on_chip else "dram"
+    if op["op"] in KV_APPEND_OPS:
+        o_dst = "dram"
+    return OperandPlacement(a_src=a_src, w_src="dram", o_dst=o_dst)
+
+
+def run_op(accel, op: dict) -> OpResult:
+    """Time one graph node (all ``count`` instances are accounted by the caller)."""
+    kind = op["kind"]
+    if kind in ("gemm", "attention"):
+        return accel.gemm(op["M"], op["K"], op["N"], wbits=op["wbits"], abits=op["abits"],
+                          place=_placement(accel, op))
+    if kind == "vector":
+        on_chip = accel.arch.memory.l2.size_kb * 1024 / 2
+        where = "l2" if op["bytes"] <= on_chip else "dram"
+        return accel.vector(op["elements"], op["ops_per_element"],
+                            op["a_bytes"] + op["w_bytes"], op["o_bytes"],
+                            place=OperandPlacement(where, "dram", where))
+    if kind == "memory":
+        return accel.memory_op(op["bytes"])
+    raise ValueError(f"unknown op kind {kind!r} for node {op['name']!r}")
+
+
+def run_ops(accel, ops: list[dict], *, trace: TraceRecorder | None = None,
+            start_cycle: int = 0, track_prefix: str = "") -> tuple[pd.DataFrame, EnergyLedger, int]:
+    """Run ops in order; returns (per-op DataFrame, summed ledger, end cycle)."""
+    rows, ledger, now = [], EnergyLedger(), start_cycle
+    for op in ops:
+        r = run_op(accel, op)
+        n = max(int(op.get("count") or 1), 1)
+        cycles = r.cycles * n
+        energy = r.energy_pj
+        if trace is not None:
+            track = "pe_array" if op["kind"] in ("gemm", "attention") else op["kind"]
+            trace.span(op["name"], op["kind"], now, cycles, track=track_prefix + track,
+                       args={"M": op.get("M"), "K": op.get("K"), "N": op.get("N"), "count": n})
+        now += cycles
+        ledger.merge(r.energy, scale=n)
+        row = {k: op.get(k) for k in OP_COLUMNS[:12]}
+        row.update(cycles=cycles, compute_cycles=r.compute_cycles * n,
+                   stall_cycles=r.stall_cycles * n, stall_memory=r.stall_memory * n,
+                   stall_sram=r.stall_sram * n, stall_drain=r.stall_drain * n, macs=r.macs * n,
+                   peak_macs_per_cycle=r.peak_macs_per_cycle,
+                   utilization=r.utilization,
+                   dram_read_bytes=r.dram_read_bytes * n, dram_write_bytes=r.dram_write_bytes * n)
+        for c in COMPONENTS:
+            row[f"energy_{c}_pj"] = energy[c] * n
+        row["energy_pj"] = sum(energy.values()) * n
+        rows.append(row)
+    return pd.DataFrame(rows, columns=OP_COLUMNS), ledger, now
+
+
+def sum_steps(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Collapse per-step op tables of a multi-step decode into one row per op (sums)."""
+    if len(frames) == 1:
+        return frames[0]
+    df = pd.concat(frames, ignore_index=True)
+    additive = [c for c in OP_COLUMNS
+                if c.startswith(("cycles", "compute", "stall", "macs", "dram_", "energy"))]
+    out = df.groupby("name", sort=False).first()
+    out[additive] = df.groupby("name", sort=False)[additive].sum()
+    busy = out.cycles * out.peak_macs_per_cycle
+    out["utilization"] = (out.macs / busy.where(busy > 0)).fillna(0.0)
+    return out.reset_index()[OP_COLUMNS]
