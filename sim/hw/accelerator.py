@@ -21,9 +21,10 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..core import Clock, DoubleBuffer, EnergyLedger, Engine, Link, TraceRecorder
+from ..core import Clock, EnergyLedger, TraceRecorder
 from .memory_plan import OperandPlacement, plan_gemm
 from .registry import register
+from .tile_pipeline import PortSpec, run_tiles
 from .systolic import DATAFLOWS, array_timing
 
 COMPONENTS = ("pe_array", "sram", "l2", "dram", "noc", "vector", "static")
@@ -57,8 +58,12 @@ class OpResult:
 
     @property
     def energy_pj(self) -> dict:
-        by = self.energy.by_component()
-        return {c: float(by.get(c, 0.0)) for c in COMPONENTS}
+        """Energy by component (pJ), every component present; computed once per result."""
+        cached = self.__dict__.get("_energy_pj")
+        if cached is None:
+            by = self.energy.by_component()
+            cached = self.__dict__["_energy_pj"] = {c: float(by.get(c, 0.0)) for c in COMPONENTS}
+        return cached
 
     def check(self) -> "OpResult":
         """Invariants every op satisfies; raises AssertionError with the op's numbers."""
@@ -84,7 +89,11 @@ class SystolicAccelerator:
                         "ofmap": mem.sram.ofmap_kb}
         self.dram_bytes_per_cycle = mem.dram.bandwidth_gbps / arch.clock_ghz   # GB/s / Gcycle/s
         self.dram_latency = self.clock.cycles(mem.dram.latency_ns * 1e-9)
+        self.ports = PortSpec(self.dram_bytes_per_cycle, self.dram_latency,
+                              mem.l2.bytes_per_cycle, mem.l2.latency_cycles)
         self._gemm = lru_cache(maxsize=8192)(self._gemm_uncached)
+        self.vector = lru_cache(maxsize=8192)(self.vector)
+        self.memory_op = lru_cache(maxsize=1024)(self.memory_op)
 
     # ------------------------------------------------------------------ static properties ----
     @property
@@ -216,58 +225,17 @@ class SystolicAccelerator:
                         chunks=len(parts), energy=led).check()
 
     def _run_pipeline(self, plans, spans, trace) -> tuple[int, int, int, int]:
-        """Simulate fetch / compute / drain of the memory tiles; returns
-        (total cycles, cycles the array waited for fills, SRAM-port cycles, array end)."""
-        eng = Engine(trace)
-        mem = self.arch.memory
-        dram = Link(eng, "dram", self.dram_bytes_per_cycle, self.dram_latency)
-        l2 = Link(eng, "l2", mem.l2.bytes_per_cycle, mem.l2.latency_cycles)
-        sram = DoubleBuffer(eng, "sram", slots=2)
-        sram_bpc = mem.sram.bytes_per_cycle
-        stall = {"memory": 0, "sram": 0, "end": 0}
-
+        """Fetch / compute / drain of the memory tiles (see :mod:`sim.hw.tile_pipeline`);
+        returns (total cycles, cycles the array waited for fills, SRAM-port cycles, array end)."""
         def cat(name):
-            return np.concatenate([getattr(p, name) for p in plans]).tolist()
-        fetch_dram, fill, drain, store = (cat("fetch_dram"), cat("fill"), cat("drain"),
-                                          cat("store_dram"))
-        port = [a + b for a, b in zip(cat("array_reads"), cat("array_writes"))]
-        spans = spans.tolist()
-        n = len(spans)
-        ready = [eng.event() for _ in range(n)]
-
-        def fetcher():
-            for j in range(n):
-                yield sram.acquire()
-                if fetch_dram[j]:
-                    yield from dram.transfer(fetch_dram[j], "read")
-                if fill[j]:
-                    yield from l2.transfer(fill[j], "fill")
-                ready[j].succeed()
-
-        def drainer(j):
-            yield from l2.transfer(drain[j], "drain")
-            if store[j]:
-                yield from dram.transfer(store[j], "write")
-
-        def array():
-            for j in range(n):
-                asked = eng.now
-                yield ready[j]
-                stall["memory"] += eng.now - asked
-                dur = max(spans[j], math.ceil(port[j] / sram_bpc))
-                stall["sram"] += dur - spans[j]
-                if trace is not None:
-                    trace.span(f"tile {j}", "compute", eng.now, dur, track="pe_array")
-                yield eng.timeout(dur)
-                sram.release()
-                if drain[j]:
-                    eng.process(drainer(j))
-            stall["end"] = eng.now
-
-        eng.process(fetcher())
-        eng.process(array())
-        eng.run()
-        return eng.now, stall["memory"], stall["sram"], stall["end"]
+            return np.concatenate([getattr(p, name) for p in plans])
+        port = cat("array_reads") + cat("array_writes")
+        sram_bpc = self.arch.memory.sram.bytes_per_cycle
+        dur = np.maximum(spans, np.ceil(port / sram_bpc).astype(np.int64))
+        X = np.stack([cat("fetch_dram"), cat("fill"), dur, spans, cat("drain"),
+                      cat("store_dram")], axis=1).astype(np.int64)
+        r = run_tiles(X, self.ports, trace)
+        return r.total, r.stall_memory, r.stall_sram, r.array_end
 
     # ------------------------------------------------------------------- vector / memory ----
     def vector(self, elements: int, ops_per_element: float, in_bytes: int, out_bytes: int,

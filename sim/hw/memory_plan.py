@@ -127,13 +127,22 @@ def plan_gemm(mp: ArrayMapping, M: int, K: int, N: int, wbits: int, abits: int,
     drain = out + spill
     store_dram = out if place.o_dst == "dram" else zeros
 
-    # memory tiles: consecutive folds of one column group whose stationary and streamed bytes
-    # fit in their SRAM halves (at least one fold per tile)
-    fpt = half[stream_buf] // max(int(stream.max()), 1)
+    # memory tiles: a tile is either several whole column groups (when a group's fills fit in
+    # the SRAM halves) or a run of folds of one column group that fits. Keeping tiles aligned
+    # with column groups keeps the tile sequence periodic, which the pipeline exploits.
+    def fits(fill_per_fold, buf):
+        return half[buf] // max(int(fill_per_fold), 1)
+    fpt = fits(stream.max(), stream_buf)
     if mp.dataflow != "os":
-        fpt = min(fpt, half[stat_buf] // max(int(stat.max()), 1))
-    fpt = int(min(max(fpt, 1), FR))
-    tile_id = cf * (-(-FR // fpt)) + rf // fpt
+        fpt = min(fpt, fits(stat.max(), stat_buf))
+    if fpt >= FR:
+        group_stat = int(np.bincount(cf, weights=stat).max())
+        group_stream = int(np.bincount(cf, weights=stream).max())
+        groups = max(1, min(fits(group_stat, stat_buf), fits(group_stream, stream_buf)))
+        tile_id = cf // groups
+    else:
+        fpt = max(int(fpt), 1)
+        tile_id = cf * (-(-FR // fpt)) + rf // fpt
     starts = np.flatnonzero(np.r_[True, tile_id[1:] != tile_id[:-1]])
 
     def per_tile(x):
