@@ -14,8 +14,8 @@ from .core import Clock, EnergyLedger, TraceRecorder
 from .hw.accelerator import COMPONENTS, OpResult
 from .hw.memory_plan import OperandPlacement
 from .hw.registry import build_accelerator
-from .workload.execute import run_ops, sum_steps
-from .workload.graph import build_graph, graph_ops
+from .workload.execute import add_step, ops_frame, run_ops
+from .workload.graph import step_ops
 
 _ACCEL_CACHE: dict[str, object] = {}
 
@@ -135,18 +135,21 @@ def _simulate(accel, model, *, phase, batch, seq_len, context, steps, decode_bat
               trace=None, progress=None, start_cycle: int = 0, track_prefix: str = "") -> ModelResult:
     if steps > 1 and phase != "decode":
         raise ValueError(f"steps > 1 only makes sense for phase 'decode', got phase {phase!r}")
-    frames, ledger, now = [], EnergyLedger(), start_cycle
+    first_ops, sums, ledger, now = None, None, EnergyLedger(), start_cycle
     for step in range(steps):
         ctx = None if context is None else context + step
-        g = build_graph(model, phase, batch=batch, seq_len=seq_len, context=ctx,
-                        decode_batch=decode_batch)
-        df, led, now = run_ops(accel, graph_ops(g), trace=trace, start_cycle=now,
-                               track_prefix=track_prefix)
-        frames.append(df)
+        ops = step_ops(model, phase, batch=batch, seq_len=seq_len, context=ctx,
+                       decode_batch=decode_batch)
+        results, led, now = run_ops(accel, ops, trace=trace, start_cycle=now,
+                                    track_prefix=track_prefix)
+        if sums is None:
+            first_ops, sums = ops, [dict(r) for r in results]
+        else:
+            add_step(sums, results)
         ledger.merge(led)
         if progress is not None:
             progress(1)
-    ops = sum_steps(frames)
+    ops = ops_frame(first_ops, sums)
     by = ledger.by_component()
     energy = {c: float(by.get(c, 0.0)) for c in COMPONENTS}
     # array utilization: useful MACs over what the array could have done in the whole run;

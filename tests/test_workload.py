@@ -8,7 +8,7 @@ import networkx as nx
 import pytest
 from sim.config.errors import ConfigError
 from sim.config.loader import list_shipped, load_model
-from sim.config.schema import ModelConfig
+from sim.config.schema import LayerPrecision, ModelConfig
 from sim.workload import (
     NODE_KEYS, build_graph, graph_ops, model_summary,
 )
@@ -416,3 +416,32 @@ def test_80_layer_graph_builds_fast():
     assert len(ops) == 1 + 80 * (15 + 3) + 2   # + second qk, softmax, av
     print(f"80-layer mixed graph: {len(ops)} nodes in {elapsed * 1e3:.1f} ms")
     assert elapsed < 3.0    # target well under 0.5 s; loose bound against slow CI machines
+
+
+@pytest.mark.parametrize("phase, kw", [
+    ("prefill", dict(batch=2, seq_len=33)),
+    ("decode", dict(batch=3, context=100)),
+    ("mixed", dict(batch=1, seq_len=16, context=0, decode_batch=4)),
+])
+@pytest.mark.parametrize("name", ["llama-3-8b", "opt-6.7b"])
+def test_step_ops_equals_graph_ops(name, phase, kw):
+    from sim.workload import step_ops
+    m = load(name)
+    assert step_ops(m, phase, **kw) == graph_ops(build_graph(m, phase, **kw))
+
+
+def test_copied_blocks_have_the_same_wiring_as_built_ones():
+    # layers 2-3 get their own precision, so blocks 0, 2 are built and the others copied
+    m = load("llama-2-7b").model_copy(update={"layer_precision": [
+        LayerPrecision(layers="2-3", wbits=4, abits=8)]})
+    g = build_graph(m, "decode", batch=1, context=10)
+
+    def wiring(layer):
+        p = f"L{layer}."
+        inner = {(a, b) for a, b in g.edges if a.startswith(p) and b.startswith(p)}
+        return {(a[len(p):], b[len(p):]) for a, b in inner}, g.in_degree(f"{p}norm_attn")
+    for layer in (1, 3, 31):
+        assert wiring(layer) == wiring(0)
+    assert g.nodes["L3.q_proj"]["wbits"] == 4 and g.nodes["L4.q_proj"]["wbits"] == 8
+    assert list(g.predecessors("L5.norm_attn")) == ["L4.residual_ffn"]
+    assert set(g.predecessors("L5.residual_ffn")) == {"L5.down_proj", "L5.residual_attn"}

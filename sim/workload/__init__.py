@@ -15,6 +15,7 @@ from sim.workload.graph import (
     VECTOR_OPS,
     build_graph,
     graph_ops,
+    step_ops,
     step_shape,
 )
 from sim.workload.precision import lookup_fn
@@ -22,5 +23,5 @@ from sim.workload.summary import model_summary
 
 __all__ = [
     "ATTENTION_OPS", "GEMM_OPS", "NODE_KEYS", "OPS", "PHASES", "VECTOR_OPS",
-    "build_graph", "graph_ops", "lookup_fn", "model_summary", "step_shape",
+    "build_graph", "graph_ops", "lookup_fn", "model_summary", "step_ops", "step_shape",
 ]

@@ -55,44 +55,74 @@ def run_op(accel, op: dict) -> OpResult:
     raise ValueError(f"unknown op kind {kind!r} for node {op['name']!r}")
 
 
+def _op_key(op: dict) -> tuple:
+    """Everything :func:`run_op` reads: ops with equal keys have equal results."""
+    return (op["kind"], op["op"] in KV_APPEND_OPS, op["M"], op["K"], op["N"], op["count"],
+            op["wbits"], op["abits"], op["a_bytes"], op["w_bytes"], op["o_bytes"], op["bytes"],
+            op["elements"], op["ops_per_element"])
+
+
+def _result_columns(r: OpResult, n: int) -> dict:
+    row = dict(cycles=r.cycles * n, compute_cycles=r.compute_cycles * n,
+               stall_cycles=r.stall_cycles * n, stall_memory=r.stall_memory * n,
+               stall_sram=r.stall_sram * n, stall_drain=r.stall_drain * n, macs=r.macs * n,
+               peak_macs_per_cycle=r.peak_macs_per_cycle, utilization=r.utilization,
+               dram_read_bytes=r.dram_read_bytes * n, dram_write_bytes=r.dram_write_bytes * n)
+    energy = r.energy_pj
+    for c in COMPONENTS:
+        row[f"energy_{c}_pj"] = energy[c] * n
+    row["energy_pj"] = sum(energy.values()) * n
+    return row
+
+
 def run_ops(accel, ops: list[dict], *, trace: TraceRecorder | None = None,
-            start_cycle: int = 0, track_prefix: str = "") -> tuple[pd.DataFrame, EnergyLedger, int]:
-    """Run ops in order; returns (per-op DataFrame, summed ledger, end cycle)."""
-    rows, ledger, now = [], EnergyLedger(), start_cycle
+            start_cycle: int = 0, track_prefix: str = "") -> tuple[list[dict], EnergyLedger, int]:
+    """Run ops in order; returns (result columns per op, summed ledger, end cycle).
+
+    Decoder blocks repeat, so each distinct op is evaluated once and its energy merged once,
+    scaled by how often it occurs. Identical ops share one (read-only) result dict."""
+    columns: dict[tuple, dict] = {}
+    results: dict[tuple, OpResult] = {}
+    times: dict[tuple, int] = {}
+    out, now = [], start_cycle
     for op in ops:
-        r = run_op(accel, op)
-        n = max(int(op.get("count") or 1), 1)
-        cycles = r.cycles * n
-        energy = r.energy_pj
+        key = _op_key(op)
+        cols = columns.get(key)
+        if cols is None:
+            r = results[key] = run_op(accel, op)
+            cols = columns[key] = _result_columns(r, max(int(op.get("count") or 1), 1))
+            times[key] = 0
+        times[key] += 1
         if trace is not None:
             track = "pe_array" if op["kind"] in ("gemm", "attention") else op["kind"]
-            trace.span(op["name"], op["kind"], now, cycles, track=track_prefix + track,
-                       args={"M": op.get("M"), "K": op.get("K"), "N": op.get("N"), "count": n})
-        now += cycles
-        ledger.merge(r.energy, scale=n)
-        row = {k: op.get(k) for k in OP_COLUMNS[:12]}
-        row.update(cycles=cycles, compute_cycles=r.compute_cycles * n,
-                   stall_cycles=r.stall_cycles * n, stall_memory=r.stall_memory * n,
-                   stall_sram=r.stall_sram * n, stall_drain=r.stall_drain * n, macs=r.macs * n,
-                   peak_macs_per_cycle=r.peak_macs_per_cycle,
-                   utilization=r.utilization,
-                   dram_read_bytes=r.dram_read_bytes * n, dram_write_bytes=r.dram_write_bytes * n)
-        for c in COMPONENTS:
-            row[f"energy_{c}_pj"] = energy[c] * n
-        row["energy_pj"] = sum(energy.values()) * n
-        rows.append(row)
-    return pd.DataFrame(rows, columns=OP_COLUMNS), ledger, now
+            trace.span(op["name"], op["kind"], now, cols["cycles"], track=track_prefix + track,
+                       args={"M": op["M"], "K": op["K"], "N": op["N"], "count": op["count"]})
+        now += cols["cycles"]
+        out.append(cols)
+    ledger = EnergyLedger()
+    for key, r in results.items():
+        ledger.merge(r.energy, scale=times[key] * max(int(key[5] or 1), 1))
+    return out, ledger, now
 
 
-def sum_steps(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """Collapse per-step op tables of a multi-step decode into one row per op (sums)."""
-    if len(frames) == 1:
-        return frames[0]
-    df = pd.concat(frames, ignore_index=True)
-    additive = [c for c in OP_COLUMNS
-                if c.startswith(("cycles", "compute", "stall", "macs", "dram_", "energy"))]
-    out = df.groupby("name", sort=False).first()
-    out[additive] = df.groupby("name", sort=False)[additive].sum()
-    busy = out.cycles * out.peak_macs_per_cycle
-    out["utilization"] = (out.macs / busy.where(busy > 0)).fillna(0.0)
-    return out.reset_index()[OP_COLUMNS]
+ADDITIVE = [c for c in OP_COLUMNS
+            if c.startswith(("cycles", "compute", "stall", "macs", "dram_", "energy"))]
+
+
+def add_step(total: list[dict], step: list[dict]) -> None:
+    """Accumulate a later decode step's results into the running sums (same ops, same order)."""
+    if len(total) != len(step):
+        raise ValueError(f"decode steps differ in op count: {len(total)} vs {len(step)}")
+    for acc, cols in zip(total, step):
+        for c in ADDITIVE:
+            acc[c] += cols[c]
+
+
+def ops_frame(ops: list[dict], results: list[dict]) -> pd.DataFrame:
+    """One row per op: the graph node's identity and shape, then its (summed) results."""
+    ident = OP_COLUMNS[:12]
+    df = pd.DataFrame([{**{k: op.get(k) for k in ident}, **r} for op, r in zip(ops, results)],
+                      columns=OP_COLUMNS)
+    busy = df.cycles * df.peak_macs_per_cycle
+    df["utilization"] = (df.macs / busy.where(busy > 0)).fillna(0.0)
+    return df

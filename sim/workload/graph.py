@@ -83,6 +83,10 @@ OPS = (
 GEMM_OPS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head")
 ATTENTION_OPS = ("qk", "av")
 VECTOR_OPS = ("norm_attn", "softmax", "residual_attn", "norm_ffn", "act", "residual_ffn", "final_norm")
+#: the ops of one decoder block (their precisions decide whether two blocks are identical)
+BLOCK_OPS = ("norm_attn", "q_proj", "k_proj", "v_proj", "qk", "softmax", "av", "o_proj",
+             "residual_attn", "norm_ffn", "gate_proj", "up_proj", "act", "down_proj",
+             "residual_ffn")
 
 #: Storage width of norm parameters and linear biases (kept in fp16 next to quantized weights).
 PARAM_BITS = 16
@@ -182,8 +186,9 @@ def _check_int(key: str, value, *, minimum: int) -> int:
 class _GraphWriter:
     """Appends nodes in topological order; ``index`` records that order for graph_ops."""
 
-    def __init__(self, graph: nx.DiGraph):
+    def __init__(self, graph: nx.DiGraph, keep_edges: bool = True):
         self.g = graph
+        self.keep_edges = keep_edges   # step_ops needs only the ordered nodes
         self.nodes: list[tuple[str, dict]] = []
         self.edges: list[tuple[str, str]] = []
 
@@ -197,7 +202,8 @@ class _GraphWriter:
         data.update(attrs)
         data["bytes"] = data["a_bytes"] + data["w_bytes"] + data["o_bytes"]
         self.nodes.append((name, data))
-        self.edges.extend((p, name) for p in preds)
+        if self.keep_edges:
+            self.edges.extend((p, name) for p in preds)
         return name
 
     def finish(self) -> nx.DiGraph:
@@ -259,21 +265,53 @@ class _Builder:
         )
 
     # -- structure -------------------------------------------------------------------------
-    def build(self) -> nx.DiGraph:
+    def build(self, finish: bool = True) -> nx.DiGraph | None:
         T = self.shape.tokens
         _, abits = self.prec(-1, "embed")
         gather = nbytes(T * self.H, abits)
         x = self.w.node("embed", -1, "embed", "memory", (), abits=abits, w_source="dram",
                         o_bytes=gather, elements=T * self.H)
+        # decoder blocks with the same precisions are identical but for names: build each kind
+        # once and copy it (a 32-layer decode step is built ~10x faster, the runner builds one
+        # graph per decode step)
+        templates: dict[tuple, tuple[int, int, str, str]] = {}
         for layer in range(self.m.num_layers):
-            x = self.block(layer, x)
+            sig = tuple(self.prec(layer, op) for op in BLOCK_OPS)
+            if sig in templates:
+                x = self._copy_block(*templates[sig], layer, x)
+            else:
+                first_node, first_edge = len(self.w.nodes), len(self.w.edges)
+                x_in = x
+                x = self.block(layer, x)
+                templates[sig] = (first_node, first_edge, x_in, f"L{layer}.")
         rows = self.shape.lm_rows
         y = self.vector("final_norm", -1, "final_norm", rows * self.H, self.norm_ops, 1, (x,),
                         params=self.norm_params)
         self.linear("lm_head", -1, "lm_head", rows, self.H, self.m.vocab_size, (y,))
-        return self.w.finish()
+        return self.w.finish() if finish else None
+
+    def _copy_block(self, first_node: int, first_edge: int, x_in: str, prefix: str,
+                    layer: int, x: str) -> str:
+        """Append a renamed copy of the block whose nodes start at ``first_node``."""
+        w, new = self.w, f"L{layer}."
+        n_nodes = w.nodes_per_block
+        cut = len(prefix)
+
+        def rename(name: str) -> str:
+            return x if name == x_in else new + name[cut:]
+        base = len(w.nodes)
+        for i, (name, data) in enumerate(w.nodes[first_node:first_node + n_nodes]):
+            d = data.copy()
+            d["name"] = new_name = new + name[cut:]
+            d["layer"], d["index"] = layer, base + i
+            w.nodes.append((new_name, d))
+        if w.keep_edges:
+            w.edges.extend((rename(a), rename(b))
+                           for a, b in w.edges[first_edge:first_edge + w.edges_per_block])
+        return w.nodes[-1][0]
 
     def block(self, layer: int, x: str) -> str:
+        first_node, first_edge = len(self.w.nodes), len(self.w.edges)
         T, H, hd = self.shape.tokens, self.H, self.hd
         p = f"L{layer}."
         bias = bool(self.m.qkv_bias)
@@ -307,8 +345,24 @@ class _Builder:
             up = self.linear(p + "up_proj", layer, "up_proj", T, H, self.I, (n2,))
             a = self.vector(p + "act", layer, "act", T * self.I, act_ops, 1, (up,))
         d = self.linear(p + "down_proj", layer, "down_proj", T, self.I, H, (a,))
-        return self.vector(p + "residual_ffn", layer, "residual_ffn", T * H, OPS_PER_ELEMENT["residual"],
-                           2, (d, r))
+        out = self.vector(p + "residual_ffn", layer, "residual_ffn", T * H,
+                          OPS_PER_ELEMENT["residual"], 2, (d, r))
+        self.w.nodes_per_block = len(self.w.nodes) - first_node
+        self.w.edges_per_block = len(self.w.edges) - first_edge
+        return out
+
+
+def step_ops(model: ModelConfig, phase: str, *, batch: int = 1, seq_len: int | None = None,
+             context: int | None = None, decode_batch: int = 0, lm_head: str = "last") -> list[dict]:
+    """The nodes ``graph_ops(build_graph(...))`` would return, without building the networkx
+    graph: nodes are created in a topological order (``index``), so that order is the one
+    ``graph_ops`` picks. The runner uses this on its hot path (one call per decode step)."""
+    shape = step_shape(phase, batch=batch, seq_len=seq_len, context=context,
+                       decode_batch=decode_batch, lm_head=lm_head)
+    b = _Builder(model, shape)
+    b.w.keep_edges = False
+    b.build(finish=False)
+    return [data for _, data in b.w.nodes]
 
 
 def build_graph(model: ModelConfig, phase: str, *, batch: int = 1, seq_len: int | None = None,
