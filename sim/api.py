@@ -101,6 +101,8 @@ class ModelResult:
     seconds: float
     energy_pj: dict
     utilization: float
+    dram_utilization: float      # fraction of the run the DRAM port was transferring
+    l2_utilization: float
     ops: pd.DataFrame = field(repr=False)
 
     @property
@@ -114,7 +116,8 @@ class ModelResult:
             "cycles": self.cycles, "compute_cycles": self.compute_cycles,
             "stall_cycles": self.stall_cycles, "seconds": self.seconds,
             "tokens_per_s": self.tokens / self.seconds if self.seconds else 0.0,
-            "utilization": self.utilization, "energy_total_j": self.energy_total_pj * 1e-12,
+            "utilization": self.utilization, "dram_utilization": self.dram_utilization,
+            "l2_utilization": self.l2_utilization, "energy_total_j": self.energy_total_pj * 1e-12,
             "energy_per_token_mj": self.energy_total_pj * 1e-9 / max(self.tokens, 1),
             **{f"energy_{c}_j": v * 1e-12 for c, v in self.energy_pj.items()},
         }
@@ -169,7 +172,10 @@ def _simulate(accel, model, *, phase, batch, seq_len, context, steps, decode_bat
                        tokens=tokens, cycles=int(now - start_cycle), compute_cycles=int(ops.compute_cycles.sum()),
                        stall_cycles=int(ops.stall_cycles.sum()),
                        seconds=accel.clock.seconds(int(now - start_cycle)), energy_pj=energy,
-                       utilization=float(macs / busy) if busy else 0.0, ops=ops)
+                       utilization=float(macs / busy) if busy else 0.0,
+                       dram_utilization=float(ops.dram_busy_cycles.sum() / max(now - start_cycle, 1)),
+                       l2_utilization=float(ops.l2_busy_cycles.sum() / max(now - start_cycle, 1)),
+                       ops=ops)
 
 
 # ----------------------------------------------------------------------------- experiment ----

@@ -100,6 +100,10 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:          # e.g. an output folder that cannot be written
+        where = f" {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"error:{where}: {e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -43,6 +43,9 @@ def test_stall_grows_as_dram_bandwidth_shrinks():
     # at 16 GB/s the 16 MB weight stream alone needs 1 M cycles: the GEMM is DRAM bound
     r = gemm(arch_with(**{"memory.dram.bandwidth_gbps": 16.0}), 64, 4096, 4096)
     assert r.cycles >= 4096 * 4096 / 16
+    assert r.dram_busy_cycles > 0.95 * r.cycles          # the DRAM port never rests
+    fast = gemm(arch_with(**{"memory.dram.bandwidth_gbps": 1024.0}), 64, 4096, 4096)
+    assert fast.dram_busy_cycles < 0.5 * fast.cycles
 
 
 def test_decode_gemv_is_weight_load_bound_on_ws():

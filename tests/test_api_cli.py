@@ -112,6 +112,8 @@ def test_cli_outputs_are_byte_identical_across_runs(tmp_path):
     (["run", "quickstart", "--set", "model=llama-9"], ["llama-9", "expected"]),
     (["run", "quickstart", "--set", "outputs.plots=[pie]"], ["outputs.plots", "breakdown"]),
     (["run", "quickstart", "--set", "arch.pe.modes.0.wbits=2"], ["pe.modes", "wbits=8, abits=8"]),
+    (["run", "quickstart", "--set", "arch.array.cols=1"], ["pe.modes.2.macs_per_cycle", "fused"]),
+    (["run", "quickstart", "--out", "/proc/strata-cannot-write"], ["/proc/strata-cannot-write"]),
 ])
 def test_cli_errors_are_one_line_without_traceback(args, words, capsys):
     assert main(args) == 2

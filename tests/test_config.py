@@ -630,8 +630,8 @@ def test_object_and_dict_refs(tmp_path):
     # an experiment built from objects
     e = load_experiment({"name": "x", "arch": a, "model": load_model(MODEL),
                          "runs": [{"name": "r", "phase": "prefill", "seq_len": 1}]},
-                        ["arch.array.cols=2"])
-    assert e.arch.array.cols == 2
+                        ["arch.array.cols=4"])
+    assert e.arch.array.cols == 4
 
 
 def test_load_validated_generic_schema(tmp_path):
@@ -677,3 +677,9 @@ def test_shipped_arch_files_validate():
     for name in names:
         a = load_arch(name)
         assert a.name and a.pe.modes
+
+
+def test_fused_mode_wider_than_the_array_is_rejected():
+    with pytest.raises(ConfigError) as e:
+        load_arch(arch(), ["array.cols=2"])
+    assert e.value.key == "pe.modes.2.macs_per_cycle" and "fused" in str(e.value)

@@ -211,6 +211,16 @@ class ArchConfig(_Hashable):
     memory: MemoryConfig
     vector: VectorConfig
 
+    @model_validator(mode="after")
+    def _fusion_fits_array(self) -> "ArchConfig":
+        for i, m in enumerate(self.pe.modes):
+            if m.fusion > self.array.cols:
+                raise InvalidValue(
+                    f"a mode whose {m.fusion} fused PEs fit in a row of {self.array.cols} "
+                    f"(array.cols >= 1/macs_per_cycle)",
+                    loc=("pe", "modes", i, "macs_per_cycle"), got=str(m.macs_per_cycle))
+        return self
+
     def mode(self, wbits: int, abits: int) -> PEMode:
         """The PE mode for this (wbits, abits) pair; ConfigError listing the supported ones."""
         for m in self.pe.modes:

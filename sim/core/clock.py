@@ -52,6 +52,18 @@ def ceil_cycles(x: float) -> int:
     return int(math.ceil(xf))
 
 
+def hold_cycles_array(nbytes, bytes_per_cycle: float):
+    """Vectorized twin of ``Link.hold_cycles``: per transfer, 0 for no bytes, else at least one
+    cycle and ``ceil_cycles(nbytes / bytes_per_cycle)`` (same float-noise rule)."""
+    import numpy as np
+    n = np.asarray(nbytes, dtype=np.float64)
+    x = n / float(bytes_per_cycle)
+    nearest = np.rint(x)
+    snapped = np.abs(x - nearest) <= _SNAP_REL_TOL * np.maximum(1.0, np.abs(x))
+    cycles = np.where(snapped, nearest, np.ceil(x))
+    return np.where(n > 0, np.maximum(cycles, 1), 0).astype(np.int64)
+
+
 @dataclass(frozen=True)
 class Clock:
     """A clock of ``ghz`` GHz: converts cycles <-> seconds (and microseconds for traces)."""

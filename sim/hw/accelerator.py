@@ -22,6 +22,7 @@ from functools import lru_cache
 import numpy as np
 
 from ..core import Clock, EnergyLedger, TraceRecorder
+from ..core.clock import hold_cycles_array
 from .memory_plan import OperandPlacement, plan_gemm
 from .registry import register
 from .tile_pipeline import PortSpec, run_tiles
@@ -44,6 +45,8 @@ class OpResult:
     peak_macs_per_cycle: float = 0.0
     dram_read_bytes: int = 0
     dram_write_bytes: int = 0
+    dram_busy_cycles: int = 0  # cycles the DRAM port spent transferring (<= cycles)
+    l2_busy_cycles: int = 0    # cycles the L2 port spent transferring (<= cycles)
     tiles: int = 0
     folds: int = 0
     chunks: int = 1            # sub-GEMMs the mapper cut the GEMM into (outer tiling)
@@ -71,6 +74,7 @@ class OpResult:
         assert self.cycles == self.compute_cycles + self.stall_cycles, self
         assert self.stall_cycles == self.stall_memory + self.stall_sram + self.stall_drain, self
         assert 0.0 <= self.utilization <= 1.0 + 1e-12, f"utilization {self.utilization}"
+        assert self.dram_busy_cycles <= self.cycles and self.l2_busy_cycles <= self.cycles, self
         assert all(v >= 0 for v in self.energy_pj.values()), self.energy_pj
         return self
 
@@ -187,8 +191,8 @@ class SystolicAccelerator:
         for timing, plan in parts:
             bounds = np.r_[0, timing.issue_times()[plan.first_fold[1:]], timing.total]
             spans.append(np.diff(bounds))
-        total, stall_mem, stall_sram, array_end = self._run_pipeline(
-            plans, np.concatenate(spans), trace)
+        pipe = self._run_pipeline(plans, np.concatenate(spans), trace)
+        total = pipe.total
         compute = sum(t.total for t, _ in parts)
         assert total >= compute, (total, compute)
 
@@ -216,17 +220,17 @@ class SystolicAccelerator:
                 t.noc_pj_per_byte)
         self._add_static(led, total)
         return OpResult(cycles=total, compute_cycles=compute, stall_cycles=total - compute,
-                        stall_memory=stall_mem, stall_sram=stall_sram,
-                        stall_drain=total - array_end, macs=M * K * N,
+                        stall_memory=pipe.stall_memory, stall_sram=pipe.stall_sram,
+                        stall_drain=total - pipe.array_end, macs=M * K * N,
                         peak_macs_per_cycle=rows * cols * m,
                         dram_read_bytes=tot("fetch_dram"), dram_write_bytes=tot("store_dram"),
+                        dram_busy_cycles=pipe.dram_busy, l2_busy_cycles=pipe.l2_busy,
                         tiles=sum(p.tiles for p in plans),
                         folds=sum(t.mapping.folds for t, _ in parts),
                         chunks=len(parts), energy=led).check()
 
-    def _run_pipeline(self, plans, spans, trace) -> tuple[int, int, int, int]:
-        """Fetch / compute / drain of the memory tiles (see :mod:`sim.hw.tile_pipeline`);
-        returns (total cycles, cycles the array waited for fills, SRAM-port cycles, array end)."""
+    def _run_pipeline(self, plans, spans, trace):
+        """Fetch / compute / drain of the memory tiles (see :mod:`sim.hw.tile_pipeline`)."""
         def cat(name):
             return np.concatenate([getattr(p, name) for p in plans])
         port = cat("array_reads") + cat("array_writes")
@@ -234,8 +238,7 @@ class SystolicAccelerator:
         dur = np.maximum(spans, np.ceil(port / sram_bpc).astype(np.int64))
         X = np.stack([cat("fetch_dram"), cat("fill"), dur, spans, cat("drain"),
                       cat("store_dram")], axis=1).astype(np.int64)
-        r = run_tiles(X, self.ports, trace)
-        return r.total, r.stall_memory, r.stall_sram, r.array_end
+        return run_tiles(X, self.ports, trace)
 
     # ------------------------------------------------------------------- vector / memory ----
     def vector(self, elements: int, ops_per_element: float, in_bytes: int, out_bytes: int,
@@ -246,9 +249,9 @@ class SystolicAccelerator:
         compute = -(-ops // self.arch.vector.lanes)
         dram_r = in_bytes if place.a_src == "dram" else 0
         dram_w = out_bytes if place.o_dst == "dram" else 0
-        mem_cycles = max(math.ceil((in_bytes + out_bytes) / mem.l2.bytes_per_cycle),
-                         math.ceil((dram_r + dram_w) / self.dram_bytes_per_cycle))
-        total = max(compute, mem_cycles) + (self.dram_latency if dram_r else 0)
+        l2_busy = int(hold_cycles_array(in_bytes + out_bytes, mem.l2.bytes_per_cycle))
+        dram_busy = int(hold_cycles_array(dram_r + dram_w, self.dram_bytes_per_cycle))
+        total = max(compute, l2_busy, dram_busy) + (self.dram_latency if dram_r else 0)
         led = EnergyLedger()
         l2kb = mem.l2.size_kb
         led.add("vector", "op", ops, t.vector_pj_per_op)
@@ -260,12 +263,14 @@ class SystolicAccelerator:
         self._add_static(led, total)
         return OpResult(cycles=total, compute_cycles=compute, stall_cycles=total - compute,
                         stall_memory=total - compute, dram_read_bytes=dram_r,
-                        dram_write_bytes=dram_w, energy=led).check()
+                        dram_write_bytes=dram_w, dram_busy_cycles=dram_busy,
+                        l2_busy_cycles=l2_busy, energy=led).check()
 
     def memory_op(self, read_bytes: int, write_bytes: int = 0) -> OpResult:
         """A pure DRAM -> L2 move (e.g. an embedding gather): bandwidth plus latency."""
         mem, t = self.arch.memory, self.tech
-        total = math.ceil((read_bytes + write_bytes) / self.dram_bytes_per_cycle) + self.dram_latency
+        busy = int(hold_cycles_array(read_bytes + write_bytes, self.dram_bytes_per_cycle))
+        total = busy + self.dram_latency
         led = EnergyLedger()
         dram_pj = t.dram_pj_per_bit(mem.dram.kind)
         led.add("dram", "read_bit", 8 * read_bytes, dram_pj)
@@ -273,4 +278,5 @@ class SystolicAccelerator:
         led.add("l2", "write_byte", read_bytes, t.l2_write_pj_per_byte(mem.l2.size_kb))
         self._add_static(led, total)
         return OpResult(cycles=total, compute_cycles=0, stall_cycles=total, stall_memory=total,
-                        dram_read_bytes=read_bytes, dram_write_bytes=write_bytes, energy=led).check()
+                        dram_read_bytes=read_bytes, dram_write_bytes=write_bytes,
+                        dram_busy_cycles=busy, energy=led).check()

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core import DoubleBuffer, Engine, Link, TraceRecorder
+from ..core.clock import hold_cycles_array
 
 FIELDS = ("fetch_dram", "fill", "dur", "span", "drain", "store")
 KEEP_COPIES = 5          # copies of the repeating block kept in the shortened simulation
@@ -52,6 +53,8 @@ class PipelineResult:
     stall_memory: int     # cycles the array waited for fills
     stall_sram: int       # cycles the SRAM port stretched tiles
     array_end: int        # cycle the array finished its last tile
+    dram_busy: int = 0    # cycles the DRAM port was transferring
+    l2_busy: int = 0      # cycles the L2 port was transferring
     times: np.ndarray | None = None   # per tile: ready, start, end, drained (simulated tiles)
 
 
@@ -143,8 +146,24 @@ def find_repeat(X: np.ndarray) -> tuple[int, int, int] | None:
     return best
 
 
+def port_busy(X: np.ndarray, ports: PortSpec) -> tuple[int, int]:
+    """Cycles the DRAM and L2 ports hold for all transfers of ``X`` (order-independent)."""
+    dram = hold_cycles_array(X[:, 0], ports.dram_bytes_per_cycle).sum() + \
+        hold_cycles_array(X[:, 5], ports.dram_bytes_per_cycle).sum()
+    l2 = hold_cycles_array(X[:, 1], ports.l2_bytes_per_cycle).sum() + \
+        hold_cycles_array(X[:, 4], ports.l2_bytes_per_cycle).sum()
+    return int(dram), int(l2)
+
+
 def run_tiles(X: np.ndarray, ports: PortSpec, trace: TraceRecorder | None = None) -> PipelineResult:
     """The pipeline over all tiles, simulating repeated blocks only a few times when exact."""
+    res = _run_tiles(X, ports, trace)
+    res.dram_busy, res.l2_busy = port_busy(X, ports)
+    res.times = None
+    return res
+
+
+def _run_tiles(X: np.ndarray, ports: PortSpec, trace: TraceRecorder | None) -> PipelineResult:
     rep = None if trace is not None else find_repeat(X)
     if rep is None:
         return simulate_tiles(X, ports, trace)

@@ -24,7 +24,8 @@ KV_APPEND_OPS = ("k_proj", "v_proj")
 OP_COLUMNS = ["index", "name", "layer", "op", "kind", "part", "M", "K", "N", "count", "wbits",
               "abits", "cycles", "compute_cycles", "stall_cycles", "stall_memory",
               "stall_sram", "stall_drain",
-              "macs", "peak_macs_per_cycle", "utilization", "dram_read_bytes", "dram_write_bytes"] + \
+              "macs", "peak_macs_per_cycle", "utilization", "dram_read_bytes", "dram_write_bytes",
+              "dram_busy_cycles", "l2_busy_cycles"] + \
              [f"energy_{c}_pj" for c in COMPONENTS] + ["energy_pj"]
 
 
@@ -67,7 +68,8 @@ def _result_columns(r: OpResult, n: int) -> dict:
                stall_cycles=r.stall_cycles * n, stall_memory=r.stall_memory * n,
                stall_sram=r.stall_sram * n, stall_drain=r.stall_drain * n, macs=r.macs * n,
                peak_macs_per_cycle=r.peak_macs_per_cycle, utilization=r.utilization,
-               dram_read_bytes=r.dram_read_bytes * n, dram_write_bytes=r.dram_write_bytes * n)
+               dram_read_bytes=r.dram_read_bytes * n, dram_write_bytes=r.dram_write_bytes * n,
+               dram_busy_cycles=r.dram_busy_cycles * n, l2_busy_cycles=r.l2_busy_cycles * n)
     energy = r.energy_pj
     for c in COMPONENTS:
         row[f"energy_{c}_pj"] = energy[c] * n
@@ -106,7 +108,7 @@ def run_ops(accel, ops: list[dict], *, trace: TraceRecorder | None = None,
 
 
 ADDITIVE = [c for c in OP_COLUMNS
-            if c.startswith(("cycles", "compute", "stall", "macs", "dram_", "energy"))]
+            if c.startswith(("cycles", "compute", "stall", "macs", "dram_", "l2_", "energy"))]
 
 
 def add_step(total: list[dict], step: list[dict]) -> None:
