@@ -683,3 +683,13 @@ def test_fused_mode_wider_than_the_array_is_rejected():
     with pytest.raises(ConfigError) as e:
         load_arch(arch(), ["array.cols=2"])
     assert e.value.key == "pe.modes.2.macs_per_cycle" and "fused" in str(e.value)
+
+
+def test_edited_file_is_read_again(tmp_path):
+    p = write(tmp_path / "a.yaml", arch())
+    assert load_arch(p).array.rows == ARCH["array"]["rows"]
+    write(p, {**arch(), "array": {**ARCH["array"], "rows": 48}})   # new size and mtime
+    assert load_arch(p).array.rows == 48
+    d = read_yaml(p)
+    d["array"]["rows"] = 1                    # callers get copies, the cache stays intact
+    assert read_yaml(p)["array"]["rows"] == 48

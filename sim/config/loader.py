@@ -158,9 +158,29 @@ def _kind_of_value(value: Any) -> str:
     return f"{type(value).__name__} {short_repr(value)}"
 
 
+_PARSED: dict[tuple, dict] = {}   # (path, mtime_ns, size) -> parsed mapping
+
+
 def read_yaml(path: str | os.PathLike) -> dict:
-    """Read one YAML file whose top level is a mapping; ConfigError on any problem."""
+    """Read one YAML file whose top level is a mapping; ConfigError on any problem.
+
+    Parsed files are cached by (path, modification time, size) — a sweep loads the same
+    arch many times and YAML parsing dominates a load — and a fresh copy is returned."""
     p = Path(path).expanduser()
+    try:
+        st = p.stat()
+        key = (str(p.resolve()), st.st_mtime_ns, st.st_size)
+    except OSError:
+        key = None
+    if key in _PARSED:
+        return copy.deepcopy(_PARSED[key])
+    data = _parse_yaml(p)
+    if key is not None:
+        _PARSED[key] = copy.deepcopy(data)
+    return data
+
+
+def _parse_yaml(p: Path) -> dict:
     label = _display(str(p.resolve()))
     if not p.exists():
         raise ConfigError("an existing YAML file", file=label, got="no such file")
