@@ -164,12 +164,13 @@ class SystolicAccelerator:
     def _schedule(self, shapes, wbits, abits, dataflow, rows, cols, m, convention, place):
         """Array timings and memory plans of a sequence of sub-GEMMs, run back to back."""
         l2kb = self.arch.memory.l2.size_kb
-        parts = []
+        distinct = {}          # chunks of one GEMM mostly share a shape: plan each shape once
         for shape in shapes:
-            timing = array_timing(*shape, rows, cols, dataflow, m, convention)
-            plan = plan_gemm(timing.mapping, *shape, wbits, abits, self.sram_kb, l2kb, place)
-            parts.append((timing, plan))
-        return parts
+            if shape not in distinct:
+                timing = array_timing(*shape, rows, cols, dataflow, m, convention)
+                distinct[shape] = (timing, plan_gemm(timing.mapping, *shape, wbits, abits,
+                                                     self.sram_kb, l2kb, place))
+        return [distinct[shape] for shape in shapes]
 
     def _gemm_uncached(self, M, K, N, wbits, abits, dataflow, rows, cols, convention, place,
                        trace=None) -> OpResult:

@@ -34,9 +34,9 @@ from ..core import DoubleBuffer, Engine, Link, TraceRecorder
 from ..core.clock import hold_cycles_array
 
 FIELDS = ("fetch_dram", "fill", "dur", "span", "drain", "store")
-KEEP_COPIES = 5          # copies of the repeating block kept in the shortened simulation
+KEEP_COPIES = 6          # copies of the repeating block kept in the shortened simulation
 MIN_COPIES = 8           # compress only runs at least this long
-MAX_PERIOD = 256
+SHORT_PERIODS = 64      # periods tried exhaustively; longer ones come from recurrence gaps
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,20 @@ def simulate_tiles(X: np.ndarray, ports: PortSpec, trace: TraceRecorder | None =
                           times=times)
 
 
+def _candidate_periods(ids: np.ndarray) -> list[int]:
+    """Short periods, plus the gaps at which each tile kind recurs (a column group of a big
+    GEMM is hundreds of tiles long; its rare first/last tiles recur exactly one period apart)."""
+    n = len(ids)
+    limit = n // MIN_COPIES
+    cands = set(range(1, min(SHORT_PERIODS, limit) + 1))
+    counts = np.bincount(ids)
+    for kind in np.flatnonzero((counts >= MIN_COPIES) & (counts <= n // 2)):
+        gaps = np.diff(np.flatnonzero(ids == kind))
+        values, freq = np.unique(gaps, return_counts=True)
+        cands.update(int(v) for v in values[freq >= MIN_COPIES - 1] if v <= limit)
+    return sorted(cands)
+
+
 def find_repeat(X: np.ndarray) -> tuple[int, int, int] | None:
     """(start, period, copies) of the longest run of a repeating block of tiles, or None."""
     n = len(X)
@@ -129,7 +143,7 @@ def find_repeat(X: np.ndarray) -> tuple[int, int, int] | None:
     _, ids = np.unique(X, axis=0, return_inverse=True)
     ids = ids.ravel()
     best = None
-    for P in range(1, min(MAX_PERIOD, n // MIN_COPIES) + 1):
+    for P in _candidate_periods(ids):
         same = ids[P:] == ids[:-P]
         if not same.any():
             continue
@@ -141,8 +155,6 @@ def find_repeat(X: np.ndarray) -> tuple[int, int, int] | None:
         copies = (run + P) // P
         if copies >= MIN_COPIES and (best is None or copies * P > best[1] * best[2]):
             best = (a, P, copies)
-        if best is not None and best[1] * best[2] >= n // 2:
-            break          # the smallest period that covers half the tiles is good enough
     return best
 
 
@@ -172,14 +184,15 @@ def _run_tiles(X: np.ndarray, ports: PortSpec, trace: TraceRecorder | None) -> P
     short = np.concatenate([X[:a + keep * P], X[a + k * P:]])
     res = simulate_tiles(short, ports, record=True)
     t = res.times
-    # the last three kept copies must be shifted copies of each other, tile by tile
-    c = [t[a + i * P: a + (i + 1) * P] for i in range(keep - 3, keep)]
+    # three kept copies before the last one (whose drains meet the suffix) must be shifted
+    # copies of each other, tile by tile
+    c = [t[a + i * P: a + (i + 1) * P] for i in range(keep - 4, keep - 1)]
     d1, d2 = c[1] - c[0], c[2] - c[1]
     delta = int(d2[0, 2])
     if not (np.all(d1 == delta) and np.all(d2 == delta)):
         return simulate_tiles(X, ports, trace)
-    stall_mem_per_copy = _copy_stall(t, a + (keep - 1) * P, P)
-    if stall_mem_per_copy != _copy_stall(t, a + (keep - 2) * P, P):
+    stall_mem_per_copy = _copy_stall(t, a + (keep - 2) * P, P)
+    if stall_mem_per_copy != _copy_stall(t, a + (keep - 3) * P, P):
         return simulate_tiles(X, ports, trace)
     extra = k - keep
     block = X[a:a + P]
