@@ -14,7 +14,7 @@ from .core import Clock, EnergyLedger, TraceRecorder
 from .hw.accelerator import COMPONENTS, OpResult
 from .hw.memory_plan import OperandPlacement
 from .hw.registry import build_accelerator
-from .workload.execute import add_step, ops_frame, run_ops
+from .workload.execute import add_step, attach_outliers, ops_frame, outlier_lookup, run_ops
 from .workload.graph import step_ops
 
 _ACCEL_CACHE: dict[str, object] = {}
@@ -139,10 +139,11 @@ def _simulate(accel, model, *, phase, batch, seq_len, context, steps, decode_bat
     if steps > 1 and phase != "decode":
         raise ValueError(f"steps > 1 only makes sense for phase 'decode', got phase {phase!r}")
     first_ops, sums, ledger, now = None, None, EnergyLedger(), start_cycle
+    outliers = outlier_lookup(accel, model)
     for step in range(steps):
         ctx = None if context is None else context + step
-        ops = step_ops(model, phase, batch=batch, seq_len=seq_len, context=ctx,
-                       decode_batch=decode_batch)
+        ops = attach_outliers(step_ops(model, phase, batch=batch, seq_len=seq_len, context=ctx,
+                                       decode_batch=decode_batch), outliers)
         results, led, now = run_ops(accel, ops, trace=trace, start_cycle=now,
                                     track_prefix=track_prefix)
         if sums is None:

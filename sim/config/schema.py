@@ -197,19 +197,55 @@ class VectorConfig(StrictModel):
     lanes: PosInt
 
 
+class ReconArchConfig(StrictModel):
+    """MicroScopiQ's ReCoN: ``units`` networks, each serving an equal group of PE rows."""
+
+    units: Literal[1, 2, 4, 8] = 1
+
+
+class MXArchConfig(StrictModel):
+    """How a MicroScopiQ weight tensor is stored (micro-block metadata for DRAM traffic)."""
+
+    micro_block: PosInt = 8
+    macro_block: PosInt = 128
+    perm_bits: PosInt = 24       # permutation list per micro-block with outliers
+    osf_bits: PosInt = 8         # outlier scale per micro-block with outliers
+
+
 class ArchConfig(_Hashable):
     """An accelerator (arch/*.yaml)."""
 
     name: Name
     description: str = ""
     kind: Literal["accelerator"] = "accelerator"
-    type: Literal["systolic"] = "systolic"  # registered accelerator model (sim.hw.registry)
+    type: Literal["systolic", "microscopiq"] = "systolic"  # accelerator model (sim.hw.registry)
     clock_ghz: PosFloat
     technology: Name  # arch/tech/<technology>.yaml, e.g. "7nm"
     array: ArrayConfig
     pe: PEConfig
     memory: MemoryConfig
     vector: VectorConfig
+    recon: ReconArchConfig | None = None  # type microscopiq only
+    mx: MXArchConfig | None = None  # type microscopiq only (defaults filled in)
+
+    @model_validator(mode="after")
+    def _microscopiq_parts(self) -> "ArchConfig":
+        if self.type == "microscopiq":
+            if self.recon is None:
+                raise InvalidValue("a recon section (units: 1, 2, 4 or 8) for type microscopiq",
+                                   loc=("recon",), got="nothing")
+            if self.array.rows % self.recon.units:
+                raise InvalidValue(f"a number of ReCoN units that divides array.rows "
+                                   f"({self.array.rows})", loc=("recon", "units"),
+                                   got=str(self.recon.units))
+            if self.mx is None:
+                self.mx = MXArchConfig()
+        else:
+            for part in ("recon", "mx"):
+                if getattr(self, part) is not None:
+                    raise InvalidValue("no such section for this type (only type microscopiq "
+                                       "has it)", loc=(part,), got=f"type {self.type}")
+        return self
 
     @model_validator(mode="after")
     def _fusion_fits_array(self) -> "ArchConfig":
@@ -312,6 +348,7 @@ class ModelConfig(_Hashable):
     intermediate_size: PosInt
     ffn: Literal["gated", "plain"]  # gated: gate+up+down (SwiGLU/GeGLU); plain: up+down
     tie_embeddings: bool = False  # lm_head shares the embedding matrix (counted once)
+    outlier_profile: Name | None = None  # workloads/outliers/<name>.yaml (outlier-aware archs)
     position_embedding: Literal["rope", "learned"] = "rope"  # learned: max_position x hidden table
     vocab_size: PosInt
     max_position: PosInt

@@ -145,6 +145,14 @@ class VectorUnit(_Section):
     lane_area_um2: PosFloat
 
 
+class ReconTech(_Section):
+    """MicroScopiQ's ReCoN: 2x2 switches (mux + merge adder, registered) and the sync buffer."""
+
+    switch_area_um2: PosFloat
+    switch_pj: PosFloat  # one value through one switch (pass, swap or merge)
+    sync_buffer_area_um2_per_col: PosFloat
+
+
 # --------------------------------------------------------------------------------------------
 # The table
 # --------------------------------------------------------------------------------------------
@@ -172,6 +180,7 @@ class TechTable(StrictModel):
     dram: dict[Text, PosFloat] = Field(min_length=1)  # DRAM kind -> pJ per bit moved
     noc: NocModel
     vector: VectorUnit
+    recon: ReconTech
 
     # File the table was loaded from (set by the loader), for messages raised after loading.
     _origin: str | None = PrivateAttr(default=None)

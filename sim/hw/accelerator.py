@@ -16,6 +16,7 @@ stall is never negative by construction (asserted). Results are memoized by thei
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -28,7 +29,24 @@ from .registry import register
 from .tile_pipeline import PortSpec, run_tiles
 from .systolic import DATAFLOWS, array_timing
 
-COMPONENTS = ("pe_array", "sram", "l2", "dram", "noc", "vector", "static")
+COMPONENTS = ("pe_array", "recon", "sram", "l2", "dram", "noc", "vector", "static")
+
+
+@dataclass(frozen=True)
+class WeightOutliers:
+    """What an outlier-aware accelerator needs to know about one weight matrix (hashable, so
+    it can be part of a memo key): the fraction of micro-blocks holding outliers and, per PE-row
+    width, the fraction of row tiles that hold at least one outlier micro-block."""
+
+    frac_ub: float
+    rowtile: tuple[tuple[int, float], ...]
+
+    def rowtile_frac(self, width: int) -> float:
+        for w, f in self.rowtile:
+            if w == width:
+                return f
+        raise ValueError(f"outlier statistics have no row-tile width {width} "
+                         f"(have {[w for w, _ in self.rowtile]})")
 
 
 @dataclass
@@ -51,6 +69,7 @@ class OpResult:
     folds: int = 0
     chunks: int = 1            # sub-GEMMs the mapper cut the GEMM into (outer tiling)
     energy: EnergyLedger = field(default_factory=EnergyLedger)
+    counters: dict = field(default_factory=dict)   # accelerator-specific event counts
 
     @property
     def utilization(self) -> float:
@@ -82,6 +101,8 @@ class OpResult:
 @register("systolic")
 class SystolicAccelerator:
     """A systolic-array accelerator built from one arch file (``type: systolic``)."""
+
+    uses_outlier_profile = False   # outlier-aware subclasses want per-weight outlier statistics
 
     def __init__(self, arch, tech=None):
         from ..config.tech import load_tech   # lower layer: the tech table schema lives in config
@@ -134,13 +155,16 @@ class SystolicAccelerator:
     def gemm(self, M: int, K: int, N: int, *, wbits: int = 8, abits: int = 8,
              dataflow: str | None = None, array: tuple[int, int] | None = None,
              convention: str = "strata", place: OperandPlacement = OperandPlacement(),
+             outliers: WeightOutliers | None = None,
              trace: TraceRecorder | None = None) -> OpResult:
+        """One GEMM; ``outliers`` describes the weight matrix for outlier-aware accelerators
+        (a plain systolic array computes every weight alike and ignores it)."""
         dataflow = dataflow or self.arch.array.dataflow
         if dataflow not in DATAFLOWS:
             raise ValueError(f"dataflow must be one of {DATAFLOWS}, got {dataflow!r}")
         rows, cols = array if array is not None else (self.arch.array.rows, self.arch.array.cols)
         key = (int(M), int(K), int(N), int(wbits), int(abits), dataflow, int(rows), int(cols),
-               convention, place)
+               convention, place, outliers)
         if trace is not None:          # a traced run records spans, so it is never memoized
             return self._gemm_uncached(*key, trace=trace)
         return self._gemm(*key)
@@ -172,9 +196,23 @@ class SystolicAccelerator:
                                                      self.sram_kb, l2kb, place))
         return [distinct[shape] for shape in shapes]
 
+    # hooks for accelerators built on this one ------------------------------------------------
+    def stored_weight_bits(self, wbits: int, outliers: WeightOutliers | None) -> float:
+        """Bits one weight occupies in memory (a format with metadata stores more)."""
+        return wbits
+
+    def fold_extra_cycles(self, timing, outliers: WeightOutliers | None, seed: int):
+        """Cycles each fold takes beyond the plain array model (int64 per fold) and event
+        counters, or (None, {}) when the array has nothing else in its path."""
+        return None, {}
+
+    def extra_energy(self, ledger: EnergyLedger, counters: dict, cols: int) -> None:
+        """Charge the energy of the events ``fold_extra_cycles`` counted."""
+
     def _gemm_uncached(self, M, K, N, wbits, abits, dataflow, rows, cols, convention, place,
-                       trace=None) -> OpResult:
+                       outliers=None, trace=None) -> OpResult:
         m = self.arch.mode(wbits, abits).macs_per_cycle
+        wstore = self.stored_weight_bits(wbits, outliers)
 
         def roofline(parts):
             """(cycles estimate, DRAM bytes): the mapper is latency first, then traffic."""
@@ -182,19 +220,28 @@ class SystolicAccelerator:
             compute = sum(t.total for t, _ in parts)
             return max(compute, math.ceil(dram / self.dram_bytes_per_cycle)), dram
 
-        candidates = [self._schedule(shapes, wbits, abits, dataflow, rows, cols, m, convention,
+        candidates = [self._schedule(shapes, wstore, abits, dataflow, rows, cols, m, convention,
                                      place)
                       for shapes in self._outer_tilings(M, K, N, wbits, abits, dataflow)]
         parts = min(candidates, key=roofline)
 
-        # compute span of each memory tile on its sub-GEMM's ideal-memory fold schedule
-        spans, plans = [], [p for _, p in parts]
-        for timing, plan in parts:
+        # compute span of each memory tile on its sub-GEMM's ideal-memory fold schedule, plus
+        # whatever else the folds pass through (e.g. ReCoN)
+        seed = zlib.crc32(repr((M, K, N, wbits, abits, dataflow, rows, cols, outliers)).encode())
+        spans, plans, extra_total, counters = [], [p for _, p in parts], 0, {}
+        for i, (timing, plan) in enumerate(parts):
             bounds = np.r_[0, timing.issue_times()[plan.first_fold[1:]], timing.total]
-            spans.append(np.diff(bounds))
+            span = np.diff(bounds)
+            extra, events = self.fold_extra_cycles(timing, outliers, seed + i)
+            if extra is not None:
+                span = span + np.add.reduceat(extra, plan.first_fold)
+                extra_total += int(extra.sum())
+                for k, v in events.items():
+                    counters[k] = counters.get(k, 0) + v
+            spans.append(span)
         pipe = self._run_pipeline(plans, np.concatenate(spans), trace)
         total = pipe.total
-        compute = sum(t.total for t, _ in parts)
+        compute = sum(t.total for t, _ in parts) + extra_total
         assert total >= compute, (total, compute)
 
         def tot(name):
@@ -219,6 +266,7 @@ class SystolicAccelerator:
         led.add("dram", "write_bit", 8 * tot("store_dram"), dram_pj)
         led.add("noc", "array_edge_byte", tot("array_reads") + tot("array_writes"),
                 t.noc_pj_per_byte)
+        self.extra_energy(led, counters, cols)
         self._add_static(led, total)
         return OpResult(cycles=total, compute_cycles=compute, stall_cycles=total - compute,
                         stall_memory=pipe.stall_memory, stall_sram=pipe.stall_sram,
@@ -228,7 +276,7 @@ class SystolicAccelerator:
                         dram_busy_cycles=pipe.dram_busy, l2_busy_cycles=pipe.l2_busy,
                         tiles=sum(p.tiles for p in plans),
                         folds=sum(t.mapping.folds for t, _ in parts),
-                        chunks=len(parts), energy=led).check()
+                        chunks=len(parts), energy=led, counters=counters).check()
 
     def _run_pipeline(self, plans, spans, trace):
         """Fetch / compute / drain of the memory tiles (see :mod:`sim.hw.tile_pipeline`)."""

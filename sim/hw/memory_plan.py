@@ -68,12 +68,17 @@ class MemoryPlan:
         return int(getattr(self, name).sum())
 
 
-def _bytes(elements, bits: int) -> np.ndarray:
-    return -(-np.asarray(elements, dtype=np.int64) * bits // 8)
+def _bytes(elements, bits: float) -> np.ndarray:
+    """Whole bytes for ``elements`` values of ``bits`` each (bits may be fractional: an
+    effective bit width that includes per-block metadata)."""
+    if float(bits).is_integer():
+        return -(-np.asarray(elements, dtype=np.int64) * int(bits) // 8)
+    return np.ceil(np.asarray(elements, dtype=np.float64) * bits / 8).astype(np.int64)
 
 
-def plan_gemm(mp: ArrayMapping, M: int, K: int, N: int, wbits: int, abits: int,
+def plan_gemm(mp: ArrayMapping, M: int, K: int, N: int, wbits: float, abits: int,
               sram_kb: dict, l2_kb: float, place: OperandPlacement) -> MemoryPlan:
+    """``wbits`` is the weight's storage width in memory (may include metadata, e.g. EBW)."""
     n, FR, FC = mp.folds, mp.fold_rows, mp.fold_cols
     f = np.arange(n, dtype=np.int64)
     cf, rf = f // FR, f % FR

@@ -35,4 +35,4 @@ def build_accelerator(arch):
 
 
 def _load_builtin() -> None:
-    from . import accelerator  # noqa: F401  (registers "systolic")
+    from . import accelerator, microscopiq  # noqa: F401  (register "systolic", "microscopiq")

@@ -16,7 +16,9 @@ from __future__ import annotations
 import pandas as pd
 
 from ..core import EnergyLedger, TraceRecorder
-from ..hw.accelerator import COMPONENTS, OpResult
+from ..config import ConfigError
+from ..config.outliers import load_outlier_profile
+from ..hw.accelerator import COMPONENTS, OpResult, WeightOutliers
 from ..hw.memory_plan import OperandPlacement
 
 KV_APPEND_OPS = ("k_proj", "v_proj")
@@ -39,12 +41,50 @@ def _placement(accel, op: dict) -> OperandPlacement:
     return OperandPlacement(a_src=a_src, w_src="dram", o_dst=o_dst)
 
 
+def outlier_lookup(accel, model):
+    """``(layer, op) -> WeightOutliers | None`` for an outlier-aware accelerator, from the
+    model's ``outlier_profile``; None when the accelerator does not care."""
+    if not accel.uses_outlier_profile:
+        return None
+    if model.outlier_profile is None:
+        raise ConfigError(
+            f"an outlier_profile (a name under workloads/outliers/) for model {model.name!r}: "
+            f"arch {accel.arch.name!r} (type {accel.arch.type}) needs per-layer outlier "
+            f"statistics", file=model.origin, key="outlier_profile", got="nothing")
+    profile = load_outlier_profile(model.outlier_profile)
+    known = set(profile.ops())
+    cache: dict[tuple[int, str], WeightOutliers | None] = {}
+
+    def lookup(layer: int, op: str) -> WeightOutliers | None:
+        key = (layer, op)
+        if key not in cache:
+            if layer < 0 or op not in known:
+                cache[key] = None
+            else:
+                st = profile.stats(layer, op)
+                cache[key] = WeightOutliers(
+                    float(st.frac_ub_with_outliers),
+                    tuple(sorted((int(w), float(f))
+                                 for w, f in st.frac_rowtile_with_outliers.items())))
+        return cache[key]
+    return lookup
+
+
+def attach_outliers(ops: list[dict], lookup) -> list[dict]:
+    """Give every weight GEMM its outlier statistics (field ``outliers``)."""
+    if lookup is None:
+        return ops
+    for op in ops:
+        op["outliers"] = lookup(op["layer"], op["op"]) if op["kind"] == "gemm" else None
+    return ops
+
+
 def run_op(accel, op: dict) -> OpResult:
     """Time one graph node (all ``count`` instances are accounted by the caller)."""
     kind = op["kind"]
     if kind in ("gemm", "attention"):
         return accel.gemm(op["M"], op["K"], op["N"], wbits=op["wbits"], abits=op["abits"],
-                          place=_placement(accel, op))
+                          place=_placement(accel, op), outliers=op.get("outliers"))
     if kind == "vector":
         on_chip = accel.arch.memory.l2.size_kb * 1024 / 2
         where = "l2" if op["bytes"] <= on_chip else "dram"
@@ -60,7 +100,7 @@ def _op_key(op: dict) -> tuple:
     """Everything :func:`run_op` reads: ops with equal keys have equal results."""
     return (op["kind"], op["op"] in KV_APPEND_OPS, op["M"], op["K"], op["N"], op["count"],
             op["wbits"], op["abits"], op["a_bytes"], op["w_bytes"], op["o_bytes"], op["bytes"],
-            op["elements"], op["ops_per_element"])
+            op["elements"], op["ops_per_element"], op.get("outliers"))
 
 
 def _result_columns(r: OpResult, n: int) -> dict:
@@ -74,6 +114,8 @@ def _result_columns(r: OpResult, n: int) -> dict:
     for c in COMPONENTS:
         row[f"energy_{c}_pj"] = energy[c] * n
     row["energy_pj"] = sum(energy.values()) * n
+    for k, v in r.counters.items():
+        row[k] = v * n
     return row
 
 
@@ -107,24 +149,32 @@ def run_ops(accel, ops: list[dict], *, trace: TraceRecorder | None = None,
     return out, ledger, now
 
 
+_OP_COLUMN_SET = set(OP_COLUMNS)
 ADDITIVE = [c for c in OP_COLUMNS
             if c.startswith(("cycles", "compute", "stall", "macs", "dram_", "l2_", "energy"))]
 
 
 def add_step(total: list[dict], step: list[dict]) -> None:
-    """Accumulate a later decode step's results into the running sums (same ops, same order)."""
+    """Accumulate a later decode step's results into the running sums (same ops, same order);
+    accelerator-specific counters (keys outside OP_COLUMNS) add up too."""
     if len(total) != len(step):
         raise ValueError(f"decode steps differ in op count: {len(total)} vs {len(step)}")
     for acc, cols in zip(total, step):
         for c in ADDITIVE:
             acc[c] += cols[c]
+        for c in cols.keys() - _OP_COLUMN_SET:
+            acc[c] = acc.get(c, 0) + cols[c]
 
 
 def ops_frame(ops: list[dict], results: list[dict]) -> pd.DataFrame:
-    """One row per op: the graph node's identity and shape, then its (summed) results."""
+    """One row per op: the graph node's identity and shape, then its (summed) results and any
+    accelerator-specific counters (0 where an op has none)."""
     ident = OP_COLUMNS[:12]
+    extra = sorted({k for r in results for k in r} - _OP_COLUMN_SET)
     df = pd.DataFrame([{**{k: op.get(k) for k in ident}, **r} for op, r in zip(ops, results)],
-                      columns=OP_COLUMNS)
+                      columns=OP_COLUMNS + extra)
+    if extra:
+        df[extra] = df[extra].fillna(0).astype("int64")
     busy = df.cycles * df.peak_macs_per_cycle
     df["utilization"] = (df.macs / busy.where(busy > 0)).fillna(0.0)
     return df

@@ -1,0 +1,105 @@
+"""The MicroScopiQ accelerator (ISCA'25): a weight-stationary multi-precision array plus ReCoN.
+
+Everything the plain systolic accelerator models still holds (folds, memory tiles, stalls,
+energy). On top, for every weight GEMM whose outlier statistics are known:
+
+* **Storage.** Weights occupy their effective bit width in memory (the paper's Eq. 4): a
+  micro-block without outliers costs ``bb`` bits per weight, one with outliers
+  ``(perm_bits + bb * B_u + osf_bits) / B_u``. DRAM, L2 and SRAM traffic follow.
+* **ReCoN.** A PE row whose row tile holds an outlier micro-block sends its outputs through a
+  ReCoN unit instead of accumulating locally (:mod:`sim.hw.recon`: sync-buffer de-skew, network
+  depth, one row per cycle per unit, the whole array stalls while rows contend). Which rows of a
+  fold are outlier rows is drawn from the profile's fraction of row tiles with outliers at the
+  array's row width (C PEs x lanes weights: 64 at bb=4, 128 at bb=2). Folds cycle through
+  ``PATTERNS`` seeded draws (the seed is the GEMM's own key, so runs are reproducible), and each
+  draw's cost is the exact ReCoN fold cost of that row set. Folds stream back to back, so a
+  fold pays its contention stalls, while the extra depth of outlier rows is paid once, by the
+  last fold (it is a skew that the following folds' elements trail behind).
+* **Energy and area.** Each row pass moves C values through the network's stages (charged per
+  switch); the area adds ``units`` networks of ``C * (log2 C + 1)`` switches and their sync
+  buffers.
+
+Attention GEMMs (activations times the KV cache) carry no weight outliers and run as on the
+plain array.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..core import EnergyLedger
+from .accelerator import SystolicAccelerator, WeightOutliers
+from .recon import recon_depth, recon_fold_cycles
+from .registry import register
+
+PATTERNS = 64
+
+
+@register("microscopiq")
+class MicroScopiQAccelerator(SystolicAccelerator):
+    """MicroScopiQ from one arch file (``type: microscopiq``, with ``recon`` and ``mx``)."""
+
+    uses_outlier_profile = True
+
+    def __init__(self, arch, tech=None):
+        super().__init__(arch, tech)
+        if arch.array.dataflow != "ws":
+            raise ValueError("MicroScopiQ is a weight-stationary design (array.dataflow: ws)")
+        self.units = arch.recon.units
+
+    def stored_weight_bits(self, wbits: int, outliers: WeightOutliers | None) -> float:
+        if outliers is None:
+            return wbits
+        mx = self.arch.mx
+        with_outliers = (mx.perm_bits + wbits * mx.micro_block + mx.osf_bits) / mx.micro_block
+        return wbits + outliers.frac_ub * (with_outliers - wbits)
+
+    def fold_extra_cycles(self, timing, outliers: WeightOutliers | None, seed: int):
+        if outliers is None:
+            return None, {}
+        mp = timing.mapping
+        R, C, T = mp.rows, mp.cols, mp.T
+        p = outliers.rowtile_frac(C * mp.lanes)
+        rng = np.random.default_rng(seed)
+        draws = min(PATTERNS, mp.folds)
+        masks = rng.random((draws, R)) < p
+
+        def cost(mask, used_rows):
+            return recon_fold_cycles(T, np.flatnonzero(mask[:used_rows]), R, C, self.units)
+
+        full = [cost(m, R) for m in masks]
+        last = full if mp.last_rows == R else [cost(m, mp.last_rows) for m in masks]
+        f = np.arange(mp.folds)
+        pattern = f % draws
+        is_last_row_fold = (f % mp.fold_rows) == mp.fold_rows - 1
+
+        def per_fold(field):
+            per_full = np.array([getattr(c, field) for c in full], dtype=np.int64)
+            per_last = np.array([getattr(c, field) for c in last], dtype=np.int64)
+            return np.where(is_last_row_fold, per_last[pattern], per_full[pattern])
+
+        # folds stream back to back through the same rows: contention stalls every fold, but
+        # the extra depth of outlier rows (sync de-skew + network) is a skew the next fold's
+        # elements follow behind, so only the last fold's results leave that much later
+        extra = per_fold("stall_cycles")
+        extra[-1] += int(per_fold("extra_cycles")[-1] - extra[-1])
+
+        counters = {"recon_accesses": int(per_fold("accesses").sum()),
+                    "recon_conflicts": int(per_fold("conflicts").sum()),
+                    "recon_stall_cycles": int(per_fold("stall_cycles").sum()),
+                    "recon_extra_cycles": int(extra.sum())}
+        return extra, counters
+
+    def extra_energy(self, ledger: EnergyLedger, counters: dict, cols: int) -> None:
+        passes = counters.get("recon_accesses", 0)
+        if passes:
+            ledger.add("recon", "switch_op", passes * cols * recon_depth(cols),
+                       self.tech.recon.switch_pj)
+
+    def area_um2(self) -> dict:
+        area = super().area_um2()
+        cols = self.arch.array.cols
+        t = self.tech.recon
+        switches = cols * recon_depth(cols)          # C x (log2 C + 1) 2x2 switches
+        per_unit = switches * t.switch_area_um2 + cols * t.sync_buffer_area_um2_per_col
+        area["recon"] = self.units * per_unit
+        return area
