@@ -10,9 +10,10 @@ energy). On top, for every weight GEMM whose outlier statistics are known:
   ReCoN unit instead of accumulating locally (:mod:`sim.hw.recon`: sync-buffer de-skew, network
   depth, one row per cycle per unit, the whole array stalls while rows contend). Which rows of a
   fold are outlier rows is drawn from the profile's fraction of row tiles with outliers at the
-  array's row width (C PEs x lanes weights: 64 at bb=4, 128 at bb=2). Folds cycle through
-  ``PATTERNS`` seeded draws (the seed is the GEMM's own key, so runs are reproducible), and each
-  draw's cost is the exact ReCoN fold cost of that row set. Folds stream back to back, so a
+  array's row width (C PEs x lanes weights: 64 at bb=4, 128 at bb=2), once per row fold (up
+  to ``PATTERNS`` seeded draws; the seed is the GEMM's own key, so runs are reproducible) and
+  reused by every column group, as outliers cluster in input channels; each draw's cost is the
+  exact ReCoN fold cost of that row set. Folds stream back to back, so a
   fold pays its contention stalls, while the extra depth of outlier rows is paid once, by the
   last fold (it is a skew that the following folds' elements trail behind).
 * **Energy and area.** Each row pass moves C values through the network's stages (charged per
@@ -60,7 +61,10 @@ class MicroScopiQAccelerator(SystolicAccelerator):
         R, C, T = mp.rows, mp.cols, mp.T
         p = outliers.rowtile_frac(C * mp.lanes)
         rng = np.random.default_rng(seed)
-        draws = min(PATTERNS, mp.folds)
+        # one draw per row fold (the same input channels k), reused by every column group:
+        # LLM weight outliers cluster in input channels, and it keeps the tile sequence
+        # periodic, which the tile pipeline exploits
+        draws = min(PATTERNS, mp.fold_rows)
         masks = rng.random((draws, R)) < p
 
         def cost(mask, used_rows):
@@ -69,7 +73,7 @@ class MicroScopiQAccelerator(SystolicAccelerator):
         full = [cost(m, R) for m in masks]
         last = full if mp.last_rows == R else [cost(m, mp.last_rows) for m in masks]
         f = np.arange(mp.folds)
-        pattern = f % draws
+        pattern = (f % mp.fold_rows) % draws
         is_last_row_fold = (f % mp.fold_rows) == mp.fold_rows - 1
 
         def per_fold(field):
