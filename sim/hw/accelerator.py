@@ -35,11 +35,13 @@ COMPONENTS = ("pe_array", "recon", "sram", "l2", "dram", "noc", "vector", "stati
 @dataclass(frozen=True)
 class WeightOutliers:
     """What an outlier-aware accelerator needs to know about one weight matrix (hashable, so
-    it can be part of a memo key): the fraction of micro-blocks holding outliers and, per PE-row
-    width, the fraction of row tiles that hold at least one outlier micro-block."""
+    it can be part of a memo key): the fraction of micro-blocks holding outliers, per PE-row
+    width the fraction of row tiles that hold at least one outlier micro-block, and the
+    fraction of weights that are outliers."""
 
     frac_ub: float
     rowtile: tuple[tuple[int, float], ...]
+    frac_weights: float = 0.0     # outliers as a fraction of all weights
 
     def rowtile_frac(self, width: int) -> float:
         for w, f in self.rowtile:

@@ -65,7 +65,8 @@ def outlier_lookup(accel, model):
                 cache[key] = WeightOutliers(
                     float(st.frac_ub_with_outliers),
                     tuple(sorted((int(w), float(f))
-                                 for w, f in st.frac_rowtile_with_outliers.items())))
+                                 for w, f in st.frac_rowtile_with_outliers.items())),
+                    float(st.frac_weights_outliers))
         return cache[key]
     return lookup
 
