@@ -90,6 +90,16 @@ def test_results_are_deterministic_across_fresh_models():
     assert (a.cycles, a.counters) == (b.cycles, b.counters)
 
 
+def test_row_tile_fraction_for_widths_the_profile_does_not_store():
+    w = outliers(0.09, 0.5, 0.8)
+    assert w.rowtile_frac(64) == 0.5 and w.rowtile_frac(128) == 0.8
+    assert w.rowtile_frac(32) == pytest.approx(1 - 0.5 ** 0.5)      # from width 64
+    assert w.rowtile_frac(256) == pytest.approx(1 - 0.2 ** 2)       # from width 128
+    r = msq(**{"array.rows": 8, "array.cols": 8}).gemm(64, 512, 512, wbits=2, abits=8,
+                                                       outliers=w)
+    assert r.counters["recon_accesses"] > 0
+
+
 def test_recon_area_scales_with_units():
     areas = [msq(**{"recon.units": u}).area_um2() for u in (1, 2, 4, 8)]
     t = msq().tech.recon
@@ -119,6 +129,7 @@ def test_model_without_profile_is_a_config_error():
 @pytest.mark.parametrize("overrides, key", [
     (["recon.units=3"], "recon.units"),
     (["recon.units=8", "array.rows=4"], "recon.units"),
+    (["array.dataflow=os"], "array.dataflow"),
 ])
 def test_bad_recon_config(overrides, key):
     with pytest.raises(ConfigError) as e:

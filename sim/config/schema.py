@@ -212,13 +212,94 @@ class MXArchConfig(StrictModel):
     osf_bits: PosInt = 8         # outlier scale per micro-block with outliers
 
 
+# Accelerator types built by sim.hw.baselines: they need a ``baseline`` section, and those
+# with a separate outlier datapath need its ``outlier_path`` part.
+BASELINE_TYPES = ("olive", "ant", "gobo", "olaccel", "adaptivfloat")
+OUTLIER_PATH_TYPES = ("gobo", "olaccel")
+# Area keys the accelerator itself reports; a baseline unit may not reuse them.
+_RESERVED_AREA_KEYS = ("pe_array", "sram", "l2", "vector", "control", "recon", "outlier_pes")
+
+
+class BaselinePEConfig(StrictModel):
+    """How a baseline's PE differs from the technology table's integer PE of the same width."""
+
+    area_um2: PosFloat | None = None  # pinned area of one PE (a published figure)
+    area_scale: PosFloat = 1.0  # else: tech PE area at the modes' width x this
+    energy_scale: Annotated[float, Field(ge=1)] = 1.0  # MAC energy vs the tech integer MAC
+
+    @model_validator(mode="after")
+    def _one_area_rule(self) -> "BaselinePEConfig":
+        if self.area_um2 is not None and self.area_scale != 1.0:
+            raise InvalidValue("either area_um2 (a pinned PE area) or area_scale, not both",
+                               loc=("area_scale",), got=short_repr(self.area_scale))
+        return self
+
+
+class BaselineUnitConfig(StrictModel):
+    """``count`` identical units beside the PE array (area, leakage); a decoder also costs
+    ``pj_per_value`` for every operand of width ``bits`` it decodes on its way into the array."""
+
+    name: Name  # area key, e.g. decoder_4b
+    count: PosInt
+    area_um2: PosFloat  # one unit, at the arch's technology node
+    bits: PEBits | None = None  # a decoder: the operand width it decodes
+    decodes: list[Literal["weights", "activations"]] = Field(default_factory=list)
+    pj_per_value: NonNegFloat = 0.0
+
+    @model_validator(mode="after")
+    def _decoder_needs_bits(self) -> "BaselineUnitConfig":
+        if self.decodes and self.bits is None:
+            raise InvalidValue("the operand width (2, 4, 8 or 16) a decoding unit decodes",
+                               loc=("bits",), got="nothing")
+        return self
+
+
+class OutlierPathConfig(StrictModel):
+    """A separate datapath for outlier weights (GOBO, OLAccel): ``pes`` outlier PEs shared by
+    the array; outliers are stored sparsely (value + position) beside the dense inliers."""
+
+    pes: PosInt
+    macs_per_cycle: PosFloat = 1.0  # per outlier PE
+    value_bits: PosInt  # bits of one outlier weight, in memory and in the outlier PE
+    index_bits: NonNegInt  # position bits stored with each outlier
+    area_um2: PosFloat | None = None  # one outlier PE; default: tech PE at value_bits x abits
+    mac_pj: PosFloat | None = None  # one outlier MAC; default: tech MAC at (value_bits, abits)
+    # pinned weight footprint (bits per weight) by weight precision, for weight GEMMs with an
+    # outlier profile; default: wbits + frac_weights * (value_bits + index_bits)
+    stored_bits: dict[PEBits, PosFloat] | None = None
+
+
+class BaselineArchConfig(StrictModel):
+    """Parameters of a baseline accelerator (types olive, ant, gobo, olaccel, adaptivfloat)."""
+
+    pe: BaselinePEConfig = Field(default_factory=BaselinePEConfig)
+    units: list[BaselineUnitConfig] = Field(default_factory=list)
+    control_area_um2: PosFloat | None = None  # default: the tech table's controller
+    outlier_path: OutlierPathConfig | None = None  # types gobo and olaccel only
+
+    @field_validator("units")
+    @classmethod
+    def _unit_names(cls, units: list[BaselineUnitConfig]) -> list[BaselineUnitConfig]:
+        seen: dict[str, int] = {}
+        for i, u in enumerate(units):
+            if u.name in _RESERVED_AREA_KEYS:
+                raise InvalidValue("a unit name other than " + ", ".join(_RESERVED_AREA_KEYS),
+                                   loc=(i, "name"), got=repr(u.name))
+            if u.name in seen:
+                raise InvalidValue("a unit name used once", loc=(i, "name"), got=repr(u.name),
+                                   hint=f"also the name of units.{seen[u.name]}")
+            seen[u.name] = i
+        return units
+
+
 class ArchConfig(_Hashable):
     """An accelerator (arch/*.yaml)."""
 
     name: Name
     description: str = ""
     kind: Literal["accelerator"] = "accelerator"
-    type: Literal["systolic", "microscopiq"] = "systolic"  # accelerator model (sim.hw.registry)
+    type: Literal["systolic", "microscopiq", "olive", "ant", "gobo", "olaccel",
+                  "adaptivfloat"] = "systolic"  # accelerator model (sim.hw.registry)
     clock_ghz: PosFloat
     technology: Name  # arch/tech/<technology>.yaml, e.g. "7nm"
     array: ArrayConfig
@@ -227,10 +308,14 @@ class ArchConfig(_Hashable):
     vector: VectorConfig
     recon: ReconArchConfig | None = None  # type microscopiq only
     mx: MXArchConfig | None = None  # type microscopiq only (defaults filled in)
+    baseline: BaselineArchConfig | None = None  # the baseline types only (BASELINE_TYPES)
 
     @model_validator(mode="after")
     def _microscopiq_parts(self) -> "ArchConfig":
         if self.type == "microscopiq":
+            if self.array.dataflow != "ws":
+                raise InvalidValue("ws (MicroScopiQ is a weight-stationary design)",
+                                   loc=("array", "dataflow"), got=self.array.dataflow)
             if self.recon is None:
                 raise InvalidValue("a recon section (units: 1, 2, 4 or 8) for type microscopiq",
                                    loc=("recon",), got="nothing")
@@ -245,6 +330,28 @@ class ArchConfig(_Hashable):
                 if getattr(self, part) is not None:
                     raise InvalidValue("no such section for this type (only type microscopiq "
                                        "has it)", loc=(part,), got=f"type {self.type}")
+        return self
+
+    @model_validator(mode="after")
+    def _baseline_parts(self) -> "ArchConfig":
+        if self.type not in BASELINE_TYPES:
+            if self.baseline is not None:
+                raise InvalidValue("no such section for this type (only types "
+                                   + ", ".join(BASELINE_TYPES) + " have it)",
+                                   loc=("baseline",), got=f"type {self.type}")
+            return self
+        if self.baseline is None:
+            raise InvalidValue(f"a baseline section (PE, units, outlier path) for type "
+                               f"{self.type}", loc=("baseline",), got="nothing")
+        path = self.baseline.outlier_path
+        if self.type in OUTLIER_PATH_TYPES and path is None:
+            raise InvalidValue(f"an outlier_path section (pes, value_bits, index_bits, ...) for "
+                               f"type {self.type}", loc=("baseline", "outlier_path"),
+                               got="nothing")
+        if self.type not in OUTLIER_PATH_TYPES and path is not None:
+            raise InvalidValue("no outlier_path for this type (only types "
+                               + ", ".join(OUTLIER_PATH_TYPES) + " have one)",
+                               loc=("baseline", "outlier_path"), got=f"type {self.type}")
         return self
 
     @model_validator(mode="after")
@@ -442,6 +549,14 @@ class OutputsConfig(StrictModel):
     trace: bool = False
 
 
+class VariantConfig(StrictModel):
+    """One design point of an experiment: the base config with these keys changed
+    (dotted keys, as with ``--set``: ``{arch.recon.units: 2}``)."""
+
+    name: Name
+    set: dict[Name, Any] = Field(default_factory=dict)
+
+
 class ExperimentConfig(_Hashable):
     """A scenario: an arch, a model and the runs to measure (experiments/*.yaml).
 
@@ -459,6 +574,7 @@ class ExperimentConfig(_Hashable):
     model: ModelConfig
     runs: list[RunConfig] = Field(min_length=1)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
+    variants: list[VariantConfig] = Field(default_factory=list)  # design points to compare
 
     @field_validator("arch", mode="before")
     @classmethod
@@ -498,3 +614,17 @@ class ExperimentConfig(_Hashable):
                 )
             seen[run.name] = i
         return runs
+
+    @field_validator("variants")
+    @classmethod
+    def _unique_variant_names(cls, variants: list[VariantConfig]) -> list[VariantConfig]:
+        seen: dict[str, int] = {}
+        for i, v in enumerate(variants):
+            if v.name in seen:
+                raise InvalidValue("a variant name used once", loc=(i, "name"),
+                                   got=repr(v.name),
+                                   hint=f"also the name of variants.{seen[v.name]}")
+            if any(k == "variants" or k.startswith("variants.") for k in v.set):
+                raise InvalidValue("keys outside variants", loc=(i, "set"), got="variants")
+            seen[v.name] = i
+        return variants

@@ -33,6 +33,18 @@ COMPONENTS = ("pe_array", "recon", "sram", "l2", "dram", "noc", "vector", "stati
 
 
 @dataclass(frozen=True)
+class GemmOperands:
+    """The GEMM a hook is asked about (the whole GEMM, even when the mapper cut it in chunks)."""
+
+    M: int
+    K: int
+    N: int
+    wbits: int
+    abits: int
+    macs_per_cycle: float
+
+
+@dataclass(frozen=True)
 class WeightOutliers:
     """What an outlier-aware accelerator needs to know about one weight matrix (hashable, so
     it can be part of a memo key): the fraction of micro-blocks holding outliers, per PE-row
@@ -44,11 +56,14 @@ class WeightOutliers:
     frac_weights: float = 0.0     # outliers as a fraction of all weights
 
     def rowtile_frac(self, width: int) -> float:
+        """Fraction of ``width``-wide row tiles holding an outlier micro-block: measured when
+        the profile stores that width, otherwise derived from the nearest stored width w0 as
+        ``1 - (1 - p_w0) ** (width / w0)`` (segments of a row taken as independent)."""
         for w, f in self.rowtile:
             if w == width:
                 return f
-        raise ValueError(f"outlier statistics have no row-tile width {width} "
-                         f"(have {[w for w, _ in self.rowtile]})")
+        w0, p0 = min(self.rowtile, key=lambda wf: (abs(math.log(wf[0] / width)), wf[0]))
+        return 1.0 - (1.0 - p0) ** (width / w0)
 
 
 @dataclass
@@ -203,18 +218,21 @@ class SystolicAccelerator:
         """Bits one weight occupies in memory (a format with metadata stores more)."""
         return wbits
 
-    def fold_extra_cycles(self, timing, outliers: WeightOutliers | None, seed: int):
-        """Cycles each fold takes beyond the plain array model (int64 per fold) and event
-        counters, or (None, {}) when the array has nothing else in its path."""
+    def fold_extra_cycles(self, gemm: GemmOperands, timing, outliers: WeightOutliers | None,
+                          seed: int):
+        """Cycles each fold of one (sub-)GEMM takes beyond the plain array model (int64 per
+        fold) and event counters, or (None, {}) when the array has nothing else in its path."""
         return None, {}
 
-    def extra_energy(self, ledger: EnergyLedger, counters: dict, cols: int) -> None:
+    def extra_energy(self, gemm: GemmOperands, ledger: EnergyLedger, counters: dict,
+                     cols: int) -> None:
         """Charge the energy of the events ``fold_extra_cycles`` counted."""
 
     def _gemm_uncached(self, M, K, N, wbits, abits, dataflow, rows, cols, convention, place,
                        outliers=None, trace=None) -> OpResult:
         m = self.arch.mode(wbits, abits).macs_per_cycle
         wstore = self.stored_weight_bits(wbits, outliers)
+        operands = GemmOperands(M, K, N, wbits, abits, m)
 
         def roofline(parts):
             """(cycles estimate, DRAM bytes): the mapper is latency first, then traffic."""
@@ -234,7 +252,7 @@ class SystolicAccelerator:
         for i, (timing, plan) in enumerate(parts):
             bounds = np.r_[0, timing.issue_times()[plan.first_fold[1:]], timing.total]
             span = np.diff(bounds)
-            extra, events = self.fold_extra_cycles(timing, outliers, seed + i)
+            extra, events = self.fold_extra_cycles(operands, timing, outliers, seed + i)
             if extra is not None:
                 span = span + np.add.reduceat(extra, plan.first_fold)
                 extra_total += int(extra.sum())
@@ -268,7 +286,7 @@ class SystolicAccelerator:
         led.add("dram", "write_bit", 8 * tot("store_dram"), dram_pj)
         led.add("noc", "array_edge_byte", tot("array_reads") + tot("array_writes"),
                 t.noc_pj_per_byte)
-        self.extra_energy(led, counters, cols)
+        self.extra_energy(operands, led, counters, cols)
         self._add_static(led, total)
         return OpResult(cycles=total, compute_cycles=compute, stall_cycles=total - compute,
                         stall_memory=pipe.stall_memory, stall_sram=pipe.stall_sram,

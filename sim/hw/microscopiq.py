@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core import EnergyLedger
-from .accelerator import SystolicAccelerator, WeightOutliers
+from .accelerator import GemmOperands, SystolicAccelerator, WeightOutliers
 from .recon import recon_depth, recon_fold_cycles
 from .registry import register
 
@@ -42,9 +42,7 @@ class MicroScopiQAccelerator(SystolicAccelerator):
     uses_outlier_profile = True
 
     def __init__(self, arch, tech=None):
-        super().__init__(arch, tech)
-        if arch.array.dataflow != "ws":
-            raise ValueError("MicroScopiQ is a weight-stationary design (array.dataflow: ws)")
+        super().__init__(arch, tech)        # the schema guarantees a WS array and a recon section
         self.units = arch.recon.units
 
     def stored_weight_bits(self, wbits: int, outliers: WeightOutliers | None) -> float:
@@ -54,7 +52,8 @@ class MicroScopiQAccelerator(SystolicAccelerator):
         with_outliers = (mx.perm_bits + wbits * mx.micro_block + mx.osf_bits) / mx.micro_block
         return wbits + outliers.frac_ub * (with_outliers - wbits)
 
-    def fold_extra_cycles(self, timing, outliers: WeightOutliers | None, seed: int):
+    def fold_extra_cycles(self, gemm: GemmOperands, timing, outliers: WeightOutliers | None,
+                          seed: int):
         if outliers is None:
             return None, {}
         mp = timing.mapping
@@ -93,7 +92,8 @@ class MicroScopiQAccelerator(SystolicAccelerator):
                     "recon_extra_cycles": int(extra.sum())}
         return extra, counters
 
-    def extra_energy(self, ledger: EnergyLedger, counters: dict, cols: int) -> None:
+    def extra_energy(self, gemm: GemmOperands, ledger: EnergyLedger, counters: dict,
+                     cols: int) -> None:
         passes = counters.get("recon_accesses", 0)
         if passes:
             ledger.add("recon", "switch_op", passes * cols * recon_depth(cols),

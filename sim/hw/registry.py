@@ -36,3 +36,4 @@ def build_accelerator(arch):
 
 def _load_builtin() -> None:
     from . import accelerator, microscopiq  # noqa: F401  (register "systolic", "microscopiq")
+    from . import baselines  # noqa: F401  (olive, ant, gobo, olaccel, adaptivfloat)
