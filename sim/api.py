@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .config import load_arch, load_experiment, load_model
+from .config import ConfigError, load_arch, load_experiment, load_model
 from .core import Clock, EnergyLedger, TraceRecorder
 from .hw.accelerator import COMPONENTS, OpResult
 from .hw.memory_plan import OperandPlacement
@@ -200,37 +200,61 @@ class Result:
             "arch": exp.arch.name,
             "model": exp.model.name,
             "seed": exp.seed,
-            "area_mm2": float(self.area.area_um2.sum() * 1e-6),
+            "variants": [v.name for v in exp.variants],
+            "area_mm2": {str(k): float(v) * 1e-6
+                         for k, v in self.area.groupby("variant", sort=False).area_um2.sum().items()},
             "runs": [dict(r) for r in self.run_records],
         }
 
 
+def design_points(exp) -> list[tuple[str, object]]:
+    """(name, config) per design point: the experiment itself, or one per ``variants:`` entry
+    (the base config with that variant's keys changed)."""
+    if not exp.variants:
+        return [(exp.name, exp)]
+    points = []
+    for i, v in enumerate(exp.variants):
+        try:
+            points.append((v.name, load_experiment(exp, overrides=list(v.set.items()))))
+        except ConfigError as e:     # name the experiment file and the variant's key
+            key = f"variants.{i}.set" + (f".{e.key}" if e.key else "")
+            raise ConfigError(e.expected, file=exp.origin, key=key, got=e.got,
+                              hint=e.hint) from None
+    return points
+
+
 def run(experiment, overrides=None, *, trace: bool | None = None, progress: bool = False) -> Result:
-    """Run every ``runs:`` entry of an experiment (a name, a path, a dict or a config)."""
+    """Run every ``runs:`` entry of an experiment (a name, a path, a dict or a config), for
+    every design point in ``variants:`` if it has any. Every table has a ``variant`` column."""
     exp = load_experiment(experiment, overrides=overrides)
-    accel = accelerator_for(exp.arch)
+    points = [(name, cfg, accelerator_for(cfg.arch)) for name, cfg in design_points(exp)]
     want_trace = exp.outputs.trace if trace is None else trace
     recorder = TraceRecorder(exp.name) if want_trace else None
-    total_steps = sum(r.steps for r in exp.runs)
+    total_steps = len(points) * sum(r.steps for r in exp.runs)
     bar = None
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=total_steps, desc=exp.name, unit="step", delay=2.0, leave=False)
-    rows, op_frames, energy_rows, now = [], [], [], 0
-    for r in exp.runs:
-        res = _simulate(accel, exp.model, phase=r.phase, batch=r.batch, seq_len=r.seq_len,
-                        context=r.context, steps=r.steps, decode_batch=r.decode_batch,
-                        trace=recorder, progress=bar.update if bar is not None else None,
-                        start_cycle=now, track_prefix=f"{r.name}: ")
-        now += res.cycles       # runs follow one another on the trace's time axis
-        rows.append({"run": r.name, **res.summary()})
-        op_frames.append(res.ops.assign(run=r.name))
-        energy_rows += [{"run": r.name, "component": c, "energy_pj": v}
-                        for c, v in res.energy_pj.items()]
+    rows, op_frames, energy_rows, area_rows, now = [], [], [], [], 0
+    for variant, cfg, accel in points:
+        prefix = f"{variant}: " if exp.variants else ""
+        for r in cfg.runs:
+            res = _simulate(accel, cfg.model, phase=r.phase, batch=r.batch, seq_len=r.seq_len,
+                            context=r.context, steps=r.steps, decode_batch=r.decode_batch,
+                            trace=recorder, progress=bar.update if bar is not None else None,
+                            start_cycle=now, track_prefix=f"{prefix}{r.name}: ")
+            now += res.cycles       # runs follow one another on the trace's time axis
+            rows.append({"variant": variant, "run": r.name, **res.summary()})
+            op_frames.append(res.ops.assign(variant=variant, run=r.name))
+            energy_rows += [{"variant": variant, "run": r.name, "component": c, "energy_pj": v}
+                            for c, v in res.energy_pj.items()]
+        area_rows += [{"variant": variant, "component": c, "area_um2": v}
+                      for c, v in accel.area_um2().items()]
     if bar is not None:
         bar.close()
     ops = pd.concat(op_frames, ignore_index=True)
     ops.insert(0, "run", ops.pop("run"))
-    area = pd.DataFrame([{"component": c, "area_um2": v} for c, v in accel.area_um2().items()])
+    ops.insert(0, "variant", ops.pop("variant"))
     return Result(experiment=exp, runs=pd.DataFrame(rows), ops=ops,
-                  energy=pd.DataFrame(energy_rows), area=area, trace=recorder, run_records=rows)
+                  energy=pd.DataFrame(energy_rows), area=pd.DataFrame(area_rows),
+                  trace=recorder, run_records=rows)

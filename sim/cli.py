@@ -81,12 +81,16 @@ def _print_runs(result, wall: float) -> None:
     print(f"{exp.name}: {exp.model.name} on {exp.arch.name} "
           f"({exp.arch.array.rows}x{exp.arch.array.cols} {exp.arch.array.dataflow.upper()}, "
           f"{exp.arch.clock_ghz:g} GHz) — simulated in {wall:.2f} s")
-    head = (f"  {'run':<12}{'phase':<9}{'tokens':>8}{'latency ms':>13}{'tokens/s':>11}"
-            f"{'stall':>8}{'util':>7}{'energy mJ':>12}{'mJ/token':>11}")
+    many = bool(exp.variants)
+    vw = max([len(v.name) for v in exp.variants] + [7]) + 2 if many else 0
+    head = (f"  {'variant':<{vw}}" if many else "  ") + (
+        f"{'run':<12}{'phase':<9}{'tokens':>8}{'latency ms':>13}{'tokens/s':>11}"
+        f"{'stall':>8}{'util':>7}{'energy mJ':>12}{'mJ/token':>11}")
     print(head)
     for r in result.runs.to_dict(orient="records"):
         stall = r["stall_cycles"] / r["cycles"] if r["cycles"] else 0.0
-        print(f"  {r['run']:<12}{r['phase']:<9}{r['tokens']:>8}{r['seconds'] * 1e3:>13.3f}"
+        lead = f"  {r['variant']:<{vw}}" if many else "  "
+        print(f"{lead}{r['run']:<12}{r['phase']:<9}{r['tokens']:>8}{r['seconds'] * 1e3:>13.3f}"
               f"{r['tokens_per_s']:>11.1f}{stall:>8.1%}{r['utilization']:>7.1%}"
               f"{r['energy_total_j'] * 1e3:>12.3f}{r['energy_per_token_mj']:>11.3f}")
 

@@ -140,3 +140,40 @@ def test_strata_list_and_python_m(capsys):
     p = subprocess.run([sys.executable, "-m", "sim", "list", "models"], capture_output=True,
                        text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert p.returncode == 0 and "llama-3-70b" in p.stdout
+
+
+def small_experiment(**extra):
+    exp = {"name": "cmp", "arch": "quickstart",
+           "model": {"extends": "llama-2-7b", "num_layers": 2},
+           "runs": [{"name": "p", "phase": "prefill", "seq_len": 64},
+                    {"name": "d", "phase": "decode", "context": 64}]}
+    exp.update(extra)
+    return exp
+
+
+def test_variants_run_every_design_point(tmp_path):
+    from sim.report.plots import write_plots
+    r = sim.run(small_experiment(variants=[
+        {"name": "small", "set": {"arch.array.rows": 32, "arch.array.cols": 32}},
+        {"name": "big", "set": {"arch.array.rows": 128, "arch.array.cols": 128}}]))
+    assert list(r.runs.variant) == ["small", "small", "big", "big"]
+    assert set(r.ops.variant) == {"small", "big"} and set(r.area.variant) == {"small", "big"}
+    sec = dict(zip(zip(r.runs.variant, r.runs.run), r.runs.seconds))
+    assert sec[("big", "p")] < sec[("small", "p")]
+    area = r.area.groupby("variant").area_um2.sum()
+    assert area["big"] > area["small"]
+    assert r.summary()["variants"] == ["small", "big"]
+    for f in write_plots(r, tmp_path, ["compare", "area", "breakdown"]):
+        assert f.stat().st_size > 0
+
+
+@pytest.mark.parametrize("variants, key", [
+    ([{"name": "a", "set": {"arch.array.rowz": 4}}], "variants.0.set.arch.array.rowz"),
+    ([{"name": "a", "set": {"arch.array.rows": -1}}], "variants.0.set.arch.array.rows"),
+    ([{"name": "a"}, {"name": "a"}], "variants.1.name"),
+    ([{"name": "a", "set": {"variants": []}}], "variants.0.set"),
+])
+def test_bad_variants_name_the_key(variants, key):
+    with pytest.raises(sim.ConfigError) as e:
+        sim.run(small_experiment(variants=variants))
+    assert e.value.key == key, str(e.value)

@@ -21,6 +21,10 @@ CATEGORIES = {
     "embedding": ("embed",),
 }
 COLORS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3"]
+# one fixed colour per hardware component, in every figure
+COMPONENT_COLORS = {"pe_array": "#4C72B0", "sram": "#DD8452", "l2": "#55A868", "dram": "#C44E52",
+                    "noc": "#8172B3", "vector": "#937860", "static": "#DA8BC3",
+                    "recon": "#CCB974", "control": "#8C8C8C"}
 
 _PLOTS = {}
 
@@ -36,66 +40,174 @@ def plot_names() -> list[str]:
     return sorted(_PLOTS)
 
 
+def _groups(result) -> list[tuple[str, str, str]]:
+    """(variant, run, bar label) for every run of every design point, in order."""
+    many = result.runs.variant.nunique() > 1
+    return [(v, r, f"{v}\n{r}" if many else r)
+            for v, r in zip(result.runs.variant, result.runs.run)]
+
+
+def _title(result, what: str) -> str:
+    exp = result.experiment
+    arr = exp.arch.array
+    base = (f"{exp.name}: {exp.model.name} on {exp.arch.name} ({arr.rows}x{arr.cols} "
+            f"{arr.dataflow.upper()}, {exp.arch.clock_ghz:g} GHz)")
+    return f"{base} — {what}" if what else base
+
+
 @register_plot("breakdown")
 def breakdown(result, path: Path) -> Path:
     """Per run: where the time goes (operator categories, compute vs memory stall) and where the
     energy goes (components). Bars are shares of each run so that a 1-token decode step and a
     long prefill read side by side; the absolute totals are printed on the bars."""
-    exp = result.experiment
-    runs = list(result.runs.run)
-    totals = dict(zip(result.runs.run, result.runs.cycles))
-    seconds = dict(zip(result.runs.run, result.runs.seconds))
-    fig, (ax_t, ax_e) = plt.subplots(1, 2, figsize=(12, 4.8))
-    x = list(range(len(runs)))
+    groups = _groups(result)
+    runs = result.runs
+    key = list(zip(runs.variant, runs.run))
+    totals = dict(zip(key, runs.cycles))
+    seconds = dict(zip(key, runs.seconds))
+    tokens = dict(zip(key, runs.tokens))
+    fig, (ax_t, ax_e) = plt.subplots(1, 2, figsize=(max(12, 1.6 * len(groups) + 6), 4.8))
+    x = list(range(len(groups)))
+    labels = [g[2] for g in groups]
     width = 0.6
 
-    bottom = [0.0] * len(runs)
+    bottom = [0.0] * len(groups)
     for (cat, ops), color in zip(CATEGORIES.items(), COLORS):
         for part, hatch, alpha in (("compute_cycles", None, 1.0), ("stall_cycles", "//", 0.45)):
             vals = []
-            for r in runs:
-                sel = result.ops[(result.ops.run == r) & result.ops.op.isin(ops)]
-                vals.append(100.0 * float(sel[part].sum()) / totals[r] if totals[r] else 0.0)
+            for v, r, _ in groups:
+                sel = result.ops[(result.ops.variant == v) & (result.ops.run == r)
+                                 & result.ops.op.isin(ops)]
+                t = totals[(v, r)]
+                vals.append(100.0 * float(sel[part].sum()) / t if t else 0.0)
             if not any(vals):
                 continue
             ax_t.bar(x, vals, width, bottom=bottom, color=color, alpha=alpha, hatch=hatch,
                      edgecolor="white", linewidth=0.4,
                      label=cat if part == "compute_cycles" else None)
             bottom = [b + v for b, v in zip(bottom, vals)]
-    ax_t.set_xticks(x, runs)
+    ax_t.set_xticks(x, labels)
     ax_t.set_ylim(0, 112)
     ax_t.set_ylabel("share of run latency (%)")
     ax_t.set_title("Latency by operator (hatched: memory stall)")
     ax_t.legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    for i, r in enumerate(runs):
-        ax_t.annotate(f"{seconds[r] * 1e3:.4g} ms", (i, 101), ha="center", va="bottom", fontsize=9)
+    for i, (v, r, _) in enumerate(groups):
+        ax_t.annotate(f"{seconds[(v, r)] * 1e3:.4g} ms", (i, 101), ha="center", va="bottom",
+                      fontsize=9)
 
-    energy = result.energy.pivot_table(index="run", columns="component", values="energy_pj",
-                                       aggfunc="sum").reindex(runs)
-    tokens = dict(zip(result.runs.run, result.runs.tokens))
-    bottom = [0.0] * len(runs)
-    for comp, color in zip(COMPONENTS, COLORS):
+    energy = result.energy.pivot_table(index=["variant", "run"], columns="component",
+                                       values="energy_pj", aggfunc="sum")
+    bottom = [0.0] * len(groups)
+    for comp in COMPONENTS:
+        color = COMPONENT_COLORS[comp]
         if comp not in energy:
             continue
-        vals = [100.0 * energy.loc[r, comp] / energy.loc[r].sum() for r in runs]
-        if not any(v > 0 for v in vals):
+        vals = [100.0 * energy.loc[(v, r), comp] / energy.loc[(v, r)].sum() for v, r, _ in groups]
+        if not any(val > 0 for val in vals):
             continue
         ax_e.bar(x, vals, width, bottom=bottom, color=color, label=comp.replace("_", " "))
-        bottom = [b + v for b, v in zip(bottom, vals)]
-    ax_e.set_xticks(x, runs)
+        bottom = [b + val for b, val in zip(bottom, vals)]
+    ax_e.set_xticks(x, labels)
     ax_e.set_ylim(0, 112)
     ax_e.set_ylabel("share of run energy (%)")
     ax_e.set_title("Energy by component")
     ax_e.legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    for i, r in enumerate(runs):
-        total_mj = energy.loc[r].sum() * 1e-9
-        ax_e.annotate(f"{total_mj:.4g} mJ, {total_mj / max(tokens[r], 1):.3g} mJ/token", (i, 101),
-                      ha="center", va="bottom", fontsize=9)
+    for i, (v, r, _) in enumerate(groups):
+        total_mj = energy.loc[(v, r)].sum() * 1e-9
+        ax_e.annotate(f"{total_mj:.4g} mJ, {total_mj / max(tokens[(v, r)], 1):.3g} mJ/token",
+                      (i, 101), ha="center", va="bottom", fontsize=9)
 
-    arr = exp.arch.array
-    fig.suptitle(f"{exp.name}: {exp.model.name} on {exp.arch.name} "
-                 f"({arr.rows}x{arr.cols} {arr.dataflow.upper()}, {exp.arch.clock_ghz:g} GHz)",
-                 fontsize=11)
+    fig.suptitle(_title(result, ""), fontsize=11)
+    return _save(fig, path)
+
+
+@register_plot("compare")
+def compare(result, path: Path) -> Path:
+    """Design points side by side: latency and energy of every run and the compute area
+    (PE array + ReCoN + vector + control), each normalized to the first variant."""
+    runs = result.runs
+    variants = list(dict.fromkeys(runs.variant))
+    run_names = list(dict.fromkeys(runs.run))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    width = 0.8 / max(len(variants), 1)
+    for ax, field, title in ((axes[0], "seconds", "Latency"),
+                             (axes[1], "energy_total_j", "Energy")):
+        for j, v in enumerate(variants):
+            vals = []
+            for r in run_names:
+                base = runs[(runs.variant == variants[0]) & (runs.run == r)][field].iloc[0]
+                mine = runs[(runs.variant == v) & (runs.run == r)][field].iloc[0]
+                vals.append(mine / base if base else 0.0)
+            xs = [i + (j - (len(variants) - 1) / 2) * width for i in range(len(run_names))]
+            bars = ax.bar(xs, vals, width, color=COLORS[j % len(COLORS)], label=v)
+            for b, val in zip(bars, vals):
+                ax.annotate(f"{val:.2f}", (b.get_x() + b.get_width() / 2, val), ha="center",
+                            va="bottom", fontsize=7)
+        ax.set_xticks(range(len(run_names)), run_names)
+        ax.set_ylabel(f"normalized to {variants[0]}")
+        ax.set_title(f"{title} (normalized)")
+    area = result.area[~result.area.component.isin(["sram", "l2"])]
+    compute = area.groupby("variant", sort=False).area_um2.sum()
+    vals = [compute[v] / compute[variants[0]] for v in variants]
+    bars = axes[2].bar(range(len(variants)), vals, 0.6,
+                       color=[COLORS[j % len(COLORS)] for j in range(len(variants))])
+    for b, val in zip(bars, vals):
+        axes[2].annotate(f"{val:.3f}", (b.get_x() + b.get_width() / 2, val), ha="center",
+                         va="bottom", fontsize=8)
+    axes[2].set_xticks(range(len(variants)), variants, rotation=20)
+    axes[2].set_title("Compute area (normalized)")
+    axes[0].legend(fontsize=8, frameon=False)
+    fig.suptitle(_title(result, "design points"), fontsize=11)
+    return _save(fig, path)
+
+
+@register_plot("area")
+def area(result, path: Path) -> Path:
+    """Area per design point: the compute part (PE array, ReCoN, vector unit, control) by
+    component, and ReCoN's share of the compute area and of the whole chip."""
+    a = result.area.pivot_table(index="variant", columns="component", values="area_um2",
+                                aggfunc="sum", sort=False).fillna(0.0)
+    variants = list(dict.fromkeys(result.area.variant))
+    a = a.reindex(variants)
+    compute_parts = [c for c in a.columns if c not in ("sram", "l2")]
+    compute = a[compute_parts].sum(axis=1)
+    fig, (ax_c, ax_r) = plt.subplots(1, 2, figsize=(max(12, 2.2 * len(variants) + 4), 4.6))
+    x = list(range(len(variants)))
+    bottom = [0.0] * len(variants)
+    for comp in compute_parts:
+        vals = [100.0 * a.loc[v, comp] / compute[v] for v in variants]
+        ax_c.bar(x, vals, 0.6, bottom=bottom, color=COMPONENT_COLORS.get(comp, "#64B5CD"),
+                 label=comp.replace("_", " "))
+        bottom = [b + val for b, val in zip(bottom, vals)]
+    for i, v in enumerate(variants):
+        ax_c.annotate(f"{compute[v] * 1e-6:.3g} mm²", (i, 101), ha="center", va="bottom",
+                      fontsize=8)
+    ax_c.set_xticks(x, variants)
+    ax_c.set_ylim(0, 112)
+    ax_c.set_ylabel("share of compute area (%)")
+    ax_c.set_title("Compute area by component")
+    ax_c.legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    if "recon" in a:
+        width = 0.38
+        of_compute = [100.0 * a.loc[v, "recon"] / compute[v] for v in variants]
+        of_total = [100.0 * a.loc[v, "recon"] / a.loc[v].sum() for v in variants]
+        for off, vals, label, color in ((-width / 2, of_compute, "of compute area", "#CCB974"),
+                                        (width / 2, of_total, "of total area", "#8C8C8C")):
+            bars = ax_r.bar([i + off for i in x], vals, width, color=color, label=label)
+            for b, val in zip(bars, vals):
+                ax_r.annotate(f"{val:.2g} %", (b.get_x() + b.get_width() / 2, val),
+                              ha="center", va="bottom", fontsize=8)
+        ax_r.set_xticks(x, variants)
+        ax_r.set_ylabel("ReCoN area (%)")
+        ax_r.set_title("ReCoN area overhead")
+        ax_r.legend(fontsize=8, frameon=False)
+    else:
+        ax_r.axis("off")
+    fig.suptitle(_title(result, "area"), fontsize=11)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, metadata={"Software": None})
