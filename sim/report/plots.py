@@ -140,9 +140,10 @@ def compare(result, path: Path) -> Path:
                 vals.append(mine / base if base else 0.0)
             xs = [i + (j - (len(variants) - 1) / 2) * width for i in range(len(run_names))]
             bars = ax.bar(xs, vals, width, color=COLORS[j % len(COLORS)], label=v)
-            for b, val in zip(bars, vals):
-                ax.annotate(f"{val:.2f}", (b.get_x() + b.get_width() / 2, val), ha="center",
-                            va="bottom", fontsize=7)
+            if len(variants) <= 4:         # more labels than that would overlap
+                for b, val in zip(bars, vals):
+                    ax.annotate(f"{val:.2f}", (b.get_x() + b.get_width() / 2, val),
+                                ha="center", va="bottom", fontsize=7)
         ax.set_xticks(range(len(run_names)), run_names)
         ax.set_ylabel(f"normalized to {variants[0]}")
         ax.set_title(f"{title} (normalized)")
@@ -156,8 +157,9 @@ def compare(result, path: Path) -> Path:
                          va="bottom", fontsize=8)
     axes[2].set_xticks(range(len(variants)), variants, rotation=20)
     axes[2].set_title("Compute area (normalized)")
-    axes[0].legend(fontsize=8, frameon=False)
-    fig.suptitle(_title(result, "design points"), fontsize=11)
+    axes[0].legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    exp = result.experiment
+    fig.suptitle(f"{exp.name}: {exp.model.name}, {len(variants)} design points", fontsize=11)
     return _save(fig, path)
 
 
