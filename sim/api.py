@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from .config import ConfigError, load_arch, load_experiment, load_model
-from .core import Clock, EnergyLedger, TraceRecorder
+from .core import EnergyLedger, TraceRecorder
 from .hw.accelerator import COMPONENTS, OpResult
 from .hw.memory_plan import OperandPlacement
 from .hw.registry import build_accelerator

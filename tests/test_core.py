@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from sim.core import (

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from sim.api import accelerator_for
-from sim.config import load_arch
 from sim.hw.memory_plan import OperandPlacement, plan_gemm
 from sim.hw.systolic import array_timing
 from sim.hw.tile_pipeline import PortSpec, find_repeat, run_tiles, simulate_tiles

@@ -801,3 +801,64 @@ def load_experiment(ref: Any, overrides: Any = None) -> ExperimentConfig:
     ``runs.0.seq_len=128``.
     """
     return load_validated(ref, ExperimentConfig, overrides, kind="experiments")
+
+
+# --------------------------------------------------------------------------------------------
+# Folders of named tables (technology nodes, outlier profiles)
+# --------------------------------------------------------------------------------------------
+
+
+class TableFolder:
+    """Validated YAML tables kept in one data folder and named by file stem.
+
+    ``load(ref)`` takes a name (``"7nm"`` -> ``<folder>/7nm.yaml``), a path, a mapping or an
+    already-validated table; tables read from files are cached by (path, mtime, size), since a
+    sweep asks for the same one many times. ``what`` and ``key`` word the errors."""
+
+    def __init__(self, folder, model_cls: type, what: str, key: str, allow_mapping: bool = False):
+        self.folder = folder              # a callable, so STRATA_HOME is read when used
+        self.model_cls = model_cls
+        self.what = what
+        self.key = key
+        self.allow_mapping = allow_mapping
+        self._cache: dict = {}
+
+    def names(self) -> list[str]:
+        folder = self.folder()
+        if not folder.is_dir():
+            return []
+        return sorted(p.stem for p in folder.iterdir()
+                      if p.is_file() and p.suffix in (".yaml", ".yml"))
+
+    def resolve(self, ref) -> Path:
+        text = os.fspath(ref)
+        p = Path(text).expanduser()
+        if p.suffix in (".yaml", ".yml") or os.sep in text or "/" in text or p.is_file():
+            return p.resolve()
+        for suffix in (".yaml", ".yml"):
+            candidate = self.folder() / f"{text}{suffix}"
+            if candidate.is_file():
+                return candidate.resolve()
+        names = self.names()
+        raise ConfigError(f"{self.what} ({', '.join(names)}) or a path to one", key=self.key,
+                          got=short_repr(text), hint=did_you_mean(text, names))
+
+    def load(self, ref, overrides=None):
+        if isinstance(ref, self.model_cls):
+            return ref if not overrides else load_validated(ref, self.model_cls, overrides)
+        if self.allow_mapping and isinstance(ref, Mapping):
+            return load_validated(dict(ref), self.model_cls, overrides)
+        if not isinstance(ref, (str, os.PathLike)):
+            kinds = "a name, a path or a mapping" if self.allow_mapping else "a name or a path"
+            raise ConfigError(f"{kinds} for {self.what}", key=self.key, got=short_repr(ref))
+        path = self.resolve(ref)
+        if overrides:
+            return load_validated(path, self.model_cls, overrides)
+        try:
+            st = path.stat()
+        except OSError:
+            return load_validated(path, self.model_cls)   # reports the missing file
+        key = (str(path), st.st_mtime_ns, st.st_size)
+        if key not in self._cache:
+            self._cache[key] = load_validated(path, self.model_cls)
+        return self._cache[key]

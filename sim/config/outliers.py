@@ -44,14 +44,13 @@ Per op, a profile stores (all fractions in [0, 1]):
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Annotated, Any, Iterator
 
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from .errors import ConfigError, InvalidValue, did_you_mean, short_repr
-from .loader import data_dir, load_validated
+from .loader import TableFolder, data_dir
 from .schema import StrictModel
 
 __all__ = [
@@ -420,36 +419,19 @@ class OutlierProfile(StrictModel):
 # Loading
 # --------------------------------------------------------------------------------------------
 
-_CACHE: dict[tuple[str, int, int], OutlierProfile] = {}
-
-
 def outliers_dir() -> Path:
     """``<repo>/workloads/outliers``: where shipped profiles live."""
     return data_dir("workloads") / "outliers"
 
 
+_PROFILES = TableFolder(outliers_dir, OutlierProfile,
+                        "an outlier profile shipped in workloads/outliers", key="outliers",
+                        allow_mapping=True)
+
+
 def available_profiles() -> list[str]:
     """Names of the shipped profiles (file stems in ``workloads/outliers``), sorted."""
-    folder = outliers_dir()
-    if not folder.is_dir():
-        return []
-    return sorted(p.stem for p in folder.iterdir() if p.is_file() and p.suffix in (".yaml", ".yml"))
-
-
-def _resolve(ref: str | os.PathLike) -> Path:
-    text = os.fspath(ref)
-    p = Path(text).expanduser()
-    if p.suffix in (".yaml", ".yml") or os.sep in text or "/" in text or p.is_file():
-        return p.resolve()
-    for suffix in (".yaml", ".yml"):
-        candidate = outliers_dir() / f"{text}{suffix}"
-        if candidate.is_file():
-            return candidate.resolve()
-    names = available_profiles()
-    raise ConfigError(
-        "an outlier profile shipped in workloads/outliers (" + ", ".join(names) + ") or a path",
-        key="outliers", got=short_repr(text), hint=did_you_mean(text, names),
-    )
+    return _PROFILES.names()
 
 
 def load_outlier_profile(name_or_path: Any, overrides: Any = None) -> OutlierProfile:
@@ -459,30 +441,7 @@ def load_outlier_profile(name_or_path: Any, overrides: Any = None) -> OutlierPro
     ``overrides`` take the config loader's forms (``["k_sigma=2.5"]``). Bad names, files or
     values raise :class:`ConfigError` naming the file and the key.
     """
-    if isinstance(name_or_path, OutlierProfile):
-        if not overrides:
-            return name_or_path
-        return load_validated(name_or_path, OutlierProfile, overrides)
-    if isinstance(name_or_path, dict):
-        return load_validated(name_or_path, OutlierProfile, overrides)
-    if not isinstance(name_or_path, (str, os.PathLike)):
-        raise ConfigError("an outlier profile name, a path or a mapping", key="outliers",
-                          got=short_repr(name_or_path))
-    path = _resolve(name_or_path)
-    if overrides:
-        return load_validated(path, OutlierProfile, overrides)
-    try:
-        st = path.stat()
-        key = (str(path), st.st_mtime_ns, st.st_size)
-    except OSError:
-        return load_validated(path, OutlierProfile)  # reports the missing file
-    profile = _CACHE.get(key)
-    if profile is None:
-        profile = load_validated(path, OutlierProfile)
-        _CACHE[key] = profile
-    return profile
-
-
+    return _PROFILES.load(name_or_path, overrides)
 # --------------------------------------------------------------------------------------------
 # Writing (deterministic text, one op per line)
 # --------------------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ from typing import Annotated, Any, Iterable
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from .errors import ConfigError, did_you_mean, short_repr
-from .loader import data_dir, load_validated
+from .loader import TableFolder, data_dir
 from .schema import StrictModel
 
 __all__ = ["TechTable", "MacEnergy", "PeArea", "SramModel", "NocModel", "VectorUnit",
@@ -268,38 +268,18 @@ class TechTable(StrictModel):
 # Loading
 # --------------------------------------------------------------------------------------------
 
-# Parsed tables by (resolved path, mtime, size): an arch sweep asks for the same node many times.
-_CACHE: dict[tuple[str, int, int], TechTable] = {}
-
-
 def tech_dir() -> Path:
     """``<repo>/arch/tech``: where shipped technology tables live."""
     return data_dir("arch") / "tech"
 
 
+_TABLES = TableFolder(tech_dir, TechTable, "a technology node with a table in arch/tech",
+                      key="technology")
+
+
 def available_nodes() -> list[str]:
     """Names of the shipped tables (file stems in ``arch/tech``), sorted."""
-    folder = tech_dir()
-    if not folder.is_dir():
-        return []
-    return sorted(p.stem for p in folder.iterdir() if p.is_file() and p.suffix in (".yaml", ".yml"))
-
-
-def _resolve(ref: str | os.PathLike) -> Path:
-    text = os.fspath(ref)
-    p = Path(text).expanduser()
-    looks_like_path = p.suffix in (".yaml", ".yml") or os.sep in text or "/" in text
-    if looks_like_path or p.is_file():
-        return p.resolve()
-    for suffix in (".yaml", ".yml"):
-        candidate = tech_dir() / f"{text}{suffix}"
-        if candidate.is_file():
-            return candidate.resolve()
-    nodes = available_nodes()
-    raise ConfigError(
-        "a technology node with a table in arch/tech (" + ", ".join(nodes) + ") or a path to one",
-        key="technology", got=short_repr(text), hint=did_you_mean(text, nodes),
-    )
+    return _TABLES.names()
 
 
 def load_tech(node_or_path: str | os.PathLike | TechTable, overrides: Any = None) -> TechTable:
@@ -308,23 +288,4 @@ def load_tech(node_or_path: str | os.PathLike | TechTable, overrides: Any = None
     ``overrides`` takes the same forms as the config loader's (``["mac.accumulate_pj=0.01"]``).
     Bad names, files or values raise :class:`ConfigError` naming the file and key.
     """
-    if isinstance(node_or_path, TechTable):
-        if not overrides:
-            return node_or_path
-        return load_validated(node_or_path, TechTable, overrides)
-    if not isinstance(node_or_path, (str, os.PathLike)):
-        raise ConfigError("a technology node name or a path to a table", key="technology",
-                          got=short_repr(node_or_path))
-    path = _resolve(node_or_path)
-    if overrides:
-        return load_validated(path, TechTable, overrides)
-    try:
-        st = path.stat()
-        key = (str(path), st.st_mtime_ns, st.st_size)
-    except OSError:
-        return load_validated(path, TechTable)  # reports the missing file as a ConfigError
-    table = _CACHE.get(key)
-    if table is None:
-        table = load_validated(path, TechTable)
-        _CACHE[key] = table
-    return table
+    return _TABLES.load(node_or_path, overrides)

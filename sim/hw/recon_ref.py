@@ -149,7 +149,7 @@ class _Fold:
         return stall
 
     def _advance(self, cycle: int) -> None:
-        R, C, T = self.R, self.C, self.T
+        R, T = self.R, self.T
         a = self.adv
         # streamed elements move one column right; the controller feeds column 0 of each row
         self.elem[:, 1:] = self.elem[:, :-1]
