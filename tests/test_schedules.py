@@ -304,3 +304,14 @@ def test_simulated_ops_run_at_the_scheduled_precisions():
         ("q_proj", 2), ("k_proj", 2), ("v_proj", 2), ("o_proj", 2), ("gate_proj", 2),
         ("up_proj", 2), ("down_proj", 4)}
     assert (v2[v2.layer.isin([0, 1, 3, 4])].wbits == 4).all()
+
+
+@pytest.mark.parametrize("model", ["llama-2-7b", "llama-2-13b", "llama-3-8b", "opt-6.7b",
+                                   "vila-7b"])
+def test_iso_accuracy_experiments_follow_their_schedules(model):
+    # the shipped comparison experiments carry generated variants: they must match the data
+    from sim.config import load_experiment
+    from sim.config.schedules import schedule_variants
+    exp = load_experiment(f"microscopiq_iso_accuracy_{model}")
+    got = [{"name": v.name, "set": v.set} for v in exp.variants]
+    assert got == schedule_variants(model)

@@ -66,7 +66,12 @@ def breakdown(result, path: Path) -> Path:
     totals = dict(zip(key, runs.cycles))
     seconds = dict(zip(key, runs.seconds))
     tokens = dict(zip(key, runs.tokens))
-    fig, (ax_t, ax_e) = plt.subplots(1, 2, figsize=(max(12, 1.6 * len(groups) + 6), 4.8))
+    many = len(groups) > 6               # many design points: panels stacked, labels turned
+    if many:
+        fig, (ax_t, ax_e) = plt.subplots(2, 1, figsize=(max(12, 0.75 * len(groups) + 3), 10))
+    else:
+        fig, (ax_t, ax_e) = plt.subplots(1, 2, figsize=(12, 4.8))
+    note = dict(fontsize=7, rotation=90) if many else dict(fontsize=9)
     x = list(range(len(groups)))
     labels = [g[2] for g in groups]
     width = 0.6
@@ -86,14 +91,14 @@ def breakdown(result, path: Path) -> Path:
                      edgecolor="white", linewidth=0.4,
                      label=cat if part == "compute_cycles" else None)
             bottom = [b + v for b, v in zip(bottom, vals)]
-    ax_t.set_xticks(x, labels)
-    ax_t.set_ylim(0, 112)
+    ax_t.set_xticks(x, labels, rotation=60 if many else 0, fontsize=8 if many else 10)
+    ax_t.set_ylim(0, 125 if many else 112)
     ax_t.set_ylabel("share of run latency (%)")
     ax_t.set_title("Latency by operator (hatched: memory stall)")
     ax_t.legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
     for i, (v, r, _) in enumerate(groups):
         ax_t.annotate(f"{seconds[(v, r)] * 1e3:.4g} ms", (i, 101), ha="center", va="bottom",
-                      fontsize=9)
+                      **note)
 
     energy = result.energy.pivot_table(index=["variant", "run"], columns="component",
                                        values="energy_pj", aggfunc="sum")
@@ -107,15 +112,15 @@ def breakdown(result, path: Path) -> Path:
             continue
         ax_e.bar(x, vals, width, bottom=bottom, color=color, label=comp.replace("_", " "))
         bottom = [b + val for b, val in zip(bottom, vals)]
-    ax_e.set_xticks(x, labels)
-    ax_e.set_ylim(0, 112)
+    ax_e.set_xticks(x, labels, rotation=60 if many else 0, fontsize=8 if many else 10)
+    ax_e.set_ylim(0, 125 if many else 112)
     ax_e.set_ylabel("share of run energy (%)")
     ax_e.set_title("Energy by component")
     ax_e.legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
     for i, (v, r, _) in enumerate(groups):
         total_mj = energy.loc[(v, r)].sum() * 1e-9
         ax_e.annotate(f"{total_mj:.4g} mJ, {total_mj / max(tokens[(v, r)], 1):.3g} mJ/token",
-                      (i, 101), ha="center", va="bottom", fontsize=9)
+                      (i, 101), ha="center", va="bottom", **note)
 
     fig.suptitle(_title(result, ""), fontsize=11)
     return _save(fig, path)
