@@ -52,7 +52,6 @@ the paper defines it. Every problem is a :class:`ConfigError` naming the file an
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Annotated, Any, Iterable, Literal
 
@@ -60,7 +59,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from .errors import ConfigError, InvalidValue, did_you_mean, short_repr
 from .loader import TableFolder, data_dir, load_arch, load_model
-from .schema import ArchConfig, ModelConfig, StrictModel
+from .schema import ArchConfig, ModelConfig, StrictModel, parse_layer_spec
 
 __all__ = [
     "DESIGNS",
@@ -107,7 +106,6 @@ Bits = Literal[2, 4, 8, 16]
 Text = Annotated[str, Field(min_length=1)]
 PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
-_RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
 _LAYERS_EXPECTED = ("'all', a range 'a-b' or a list of layer indices (negative ones count from "
                     "the last block)")
 
@@ -129,29 +127,7 @@ class ScheduleRule(StrictModel):
     @field_validator("layers", mode="before")
     @classmethod
     def _parse_layers(cls, v: Any) -> Any:
-        if isinstance(v, bool):
-            raise InvalidValue(_LAYERS_EXPECTED, got=short_repr(v))
-        if isinstance(v, int):
-            v = [v]
-        if isinstance(v, str):
-            if v.strip() == "all":
-                return "all"
-            m = _RANGE.match(v)
-            if not m:
-                raise InvalidValue(_LAYERS_EXPECTED, got=short_repr(v))
-            a, b = int(m.group(1)), int(m.group(2))
-            if a > b:
-                raise InvalidValue("a range 'a-b' with a <= b", got=short_repr(v))
-            return f"{a}-{b}"
-        if isinstance(v, list):
-            if not v:
-                raise InvalidValue(_LAYERS_EXPECTED, got="an empty list")
-            for i, x in enumerate(v):
-                if isinstance(x, bool) or not isinstance(x, int):
-                    raise InvalidValue("a layer index (an integer; -1 is the last block)",
-                                       loc=(i,), got=short_repr(x))
-            return v
-        raise InvalidValue(_LAYERS_EXPECTED, got=short_repr(v))
+        return parse_layer_spec(v, negative=True, expected=_LAYERS_EXPECTED)
 
     # -- which ops the rule reaches (for the mode checks) --------------------------------------
 

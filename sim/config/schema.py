@@ -392,6 +392,36 @@ _RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
 _LAYERS_EXPECTED = "'all', a range 'a-b' or a list of layer indices"
 
 
+def parse_layer_spec(v: Any, negative: bool = False,
+                     expected: str = _LAYERS_EXPECTED) -> Any:
+    """Normalize a ``layers:`` value: 'all', a range 'a-b' (kept as text) or a non-empty list of
+    layer indices (negative ones, counting from the last block, only when ``negative``)."""
+    if isinstance(v, bool):
+        raise InvalidValue(expected, got=short_repr(v))
+    if isinstance(v, int):
+        v = [v]
+    if isinstance(v, str):
+        if v.strip() == "all":
+            return "all"
+        m = _RANGE.match(v)
+        if not m:
+            raise InvalidValue(expected, got=short_repr(v))
+        a, b = int(m.group(1)), int(m.group(2))
+        if a > b:
+            raise InvalidValue("a range 'a-b' with a <= b", got=short_repr(v))
+        return f"{a}-{b}"
+    if isinstance(v, list):
+        if not v:
+            raise InvalidValue(expected, got="an empty list")
+        for i, x in enumerate(v):
+            if isinstance(x, bool) or not isinstance(x, int) or (x < 0 and not negative):
+                what = ("a layer index (an integer; -1 is the last block)" if negative
+                        else "a layer index (integer >= 0)")
+                raise InvalidValue(what, loc=(i,), got=short_repr(x))
+        return v
+    raise InvalidValue(expected, got=short_repr(v))
+
+
 class LayerPrecision(StrictModel):
     """Precision of some layers (and optionally only some ops): later rules win."""
 
@@ -403,28 +433,7 @@ class LayerPrecision(StrictModel):
     @field_validator("layers", mode="before")
     @classmethod
     def _parse_layers(cls, v: Any) -> Any:
-        if isinstance(v, bool):
-            raise InvalidValue(_LAYERS_EXPECTED, got=short_repr(v))
-        if isinstance(v, int):
-            v = [v]
-        if isinstance(v, str):
-            if v.strip() == "all":
-                return "all"
-            m = _RANGE.match(v)
-            if not m:
-                raise InvalidValue(_LAYERS_EXPECTED, got=short_repr(v))
-            a, b = int(m.group(1)), int(m.group(2))
-            if a > b:
-                raise InvalidValue("a range 'a-b' with a <= b", got=short_repr(v))
-            return f"{a}-{b}"
-        if isinstance(v, list):
-            for i, x in enumerate(v):
-                if isinstance(x, bool) or not isinstance(x, int) or x < 0:
-                    raise InvalidValue("a layer index (integer >= 0)", loc=(i,), got=short_repr(x))
-            if not v:
-                raise InvalidValue(_LAYERS_EXPECTED, got="an empty list")
-            return v
-        raise InvalidValue(_LAYERS_EXPECTED, got=short_repr(v))
+        return parse_layer_spec(v)
 
     def indices(self, num_layers: int) -> list[int]:
         """The layer indices the rule names (not checked against ``num_layers`` here)."""
