@@ -661,6 +661,19 @@ def profile_from_weights(path: Any, model_config: Any, *, name: str | None = Non
         f"{sample_rows} input rows per op, evenly spaced, all output columns")
     orientation = ("W[K=in, N=out]; the file's [out, in] (HF nn.Linear) arrays were transposed"
                    if layout == "out_in" else "W[K=in, N=out]; the file's arrays were already [in, out]")
+    return _profile(model, name, description, k_sigma, micro, macro, widths, {
+            "source": source,
+            "generator": "sim.numerics.outlier_stats.profile_from_weights",
+            "files": weight_files,
+            "orientation": orientation,
+            "sampling": sampling,
+            "notes": f"prefix={prefix!r}" if prefix else "",
+        }, {i: dict(ops) for i, ops in layers.items()}, lm_head)
+
+
+def _profile(model, name, description, k_sigma, micro, macro, widths, provenance, layers,
+             lm_head) -> OutlierProfile:
+    """The validated profile, whichever way its statistics were obtained."""
     return OutlierProfile.model_validate({
         "name": name or model.name,
         "model": model.name,
@@ -670,15 +683,8 @@ def profile_from_weights(path: Any, model_config: Any, *, name: str | None = Non
         "macro": macro,
         "rowtile_widths": list(widths),
         "num_layers": model.num_layers,
-        "provenance": {
-            "source": source,
-            "generator": "sim.numerics.outlier_stats.profile_from_weights",
-            "files": weight_files,
-            "orientation": orientation,
-            "sampling": sampling,
-            "notes": f"prefix={prefix!r}" if prefix else "",
-        },
-        "layers": {i: {op: s for op, s in ops.items()} for i, ops in layers.items()},
+        "provenance": provenance,
+        "layers": layers,
         "lm_head": lm_head,
     })
 
@@ -795,16 +801,7 @@ def synthetic_profile(model_config: Any, family_params: Any, seed: int, *,
         f"regenerate_shipped('{name or model.name}')\""
         if (name or model.name) in SHIPPED_PROFILES else ""
     )
-    return OutlierProfile.model_validate({
-        "name": name or model.name,
-        "model": model.name,
-        "description": description,
-        "k_sigma": float(k_sigma),
-        "micro": micro,
-        "macro": macro,
-        "rowtile_widths": list(widths),
-        "num_layers": model.num_layers,
-        "provenance": {
+    return _profile(model, name, description, k_sigma, micro, macro, widths, {
             "source": ("synthetic, calibrated to published outlier statistics "
                        "(params.calibrated_to says which)"),
             "generator": "sim.numerics.outlier_stats.synthetic_profile",
@@ -816,10 +813,7 @@ def synthetic_profile(model_config: Any, family_params: Any, seed: int, *,
                          "shape holds the full [K, N]"),
             "regenerate": regenerate,
             "notes": notes,
-        },
-        "layers": layers,
-        "lm_head": lm_head,
-    })
+        }, layers, lm_head)
 
 
 def calibrate_base_rate(model_config: Any, family_params: Any, seed: int, *,
