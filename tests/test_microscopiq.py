@@ -146,3 +146,55 @@ def test_recon_section_only_for_microscopiq():
     with pytest.raises(ConfigError) as e:
         load_arch(a)
     assert e.value.key == "recon"
+
+
+@pytest.mark.parametrize("M,units", [(64, 1), (256, 1), (256, 4), (16, 2)])
+def test_a_unit_serves_at_most_one_row_vector_per_cycle(M, units):
+    # back-to-back folds must not overlap their ReCoN work beyond the units' capacity: every
+    # access is one row vector and a unit takes one per cycle, so cycles >= accesses / units
+    w = outliers(0.09, 0.6, 0.85)
+    r = msq(**{"recon.units": units}).gemm(M, 4096, 4096, wbits=4, abits=4, outliers=w)
+    assert r.compute_cycles >= r.counters["recon_accesses"] / units
+    assert r.counters["recon_busy_cycles"] <= r.cycles
+    if units == 1:
+        assert r.counters["recon_busy_cycles"] == r.counters["recon_accesses"]
+    r.check()
+
+
+def test_capacity_does_not_bind_in_a_decode_gemv():
+    # one token per fold: the busiest unit needs at most 64 cycles, the fold's weight preload
+    r = msq().gemm(1, 4096, 4096, wbits=4, abits=4, outliers=outliers(0.09, 0.6))
+    assert r.counters["recon_capacity_cycles"] == 0
+
+
+def test_channel_share_sets_the_row_tile_fraction():
+    x = 0.1
+    spread = WeightOutliers(x, ((64, 0.9),), channel_share=1.0)
+    assert spread.rowtile_frac(64) == pytest.approx(1 - (1 - x) ** 8)     # 8 uBs per row tile
+    assert spread.rowtile_frac(128) == pytest.approx(1 - (1 - x) ** 16)
+    packed = WeightOutliers(x, ((64, 0.9),), channel_share=0.01)           # below x: x rows
+    assert packed.rowtile_frac(64) == pytest.approx(x)
+    shares = [1.0, 0.5, 0.3, 0.2, 0.1]
+    fr = [WeightOutliers(x, ((64, 0.9),), channel_share=s).rowtile_frac(64) for s in shares]
+    assert fr == sorted(fr, reverse=True) and fr[-1] == pytest.approx(x)
+    assert WeightOutliers(0.0, ((64, 0.9),), channel_share=0.5).rowtile_frac(64) == 0.0
+    cyc = [msq().gemm(256, 4096, 4096, wbits=4, abits=4,
+                      outliers=WeightOutliers(x, ((64, 0.9),), channel_share=s)).cycles
+           for s in shares]
+    assert cyc == sorted(cyc, reverse=True) and cyc[-1] < cyc[0]
+
+
+def test_model_channel_share_reaches_the_accelerator():
+    model = load_model("llama-3-8b", overrides=["precision.wbits=4", "precision.abits=4"])
+    packed = model.model_copy(update={"outlier_channel_share": 0.01})
+    a = sim.simulate_model("microscopiq-64x64", model, phase="prefill", seq_len=64)
+    b = sim.simulate_model("microscopiq-64x64", packed, phase="prefill", seq_len=64)
+    assert b.ops.recon_accesses.sum() < a.ops.recon_accesses.sum() and b.cycles < a.cycles
+    # storage follows the fraction of outlier micro-blocks, not where they sit
+    assert b.ops.dram_read_bytes.sum() == a.ops.dram_read_bytes.sum()
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "-0.1", "nan", "lots"])
+def test_bad_channel_share_is_a_config_error(value):
+    with pytest.raises(ConfigError, match="outlier_channel_share"):
+        load_model("llama-3-8b", overrides=[f"outlier_channel_share={value}"])

@@ -465,6 +465,9 @@ class ModelConfig(_Hashable):
     ffn: Literal["gated", "plain"]  # gated: gate+up+down (SwiGLU/GeGLU); plain: up+down
     tie_embeddings: bool = False  # lm_head shares the embedding matrix (counted once)
     outlier_profile: Name | None = None  # workloads/outliers/<name>.yaml (outlier-aware archs)
+    # fraction of input channels (PE rows) that hold all of an op's outlier micro-blocks;
+    # unset: the profile's measured row-tile fractions (see sim.hw.accelerator.WeightOutliers)
+    outlier_channel_share: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] | None = None
     position_embedding: Literal["rope", "learned"] = "rope"  # learned: max_position x hidden table
     vocab_size: PosInt
     max_position: PosInt

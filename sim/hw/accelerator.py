@@ -49,16 +49,32 @@ class WeightOutliers:
     """What an outlier-aware accelerator needs to know about one weight matrix (hashable, so
     it can be part of a memo key): the fraction of micro-blocks holding outliers, per PE-row
     width the fraction of row tiles that hold at least one outlier micro-block, and the
-    fraction of weights that are outliers."""
+    fraction of weights that are outliers.
+
+    ``channel_share`` (with ``micro``, the micro-block size) replaces the measured row-tile
+    fractions by a clustering assumption: all outlier micro-blocks sit in that fraction of the
+    input channels (PE rows), spread independently along them. A row tile of ``width``
+    weights is ``width / micro`` micro-blocks, so it holds an outlier micro-block with
+    probability ``s * (1 - (1 - q) ** (width / micro))``, ``q = frac_ub / s`` and
+    ``s = max(channel_share, frac_ub)`` (an op cannot pack its outlier micro-blocks into fewer
+    channels than that). ``channel_share = 1`` is "no clustering"."""
 
     frac_ub: float
     rowtile: tuple[tuple[int, float], ...]
     frac_weights: float = 0.0     # outliers as a fraction of all weights
+    channel_share: float | None = None
+    micro: int = 8
 
     def rowtile_frac(self, width: int) -> float:
-        """Fraction of ``width``-wide row tiles holding an outlier micro-block: measured when
-        the profile stores that width, otherwise derived from the nearest stored width w0 as
+        """Fraction of ``width``-wide row tiles holding an outlier micro-block: from the
+        clustering assumption when ``channel_share`` is set; else measured when the profile
+        stores that width, otherwise derived from the nearest stored width w0 as
         ``1 - (1 - p_w0) ** (width / w0)`` (segments of a row taken as independent)."""
+        if self.channel_share is not None:
+            if self.frac_ub <= 0:
+                return 0.0
+            share = max(self.channel_share, self.frac_ub)
+            return share * (1.0 - (1.0 - self.frac_ub / share) ** (width / self.micro))
         for w, f in self.rowtile:
             if w == width:
                 return f
@@ -112,6 +128,9 @@ class OpResult:
         assert 0.0 <= self.utilization <= 1.0 + 1e-12, f"utilization {self.utilization}"
         assert self.dram_busy_cycles <= self.cycles and self.l2_busy_cycles <= self.cycles, self
         assert all(v >= 0 for v in self.energy_pj.values()), self.energy_pj
+        # a port or unit cannot be busy for longer than the op lasts
+        assert all(v <= self.cycles for k, v in self.counters.items()
+                   if k.endswith("_busy_cycles")), (self.cycles, self.counters)
         return self
 
 

@@ -13,9 +13,16 @@ energy). On top, for every weight GEMM whose outlier statistics are known:
   array's row width (C PEs x lanes weights: 64 at bb=4, 128 at bb=2), once per row fold (up
   to ``PATTERNS`` seeded draws; the seed is the GEMM's own key, so runs are reproducible) and
   reused by every column group, as outliers cluster in input channels; each draw's cost is the
-  exact ReCoN fold cost of that row set. Folds stream back to back, so a
-  fold pays its contention stalls, while the extra depth of outlier rows is paid once, by the
-  last fold (it is a skew that the following folds' elements trail behind).
+  exact ReCoN fold cost of that row set. Folds stream back to back, so a fold pays its
+  contention stalls, while the extra depth of outlier rows is paid once, by the last fold (it
+  is a skew that the following folds' elements trail behind).
+* **ReCoN capacity.** A unit takes one row vector per cycle, so a fold whose busiest unit
+  serves ``n`` outlier rows needs ``n * T`` cycles of that unit, however its requests are
+  spread in time: when that exceeds the fold's issue interval, the fold is stretched to it
+  (the stall is the larger of the contention stall and this capacity shortfall). Without it,
+  back-to-back folds would overlap their ReCoN work and a unit would serve more than one row
+  per cycle. ``recon_busy_cycles`` (busiest unit, summed over folds) is checked <= the op's
+  cycles on every op.
 * **Energy and area.** Each row pass moves C values through the network's stages (charged per
   switch); the area adds ``units`` networks of ``C * (log2 C + 1)`` switches and their sync
   buffers.
@@ -75,20 +82,39 @@ class MicroScopiQAccelerator(SystolicAccelerator):
         pattern = (f % mp.fold_rows) % draws
         is_last_row_fold = (f % mp.fold_rows) == mp.fold_rows - 1
 
-        def per_fold(field):
-            per_full = np.array([getattr(c, field) for c in full], dtype=np.int64)
-            per_last = np.array([getattr(c, field) for c in last], dtype=np.int64)
+        def per_fold(values_full, values_last):
+            per_full = np.asarray(values_full, dtype=np.int64)
+            per_last = np.asarray(values_last, dtype=np.int64)
             return np.where(is_last_row_fold, per_last[pattern], per_full[pattern])
 
-        # folds stream back to back through the same rows: contention stalls every fold, but
-        # the extra depth of outlier rows (sync de-skew + network) is a skew the next fold's
-        # elements follow behind, so only the last fold's results leave that much later
-        extra = per_fold("stall_cycles")
-        extra[-1] += int(per_fold("extra_cycles")[-1] - extra[-1])
+        def field(name):
+            return per_fold([getattr(c, name) for c in full], [getattr(c, name) for c in last])
 
-        counters = {"recon_accesses": int(per_fold("accesses").sum()),
-                    "recon_conflicts": int(per_fold("conflicts").sum()),
-                    "recon_stall_cycles": int(per_fold("stall_cycles").sum()),
+        # capacity: a unit takes one row vector per cycle, so the busiest unit needs
+        # T * (its outlier rows) cycles per fold, however the fold's requests are spread; a
+        # fold cannot hand its rows to the units faster than that, whatever its neighbours do
+        group = R // self.units
+
+        def busiest(used_rows):
+            return [T * int(np.bincount(np.flatnonzero(m[:used_rows]) // group,
+                                        minlength=self.units).max()) for m in masks]
+        work = per_fold(busiest(R), busiest(mp.last_rows))
+        issue = timing.issue_times()
+        interval = np.diff(np.r_[issue, timing.total])
+        contention = field("stall_cycles")
+        # folds stream back to back through the same rows: each fold pays its contention
+        # stalls or its units' work beyond its own interval, whichever is longer; the extra
+        # depth of outlier rows (sync de-skew + network) is a skew the next fold's elements
+        # follow behind, so only the last fold's results leave that much later
+        stall = np.maximum(contention, work - interval)
+        extra = stall.copy()
+        extra[-1] += int(field("extra_cycles")[-1] - contention[-1])
+
+        counters = {"recon_accesses": int(field("accesses").sum()),
+                    "recon_conflicts": int(field("conflicts").sum()),
+                    "recon_stall_cycles": int(stall.sum()),
+                    "recon_capacity_cycles": int((stall - contention).sum()),
+                    "recon_busy_cycles": int(work.sum()),     # of the busiest unit, per fold
                     "recon_extra_cycles": int(extra.sum())}
         return extra, counters
 

@@ -66,7 +66,8 @@ def outlier_lookup(accel, model):
                     float(st.frac_ub_with_outliers),
                     tuple(sorted((int(w), float(f))
                                  for w, f in st.frac_rowtile_with_outliers.items())),
-                    float(st.frac_weights_outliers))
+                    float(st.frac_weights_outliers),
+                    model.outlier_channel_share, profile.micro)
         return cache[key]
     return lookup
 
