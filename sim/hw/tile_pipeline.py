@@ -1,4 +1,5 @@
-"""The memory-tile pipeline of one GEMM as simpy processes, with exact compression of repeats.
+"""The memory-tile pipeline of one GEMM as an event-driven simulation, with exact compression
+of repeats.
 
 Per memory tile ``j`` (see :mod:`sim.hw.memory_plan`) the pipeline needs six integers::
 
@@ -10,11 +11,30 @@ Per memory tile ``j`` (see :mod:`sim.hw.memory_plan`) the pipeline needs six int
     drain       bytes SRAM -> L2 after the tile
     store       bytes L2 -> DRAM after the drain
 
-Processes: a fetcher takes a free SRAM slot (two: double buffering) and issues the tile's
-read from DRAM into L2 and its fill of SRAM (reads are pipelined: the next one does not wait
-for the previous one's latency); the array waits for the tile, computes ``dur`` cycles and frees the slot; each
-finished tile spawns a drainer. DRAM and L2 ports are FIFO-shared between fetches and drains —
-the contention is why this runs as events.
+Hardware: two SRAM slots (double buffering), a DMA engine, the array, and two ports (DRAM
+and L2) shared by fetches and drains — the contention is why this runs as events.
+
+* The DMA engine takes a free SRAM slot for tile ``j`` (tiles in order; both slots are free
+  at cycle 0, later the slot of tile ``j`` is the one tile ``j - 2`` frees) and issues the
+  tile's read from DRAM into L2, then, when the read has landed, its fill of SRAM. Reads are
+  pipelined: the next one does not wait for the previous one's latency. The tile is *ready*
+  when its fill has landed.
+* The array takes the tiles in order: it waits for tile ``j`` to be ready, computes ``dur``
+  cycles, frees the slot, and hands the tile to the drain: its drain SRAM -> L2, then, when
+  that has landed, its store L2 -> DRAM. The tile is *drained* when its store has landed.
+* A port (as :class:`sim.core.Link`) moves one transfer at a time: a transfer of ``b > 0``
+  bytes holds it ``max(1, ceil(b / bytes_per_cycle))`` cycles, then flies ``latency`` more
+  cycles without holding it. A transfer of 0 bytes is no transfer: the stage completes at
+  once without touching the port.
+
+Arbitration (each port; an age-ordered DMA arbiter): a port serves the pending request that
+arrived first; requests that arrive in the same cycle are served oldest tile first. A port
+freed at cycle ``t`` (its last transfer's hold ends) starts the next transfer at ``t``, and
+it sees every request raised at ``t`` — cycle ``t`` is settled (landings, array, slots)
+before the ports choose. Because a tile's outbound transfers (drain, store) only begin after
+its inbound ones (read, fill) have landed, and tiles are computed in order, "oldest tile
+first" is the same as "write-backs before reads" on a tie. ``tests/tile_pipeline_ref.py``
+steps the same rules cycle by cycle; the tests check both agree exactly.
 
 Repeats: a big GEMM is thousands of identical tiles (one column group after another). The
 pipeline is deterministic and shift-invariant, so once a block of ``P`` tiles runs in steady
@@ -26,17 +46,26 @@ result equals the full simulation exactly.
 """
 from __future__ import annotations
 
+import math
+import numbers
+from collections import deque
 from dataclasses import dataclass
+from heapq import heappop, heappush
 
 import numpy as np
 
-from ..core import DoubleBuffer, Engine, Link, TraceRecorder
-from ..core.clock import hold_cycles_array
+from ..core import TraceRecorder
+from ..core.clock import check_cycles, hold_cycles_array
 
 FIELDS = ("fetch_dram", "fill", "dur", "span", "drain", "store")
 KEEP_COPIES = 6          # copies of the repeating block kept in the shortened simulation
 MIN_COPIES = 8           # compress only runs at least this long
 SHORT_PERIODS = 64      # periods tried exhaustively; longer ones come from recurrence gaps
+
+_IN, _OUT = 0, 1         # direction of a port request: toward the array, or back from it
+# per port, its (column of X, trace label) for the inbound and the outbound direction
+_PORT_STAGES = {"dram": ((0, "read"), (5, "write")), "l2": ((1, "fill"), (4, "drain"))}
+_NEVER = math.inf
 
 
 @dataclass(frozen=True)
@@ -45,6 +74,14 @@ class PortSpec:
     dram_latency: int
     l2_bytes_per_cycle: float
     l2_latency: int
+
+    def __post_init__(self) -> None:
+        for name in ("dram_bytes_per_cycle", "l2_bytes_per_cycle"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+        for name in ("dram_latency", "l2_latency"):
+            check_cycles(getattr(self, name), name)
 
 
 @dataclass
@@ -58,80 +95,191 @@ class PipelineResult:
     times: np.ndarray | None = None   # per tile: ready, start, end, drained (simulated tiles)
 
 
+def _check_tiles(X) -> np.ndarray:
+    X = np.asarray(X)
+    if X.ndim != 2 or X.shape[1] != len(FIELDS):
+        raise ValueError(f"tiles must be an n x {len(FIELDS)} array {FIELDS}, got shape {X.shape}")
+    if len(X) and not np.issubdtype(X.dtype, np.integer):
+        raise ValueError(f"tiles must hold integers (bytes and cycles), got {X.dtype}")
+    if len(X) and X.min() < 0:
+        raise ValueError("tiles must hold non-negative bytes and cycles")
+    return X.astype(np.int64, copy=False)
+
+
+class _Port:
+    """One port's state in :func:`simulate_tiles`: the requests waiting for it (a heap of
+    ``(arrival, tile, direction)``, whose smallest entry is the one the arbiter serves), its
+    transfers in flight (``(landing, tile, direction)``, in landing order) and the cycle its
+    current hold ends."""
+
+    __slots__ = ("name", "latency", "labels", "holds", "nbytes", "queue", "fly", "free")
+
+    def __init__(self, name: str, latency: int, X: np.ndarray, holds) -> None:
+        columns, self.labels = zip(*_PORT_STAGES[name])
+        self.name, self.latency = name, latency
+        self.holds = tuple(h.tolist() for h in holds)                  # [direction][tile]
+        self.nbytes = tuple(X[:, c].tolist() for c in columns)
+        self.queue: list[tuple[int, int, int]] = []
+        self.fly: deque[tuple[int, int, int]] = deque()
+        self.free = 0
+
+    def grant(self, t: int, trace: TraceRecorder | None) -> None:
+        """Start the request the arbiter picks (the port is free at ``t``)."""
+        _, j, way = heappop(self.queue)
+        hold = self.holds[way][j]
+        self.free = t + hold
+        self.fly.append((self.free + self.latency, j, way))
+        if trace is not None:
+            trace.span(self.labels[way], "link", t, hold, track=self.name,
+                       args={"bytes": self.nbytes[way][j]})
+
+
 def simulate_tiles(X: np.ndarray, ports: PortSpec, trace: TraceRecorder | None = None,
                    record: bool = False) -> PipelineResult:
-    """Run every tile of ``X`` (n x 6, columns FIELDS) through the simpy pipeline."""
-    eng = Engine(trace)
-    dram = Link(eng, "dram", ports.dram_bytes_per_cycle, ports.dram_latency)
-    l2 = Link(eng, "l2", ports.l2_bytes_per_cycle, ports.l2_latency)
-    sram = DoubleBuffer(eng, "sram", slots=2)
-    fetch_dram, fill, dur, span, drain, store = (X[:, i].tolist() for i in range(6))
-    n = len(dur)
-    ready = [eng.event() for _ in range(n)]
-    times = np.zeros((n, 4), dtype=np.int64) if record else None
-    acc = {"memory": 0, "end": 0}
+    """Run every tile of ``X`` (n x 6, columns FIELDS) through the pipeline of the module
+    docstring. ``trace`` gets the compute spans (track ``pe_array``), the transfers (tracks
+    ``dram`` and ``l2``) and the SRAM slot occupancy; ``record`` keeps the per-tile times.
 
-    def fetch(j):
-        if fetch_dram[j]:
-            yield from dram.transfer(fetch_dram[j], "read")
-        if fill[j]:
-            yield from l2.transfer(fill[j], "fill")
-        if record:
-            times[j, 0] = eng.now
-        ready[j].succeed()
+    Event-driven: the loop jumps from one cycle with something to do to the next. In a cycle
+    it first lands the transfers whose flight ends there (at most one per port: a port's
+    landings are strictly increasing), finishes the array's tile and settles what follows at
+    once (slots, zero-byte stages, readiness, the next tile's start), then lets each free port
+    pick its next request. Nothing a port starts can land in the same cycle (a hold is at
+    least one cycle), so this order is exact.
+    """
+    X = _check_tiles(X)
+    n = len(X)
+    holds = _port_holds(X, ports)
+    dram = _Port("dram", ports.dram_latency, X, holds["dram"])
+    l2 = _Port("l2", ports.l2_latency, X, holds["l2"])
+    read, store_hold = dram.holds
+    fill_hold, drain_hold = l2.holds
+    dur = X[:, 2].tolist()
+    ready, start, end, drained = ([-1] * n for _ in range(4))
+    array_done = _NEVER             # cycle the array finishes its current tile
+    current = 0                     # the tile the array computes or waits for
+    prev_end = stall = 0
+    occupied = 0                    # SRAM slots taken
 
-    def fetcher():
-        # a DMA engine: the next tile's read is issued as soon as a slot is free; reads do
-        # not wait for the previous read's latency (the ports serve requests in order)
-        for j in range(n):
-            yield sram.acquire()
-            eng.process(fetch(j))
+    def fetch(j, t):                # the DMA engine took a slot for tile j
+        nonlocal occupied
+        occupied += 1
+        if trace is not None:
+            trace.counter("sram occupied slots", t, occupied)
+        if read[j]:
+            heappush(dram.queue, (t, j, _IN))
+        else:
+            fill(j, t)
 
-    def drainer(j):
-        yield from l2.transfer(drain[j], "drain")
-        if store[j]:
-            yield from dram.transfer(store[j], "write")
-        if record:
-            times[j, 3] = eng.now
+    def fill(j, t):
+        if fill_hold[j]:
+            heappush(l2.queue, (t, j, _IN))
+        else:
+            arrive(j, t)
 
-    def array():
-        for j in range(n):
-            asked = eng.now
-            yield ready[j]
-            acc["memory"] += eng.now - asked
-            if record:
-                times[j, 1] = eng.now
-            if trace is not None:
-                trace.span(f"tile {j}", "compute", eng.now, dur[j], track="pe_array")
-            yield eng.timeout(dur[j])
-            if record:
-                times[j, 2] = eng.now
-            sram.release()
-            if drain[j]:
-                eng.process(drainer(j))
-            elif record:
-                times[j, 3] = eng.now
-        acc["end"] = eng.now
+    def arrive(j, t):
+        ready[j] = t
+        if j == current and array_done == _NEVER:
+            begin(j, t)
 
-    eng.process(fetcher())
-    eng.process(array())
-    eng.run()
-    return PipelineResult(total=eng.now, stall_memory=acc["memory"],
-                          stall_sram=int(np.sum(X[:, 2] - X[:, 3])), array_end=acc["end"],
-                          times=times)
+    def begin(j, t):
+        nonlocal array_done, stall
+        start[j] = t
+        stall += t - prev_end
+        array_done = t + dur[j]
+        if trace is not None:
+            trace.span(f"tile {j}", "compute", t, dur[j], track="pe_array")
+
+    def finish(t):                  # the array finished tile `current` at t
+        nonlocal array_done, current, prev_end, occupied
+        j = current
+        end[j] = prev_end = t
+        array_done = _NEVER
+        current = j + 1
+        occupied -= 1
+        if trace is not None:
+            trace.counter("sram occupied slots", t, occupied)
+        if j + 2 < n:
+            fetch(j + 2, t)
+        if drain_hold[j]:
+            heappush(l2.queue, (t, j, _OUT))
+        else:
+            store(j, t)
+        if current < n and ready[current] >= 0:
+            begin(current, t)
+
+    def store(j, t):
+        if store_hold[j]:
+            heappush(dram.queue, (t, j, _OUT))
+        else:
+            drained[j] = t
+
+    t = 0
+    for j in range(min(n, 2)):
+        fetch(j, 0)
+    dram_fly, l2_fly = dram.fly, l2.fly
+    while True:
+        while dram_fly and dram_fly[0][0] == t:
+            _, j, way = dram_fly.popleft()
+            if way == _IN:
+                fill(j, t)
+            else:
+                drained[j] = t
+        while l2_fly and l2_fly[0][0] == t:
+            _, j, way = l2_fly.popleft()
+            if way == _IN:
+                arrive(j, t)
+            else:
+                store(j, t)
+        while array_done == t:
+            finish(t)
+        if dram.queue and dram.free <= t:
+            dram.grant(t, trace)
+        if l2.queue and l2.free <= t:
+            l2.grant(t, trace)
+        following = min(array_done, dram_fly[0][0] if dram_fly else _NEVER,
+                        l2_fly[0][0] if l2_fly else _NEVER,
+                        dram.free if dram.queue else _NEVER, l2.free if l2.queue else _NEVER)
+        if following == _NEVER:
+            break
+        t = following
+    dram_busy, l2_busy = port_busy(X, ports)
+    return PipelineResult(total=t, stall_memory=stall,
+                          stall_sram=int(np.sum(X[:, 2] - X[:, 3])), array_end=prev_end,
+                          dram_busy=dram_busy, l2_busy=l2_busy,
+                          times=np.array([ready, start, end, drained], dtype=np.int64).T
+                          if record else None)
+
+
+def _row_ids(X: np.ndarray) -> np.ndarray:
+    """Per row of ``X``, the index of its value among the distinct rows in lexicographic order
+    (``np.unique(X, axis=0, return_inverse=True)``, through one lexsort)."""
+    order = np.lexsort(X.T[::-1])
+    rows = X[order]
+    new = np.empty(len(X), dtype=bool)
+    new[0] = True
+    np.any(rows[1:] != rows[:-1], axis=1, out=new[1:])
+    ids = np.empty(len(X), dtype=np.int64)
+    ids[order] = np.cumsum(new) - 1
+    return ids
 
 
 def _candidate_periods(ids: np.ndarray) -> list[int]:
     """Short periods, plus the gaps at which each tile kind recurs (a column group of a big
-    GEMM is hundreds of tiles long; its rare first/last tiles recur exactly one period apart)."""
+    GEMM is hundreds of tiles long; its rare first/last tiles recur exactly one period apart).
+    A gap counts when it occurs at least ``MIN_COPIES - 1`` times between successive tiles of
+    one kind that occurs ``MIN_COPIES`` to ``n / 2`` times."""
     n = len(ids)
     limit = n // MIN_COPIES
     cands = set(range(1, min(SHORT_PERIODS, limit) + 1))
     counts = np.bincount(ids)
-    for kind in np.flatnonzero((counts >= MIN_COPIES) & (counts <= n // 2)):
-        gaps = np.diff(np.flatnonzero(ids == kind))
-        values, freq = np.unique(gaps, return_counts=True)
-        cands.update(int(v) for v in values[freq >= MIN_COPIES - 1] if v <= limit)
+    order = np.argsort(ids, kind="stable")          # positions grouped by kind, ascending
+    kind = ids[order]
+    gaps = np.diff(order)
+    keep = (kind[1:] == kind[:-1]) & (counts[kind[1:]] >= MIN_COPIES) & \
+        (counts[kind[1:]] <= n // 2) & (gaps <= limit)
+    pairs, freq = np.unique(kind[1:][keep] * (limit + 1) + gaps[keep], return_counts=True)
+    cands.update((pairs[freq >= MIN_COPIES - 1] % (limit + 1)).tolist())
     return sorted(cands)
 
 
@@ -140,42 +288,45 @@ def find_repeat(X: np.ndarray) -> tuple[int, int, int] | None:
     n = len(X)
     if n < MIN_COPIES:
         return None
-    _, ids = np.unique(X, axis=0, return_inverse=True)
-    ids = ids.ravel()
-    best = None
+    ids = _row_ids(X)
+    best, covered = None, 0
     for P in _candidate_periods(ids):
         same = ids[P:] == ids[:-P]
-        if not same.any():
+        # a run of L tiles covers (L + P) // P * P <= L + P <= count + P tiles, and needs
+        # L >= (MIN_COPIES - 1) * P: skip periods that cannot qualify or beat the best
+        count = int(np.count_nonzero(same))
+        if count < (MIN_COPIES - 1) * P or count + P <= covered:
             continue
         # longest run of True in `same`: tiles a..a+L-1 equal their successors P later
-        edges = np.flatnonzero(np.diff(np.r_[0, same.astype(np.int8), 0]))
+        padded = np.zeros(len(same) + 2, dtype=bool)
+        padded[1:-1] = same
+        edges = np.flatnonzero(padded[1:] != padded[:-1])
         starts, ends = edges[::2], edges[1::2]
         i = int(np.argmax(ends - starts))
         a, run = int(starts[i]), int(ends[i] - starts[i])
         copies = (run + P) // P
-        if copies >= MIN_COPIES and (best is None or copies * P > best[1] * best[2]):
-            best = (a, P, copies)
+        if copies >= MIN_COPIES and copies * P > covered:
+            best, covered = (a, P, copies), copies * P
     return best
+
+
+def _port_holds(X: np.ndarray, ports: PortSpec) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per port, the cycles each tile's inbound and outbound transfer holds it (0: none)."""
+    bytes_per_cycle = {"dram": ports.dram_bytes_per_cycle, "l2": ports.l2_bytes_per_cycle}
+    return {name: tuple(hold_cycles_array(X[:, col], bytes_per_cycle[name]) for col, _ in stages)
+            for name, stages in _PORT_STAGES.items()}
 
 
 def port_busy(X: np.ndarray, ports: PortSpec) -> tuple[int, int]:
     """Cycles the DRAM and L2 ports hold for all transfers of ``X`` (order-independent)."""
-    dram = hold_cycles_array(X[:, 0], ports.dram_bytes_per_cycle).sum() + \
-        hold_cycles_array(X[:, 5], ports.dram_bytes_per_cycle).sum()
-    l2 = hold_cycles_array(X[:, 1], ports.l2_bytes_per_cycle).sum() + \
-        hold_cycles_array(X[:, 4], ports.l2_bytes_per_cycle).sum()
-    return int(dram), int(l2)
+    holds = _port_holds(X, ports)
+    return tuple(int(sum(h.sum() for h in holds[name])) for name in ("dram", "l2"))
 
 
 def run_tiles(X: np.ndarray, ports: PortSpec, trace: TraceRecorder | None = None) -> PipelineResult:
-    """The pipeline over all tiles, simulating repeated blocks only a few times when exact."""
-    res = _run_tiles(X, ports, trace)
-    res.dram_busy, res.l2_busy = port_busy(X, ports)
-    res.times = None
-    return res
-
-
-def _run_tiles(X: np.ndarray, ports: PortSpec, trace: TraceRecorder | None) -> PipelineResult:
+    """The pipeline over all tiles, simulating repeated blocks only a few times when exact
+    (a traced run simulates every tile, so that every span is recorded)."""
+    X = _check_tiles(X)
     rep = None if trace is not None else find_repeat(X)
     if rep is None:
         return simulate_tiles(X, ports, trace)
@@ -189,17 +340,18 @@ def _run_tiles(X: np.ndarray, ports: PortSpec, trace: TraceRecorder | None) -> P
     c = [t[a + i * P: a + (i + 1) * P] for i in range(keep - 4, keep - 1)]
     d1, d2 = c[1] - c[0], c[2] - c[1]
     delta = int(d2[0, 2])
-    if not (np.all(d1 == delta) and np.all(d2 == delta)):
-        return simulate_tiles(X, ports, trace)
     stall_mem_per_copy = _copy_stall(t, a + (keep - 2) * P, P)
-    if stall_mem_per_copy != _copy_stall(t, a + (keep - 3) * P, P):
-        return simulate_tiles(X, ports, trace)
+    if not (np.all(d1 == delta) and np.all(d2 == delta)) or \
+            stall_mem_per_copy != _copy_stall(t, a + (keep - 3) * P, P):
+        return simulate_tiles(X, ports)
     extra = k - keep
     block = X[a:a + P]
+    dram_busy, l2_busy = port_busy(X, ports)
     return PipelineResult(total=res.total + extra * delta,
                           stall_memory=res.stall_memory + extra * stall_mem_per_copy,
                           stall_sram=res.stall_sram + extra * int(np.sum(block[:, 2] - block[:, 3])),
-                          array_end=res.array_end + extra * delta)
+                          array_end=res.array_end + extra * delta,
+                          dram_busy=dram_busy, l2_busy=l2_busy)
 
 
 def _copy_stall(t: np.ndarray, first: int, P: int) -> int:
