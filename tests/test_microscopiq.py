@@ -161,10 +161,32 @@ def test_a_unit_serves_at_most_one_row_vector_per_cycle(M, units):
     r.check()
 
 
-def test_capacity_does_not_bind_in_a_decode_gemv():
-    # one token per fold: the busiest unit needs at most 64 cycles, the fold's weight preload
-    r = msq().gemm(1, 4096, 4096, wbits=4, abits=4, outliers=outliers(0.09, 0.6))
-    assert r.counters["recon_capacity_cycles"] == 0
+def test_throttles_in_a_decode_gemv():
+    # one token per fold, loader-bound: with one throttle for all folds nothing waits; with
+    # each fold's own throttle, folds wait behind their predecessor's slower tail (bubbles)
+    w = outliers(0.09, 0.6)
+    union = msq(**{"recon.throttle": "union"}).gemm(1, 4096, 4096, wbits=4, abits=4, outliers=w)
+    own = msq(**{"recon.throttle": "per_fold"}).gemm(1, 4096, 4096, wbits=4, abits=4,
+                                                     outliers=w)
+    assert union.counters["recon_stall_cycles"] == union.counters["recon_bubble_cycles"] == 0
+    assert own.counters["recon_bubble_cycles"] > 0 and own.cycles > 2 * union.cycles
+    assert union.counters["recon_accesses"] == own.counters["recon_accesses"]
+
+
+@pytest.mark.parametrize("M,K,N,wbits,throttle", [(64, 1024, 4096, 4, "per_fold"),
+                                                  (1, 4096, 2048, 2, "union"),
+                                                  (200, 1000, 3000, 4, "union"),
+                                                  (16, 512, 8192, 4, "per_fold")])
+def test_long_streams_are_extended_exactly(monkeypatch, M, K, N, wbits, throttle):
+    # pricing the first column groups and extending them equals pricing the whole stream
+    import sim.hw.microscopiq as msq_module
+    w = outliers(0.1, 0.5, 0.75)
+    a = msq(**{"recon.throttle": throttle})
+    short = a.gemm(M, K, N, wbits=wbits, abits=4, outliers=w)
+    monkeypatch.setattr(msq_module, "STREAM_GROUPS", 10 ** 6)
+    whole = msq(**{"recon.throttle": throttle}).gemm(M, K, N, wbits=wbits, abits=4, outliers=w)
+    assert (short.cycles, short.counters) == (whole.cycles, whole.counters)
+    assert short.counters["recon_accesses"] > 0
 
 
 def test_channel_share_sets_the_row_tile_fraction():

@@ -198,9 +198,17 @@ class VectorConfig(StrictModel):
 
 
 class ReconArchConfig(StrictModel):
-    """MicroScopiQ's ReCoN: ``units`` networks, each serving an equal group of PE rows."""
+    """MicroScopiQ's ReCoN: ``units`` networks, each serving an equal group of PE rows.
+
+    ``throttle`` is how the controller delays each row's feed behind the outlier rows above it
+    (see sim.hw.recon_stream): ``per_fold`` uses each fold's own outlier rows, so a fold with
+    fewer of them high up waits for the previous fold's slower tail (throttle bubbles);
+    ``union`` uses, for every fold of a GEMM, every row any of its folds routes to ReCoN, so
+    folds follow each other without bubbles at the price of a longer fixed latency (and a
+    psum delay line per row, whose area is not counted)."""
 
     units: Literal[1, 2, 4, 8] = 1
+    throttle: Literal["per_fold", "union"] = "per_fold"
 
 
 class MXArchConfig(StrictModel):

@@ -12,17 +12,16 @@ energy). On top, for every weight GEMM whose outlier statistics are known:
   fold are outlier rows is drawn from the profile's fraction of row tiles with outliers at the
   array's row width (C PEs x lanes weights: 64 at bb=4, 128 at bb=2), once per row fold (up
   to ``PATTERNS`` seeded draws; the seed is the GEMM's own key, so runs are reproducible) and
-  reused by every column group, as outliers cluster in input channels; each draw's cost is the
-  exact ReCoN fold cost of that row set. Folds stream back to back, so a fold pays its
-  contention stalls, while the extra depth of outlier rows is paid once, by the last fold (it
-  is a skew that the following folds' elements trail behind).
-* **ReCoN capacity.** A unit takes one row vector per cycle, so a fold whose busiest unit
-  serves ``n`` outlier rows needs ``n * T`` cycles of that unit, however its requests are
-  spread in time: when that exceeds the fold's issue interval, the fold is stretched to it
-  (the stall is the larger of the contention stall and this capacity shortfall). Without it,
-  back-to-back folds would overlap their ReCoN work and a unit would serve more than one row
-  per cycle. ``recon_busy_cycles`` (busiest unit, summed over folds) is checked <= the op's
-  cycles on every op.
+  reused by every column group, as outliers cluster in input channels.
+* **The fold stream.** The GEMM's folds stream back to back through the shared units, priced
+  in closed form by :func:`sim.hw.recon_stream.recon_stream_cycles` (equal to the
+  cycle-stepped :func:`sim.hw.recon_ref.simulate_recon_folds`): contention among all folds in
+  flight, the controller's throttle (``recon.throttle``: ``per_fold`` folds wait behind a
+  predecessor's slower tail, ``union`` folds share one throttle and do not), and the last
+  fold's extra depth. Because the row-fold draws repeat in every column group, a long stream
+  is priced from its first ``STREAM_GROUPS`` groups and extended, after checking that it has
+  become periodic (else it is priced whole). ``recon_busy_cycles`` (the busiest unit) is
+  checked <= the op's cycles on every op.
 * **Energy and area.** Each row pass moves C values through the network's stages (charged per
   switch); the area adds ``units`` networks of ``C * (log2 C + 1)`` switches and their sync
   buffers.
@@ -36,10 +35,12 @@ import numpy as np
 
 from ..core import EnergyLedger
 from .accelerator import GemmOperands, SystolicAccelerator, WeightOutliers
-from .recon import recon_depth, recon_fold_cycles
+from .recon import recon_depth
+from .recon_stream import recon_stream_cycles
 from .registry import register
 
 PATTERNS = 64
+STREAM_GROUPS = 5      # column groups priced before a long fold stream is extrapolated
 
 
 @register("microscopiq")
@@ -51,6 +52,7 @@ class MicroScopiQAccelerator(SystolicAccelerator):
     def __init__(self, arch, tech=None):
         super().__init__(arch, tech)        # the schema guarantees a WS array and a recon section
         self.units = arch.recon.units
+        self.throttle = arch.recon.throttle
 
     def stored_weight_bits(self, wbits: int, outliers: WeightOutliers | None) -> float:
         if outliers is None:
@@ -64,59 +66,56 @@ class MicroScopiQAccelerator(SystolicAccelerator):
         if outliers is None:
             return None, {}
         mp = timing.mapping
-        R, C, T = mp.rows, mp.cols, mp.T
+        R, C, T, FR, FC = mp.rows, mp.cols, mp.T, mp.fold_rows, mp.fold_cols
         p = outliers.rowtile_frac(C * mp.lanes)
         rng = np.random.default_rng(seed)
         # one draw per row fold (the same input channels k), reused by every column group:
-        # LLM weight outliers cluster in input channels, and it keeps the tile sequence
-        # periodic, which the tile pipeline exploits
-        draws = min(PATTERNS, mp.fold_rows)
+        # LLM weight outliers cluster in input channels, and it keeps the fold stream
+        # periodic (FR folds), which both the stream model and the tile pipeline exploit
+        draws = min(PATTERNS, FR)
         masks = rng.random((draws, R)) < p
-
-        def cost(mask, used_rows):
-            return recon_fold_cycles(T, np.flatnonzero(mask[:used_rows]), R, C, self.units)
-
-        full = [cost(m, R) for m in masks]
-        last = full if mp.last_rows == R else [cost(m, mp.last_rows) for m in masks]
-        f = np.arange(mp.folds)
-        pattern = (f % mp.fold_rows) % draws
-        is_last_row_fold = (f % mp.fold_rows) == mp.fold_rows - 1
-
-        def per_fold(values_full, values_last):
-            per_full = np.asarray(values_full, dtype=np.int64)
-            per_last = np.asarray(values_last, dtype=np.int64)
-            return np.where(is_last_row_fold, per_last[pattern], per_full[pattern])
-
-        def field(name):
-            return per_fold([getattr(c, name) for c in full], [getattr(c, name) for c in last])
-
-        # capacity: a unit takes one row vector per cycle, so the busiest unit needs
-        # T * (its outlier rows) cycles per fold, however the fold's requests are spread; a
-        # fold cannot hand its rows to the units faster than that, whatever its neighbours do
-        group = R // self.units
-
-        def busiest(used_rows):
-            return [T * int(np.bincount(np.flatnonzero(m[:used_rows]) // group,
-                                        minlength=self.units).max()) for m in masks]
-        work = per_fold(busiest(R), busiest(mp.last_rows))
-        issue = timing.issue_times()
-        interval = np.diff(np.r_[issue, timing.total])
-        contention = field("stall_cycles")
-        # folds stream back to back through the same rows: each fold pays its contention
-        # stalls or its units' work beyond its own interval, whichever is longer; the extra
-        # depth of outlier rows (sync de-skew + network) is a skew the next fold's elements
-        # follow behind, so only the last fold's results leave that much later
-        stall = np.maximum(contention, work - interval)
-        extra = stall.copy()
-        extra[-1] += int(field("extra_cycles")[-1] - contention[-1])
-
-        counters = {"recon_accesses": int(field("accesses").sum()),
-                    "recon_conflicts": int(field("conflicts").sum()),
-                    "recon_stall_cycles": int(stall.sum()),
-                    "recon_capacity_cycles": int((stall - contention).sum()),
-                    "recon_busy_cycles": int(work.sum()),     # of the busiest unit, per fold
-                    "recon_extra_cycles": int(extra.sum())}
+        group = masks[np.arange(FR) % draws]
+        group[-1, mp.last_rows:] = False
+        extra, stalls, bubbles, conflicts = self._stream(T, group, R, C, FC,
+                                                         timing.issue_times())
+        per_unit = group.reshape(FR, self.units, R // self.units).sum(axis=(0, 2))
+        depth = int(bubbles[-1])                   # the last fold's outputs leave that late
+        counters = {"recon_accesses": int(T * FC * group.sum()),
+                    "recon_conflicts": int(conflicts.sum()),
+                    "recon_stall_cycles": int(stalls.sum()),
+                    "recon_bubble_cycles": int(bubbles.sum()) - depth,
+                    "recon_extra_cycles": int(extra.sum()),
+                    "recon_busy_cycles": int(T * FC * per_unit.max())}   # the busiest unit
         return extra, counters
+
+    def _stream(self, T, group, R, C, FC, issue):
+        """Per-fold extra, stall, bubble and conflict counts of FC column groups of the FR
+        row folds in ``group`` (:func:`sim.hw.recon_stream.recon_stream_cycles`).
+
+        A long stream is priced from its first STREAM_GROUPS column groups: groups 0..2 as
+        priced, every middle group as group 3, the last as group 4. That is exact when the
+        stream is periodic by then, which is checked (group 3 repeats group 2, and the plain
+        schedule's intervals repeat); otherwise the whole stream is priced."""
+        FR = len(group)
+
+        def price(groups):
+            s = recon_stream_cycles(T, np.tile(group, (groups, 1)), R, C, self.units,
+                                    issue[:groups * FR], self.throttle)
+            return s.fold_extra, s.fold_stalls, s.fold_bubbles, s.fold_conflicts
+
+        if FC <= STREAM_GROUPS:
+            return price(FC)
+        short = price(STREAM_GROUPS)
+        g2, g3, g4 = (slice(i * FR, (i + 1) * FR) for i in (2, 3, 4))
+        gaps = np.diff(issue)
+        periodic = (all(np.array_equal(x[g2], x[g3]) for x in short)
+                    and np.array_equal(gaps[2 * FR:3 * FR], gaps[3 * FR:4 * FR])
+                    and np.all(gaps[3 * FR:] == np.resize(gaps[3 * FR:4 * FR],
+                                                         len(gaps) - 3 * FR)))
+        if not periodic:
+            return price(FC)
+        return tuple(np.concatenate([x[:3 * FR], np.tile(x[g3], FC - 4), x[g4]])
+                     for x in short)
 
     def extra_energy(self, gemm: GemmOperands, ledger: EnergyLedger, counters: dict,
                      cols: int) -> None:
