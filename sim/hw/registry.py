@@ -4,7 +4,10 @@ A new accelerator is a new module that calls :func:`register` — no edit across
 """
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Callable
+
+from ..config.schema import BASELINE_TYPES
 
 _ACCELERATORS: dict[str, Callable] = {}
 
@@ -18,15 +21,22 @@ def register(name: str):
     return deco
 
 
+# the built-in types and the module (in this package) that registers each: only the module a
+# run needs is imported, so a plain systolic run does not load MicroScopiQ's machinery
+_BUILTIN = {"systolic": "accelerator", "microscopiq": "microscopiq",
+            **{t: "baselines" for t in BASELINE_TYPES}}
+
+
 def accelerator_types() -> list[str]:
-    _load_builtin()
+    for kind in _BUILTIN:
+        _load_builtin(kind)
     return sorted(_ACCELERATORS)
 
 
 def build_accelerator(arch):
     """The accelerator model for a validated ArchConfig (by its ``type``)."""
-    _load_builtin()
     kind = getattr(arch, "type", "systolic")
+    _load_builtin(kind)
     try:
         cls = _ACCELERATORS[kind]
     except KeyError:
@@ -34,6 +44,6 @@ def build_accelerator(arch):
     return cls(arch)
 
 
-def _load_builtin() -> None:
-    from . import accelerator, microscopiq  # noqa: F401  (register "systolic", "microscopiq")
-    from . import baselines  # noqa: F401  (olive, ant, gobo, olaccel, adaptivfloat)
+def _load_builtin(kind: str) -> None:
+    if kind in _BUILTIN and kind not in _ACCELERATORS:
+        import_module(f"{__package__}.{_BUILTIN[kind]}")
