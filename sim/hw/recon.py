@@ -591,7 +591,8 @@ def _check_int(name: str, v, lo: int) -> int:
     return int(v)
 
 
-def _validate_fold(T, outlier_rows, rows, cols, units) -> tuple[int, np.ndarray, int, int, int]:
+def validate_shape(T, rows, cols, units) -> tuple[int, int, int, int]:
+    """``(T, rows, cols, units)`` as ints: T, rows, cols >= 1 and units dividing rows."""
     T = _check_int("T", T, 1)
     rows = _check_int("rows", rows, 1)
     cols = _check_int("cols", cols, 1)
@@ -599,6 +600,11 @@ def _validate_fold(T, outlier_rows, rows, cols, units) -> tuple[int, np.ndarray,
     if rows % units:
         raise ConfigError(f"a number of ReCoN units that divides the {rows} array rows",
                           key="recon.units", got=repr(units))
+    return T, rows, cols, units
+
+
+def _validate_fold(T, outlier_rows, rows, cols, units) -> tuple[int, np.ndarray, int, int, int]:
+    T, rows, cols, units = validate_shape(T, rows, cols, units)
     o = np.asarray(list(outlier_rows) if not isinstance(outlier_rows, np.ndarray)
                    else outlier_rows)
     if o.size and (o.ndim != 1 or not np.issubdtype(o.dtype, np.integer)):

@@ -466,6 +466,7 @@ def simulate_recon_folds(T: int, fold_outlier_rows, rows: int, cols: int, units:
     pstart = plain_S                      # no stalls without outlier rows: advance = cycle
     share = np.diff(np.r_[start_cycle, run.last_write]) - np.diff(np.r_[pstart, plain_last])
     edges = np.r_[run.S, _NEVER]
+
     def per_fold(at):
         return tuple(sum(v for x, v in at.items() if edges[f] < x <= edges[f + 1])
                      for f in range(F))

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sim.config.errors import ConfigError
-from sim.hw.recon import recon_depth
+from sim.hw.recon import recon_depth, validate_shape
 
 __all__ = ["ReconStream", "recon_stream_cycles", "fold_mask", "THROTTLES"]
 
@@ -70,12 +70,6 @@ class ReconStream:
     unit_busy: np.ndarray      # cycles each unit is busy (T x its outlier rows, all folds)
     depth: int                 # ReCoN stages
     row_latency: int           # delta = C - 1 + depth
-
-
-def _int(name: str, v, lo: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-        raise ConfigError(f"an integer >= {lo}", key=f"recon.{name}", got=repr(v))
-    return int(v)
 
 
 def fold_mask(fold_outlier_rows, rows: int) -> np.ndarray:
@@ -114,13 +108,7 @@ def recon_stream_cycles(T: int, fold_outlier_rows, rows: int, cols: int, units: 
     plain array's stream start of each fold (any origin; default
     :func:`sim.hw.systolic._stationary_issue`, e.g. ``ArrayTiming.issue_times()``).
     """
-    T = _int("T", T, 1)
-    R = _int("rows", rows, 1)
-    C = _int("cols", cols, 1)
-    U = _int("units", units, 1)
-    if R % U:
-        raise ConfigError(f"a number of ReCoN units that divides the {R} array rows",
-                          key="recon.units", got=repr(units))
+    T, R, C, U = validate_shape(T, rows, cols, units)
     mask = fold_mask(fold_outlier_rows, R)
     F = mask.shape[0]
     if F == 0:
