@@ -71,7 +71,7 @@ The machine (see :mod:`sim.hw.recon` for the single-fold rules in words)
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import lru_cache
 
 import numpy as np
@@ -410,22 +410,11 @@ def _plain(T, F, R, C, units, issue, issue_clock) -> tuple[int, tuple[int, ...]]
 
 def simulate_recon_fold(T: int, outlier_rows, rows: int, cols: int,
                         units: int = 1) -> ReconRefResult:
-    """Step one WS fold of ``T`` elements on ``rows x cols`` with ReCoN; see the module doc."""
+    """Step one WS fold of ``T`` elements on ``rows x cols`` with ReCoN; see the module doc
+    (a stream of one fold that starts at cycle 0)."""
     T, outlier, R, C, units = _check(T, outlier_rows, rows, cols, units)
-    fold = _run(T, [outlier], R, C, units, [0])
-    plain_last, _ = _plain(T, 1, R, C, units, (0,), "advance")
-    return ReconRefResult(
-        extra_cycles=fold.last_write - plain_last,
-        accesses=fold.accesses,
-        conflicts=fold.conflicts,
-        stall_cycles=fold.stalls,
-        depth=fold.D,
-        last_write=fold.last_write,
-        plain_last_write=plain_last,
-        min_slack=fold.min_slack,
-        max_wait=fold.max_wait,
-        wait_by_row=tuple(int(w) for w in fold.waited),
-    )
+    run = simulate_recon_folds(T, [list(outlier)], R, C, units, issue=[0])
+    return ReconRefResult(**{f.name: getattr(run, f.name) for f in fields(ReconRefResult)})
 
 
 def simulate_recon_folds(T: int, fold_outlier_rows, rows: int, cols: int, units: int = 1, *,
