@@ -32,22 +32,6 @@ def _random_stream(rng, max_folds=8):
     return T, folds, R, C, _units(rng, R)
 
 
-def _fast_fold_model(T, folds, R, C, units):
-    """The fold-level model of MicroScopiQAccelerator.fold_extra_cycles, on the plain
-    schedule: (extra cycles, plain total cycles)."""
-    F = len(folds)
-    issue = _stationary_issue(T, R, C, F)[1]
-    total = int(issue[-1]) + T + R + C - 2
-    interval = np.diff(np.r_[issue, total])
-    stall = []
-    for f, rows in enumerate(folds):
-        t = recon_fold_cycles(T, rows, R, C, units)
-        per_unit = np.bincount(np.asarray(rows, dtype=np.int64) // (R // units),
-                               minlength=units)
-        stall.append(max(t.stall_cycles, T * int(per_unit.max()) - int(interval[f])))
-    return int(sum(stall)) + t.extra_cycles - t.stall_cycles, total
-
-
 # ---------------------------------------------------------------------------------------------
 # one fold
 
@@ -133,11 +117,11 @@ def test_bubble_by_hand():
     assert ref.plain_fold_start == (0, 10) and ref.fold_start == (0, 16)
     assert ref.bubble_cycles == 6 == ref.extra_cycles and ref.stall_cycles == 0
     assert ref.fold_extra == (6, 0)
-    assert _fast_fold_model(T, [[0], []], R, C, 1)[0] == 0        # the fold model misses it
+    assert recon_stream_cycles(T, [[0], []], R, C, 1).bubble_cycles == 6
     # the other way round the skew is paid once, by the last fold's outputs
     ref = simulate_recon_folds(T, [[], [0]], R, C, 1)
     assert ref.fold_start == (0, 10) and ref.extra_cycles == 6 and ref.fold_extra == (0, 6)
-    assert _fast_fold_model(T, [[], [0]], R, C, 1)[0] == 6
+    assert recon_stream_cycles(T, [[], [0]], R, C, 1).extra_cycles == 6
     # the same rows in both folds: no bubble, the depth once (8 folds: still once)
     ref = simulate_recon_folds(T, [[1, 2]] * 8, R, C, 4)
     assert ref.bubble_cycles == 0 and ref.extra_cycles == 2 * 6 == ref.fold_extra[-1]

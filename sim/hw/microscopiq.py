@@ -107,11 +107,9 @@ class MicroScopiQAccelerator(SystolicAccelerator):
             return price(FC)
         short = price(STREAM_GROUPS)
         g2, g3, g4 = (slice(i * FR, (i + 1) * FR) for i in (2, 3, 4))
-        gaps = np.diff(issue)
+        gaps = np.diff(issue)[2 * FR:]                  # from group 2 on, one group's repeat
         periodic = (all(np.array_equal(x[g2], x[g3]) for x in short)
-                    and np.array_equal(gaps[2 * FR:3 * FR], gaps[3 * FR:4 * FR])
-                    and np.all(gaps[3 * FR:] == np.resize(gaps[3 * FR:4 * FR],
-                                                         len(gaps) - 3 * FR)))
+                    and np.array_equal(gaps, np.resize(gaps[:FR], len(gaps))))
         if not periodic:
             return price(FC)
         return tuple(np.concatenate([x[:3 * FR], np.tile(x[g3], FC - 4), x[g4]])

@@ -618,35 +618,19 @@ def _validate_fold(T, outlier_rows, rows, cols, units) -> tuple[int, np.ndarray,
 
 
 def recon_fold_cycles(T: int, outlier_rows, rows: int, cols: int, units: int = 1) -> ReconTiming:
-    """Extra cycles, accesses, conflicts and stalls of one WS fold (closed form, no stepping).
+    """Extra cycles, accesses, conflicts and stalls of one WS fold (closed form, no stepping):
+    a stream of one fold, :func:`sim.hw.recon_stream.recon_stream_cycles`.
 
     Row ``k`` (the ``r``-th outlier row from the top) completes row vectors for elements
-    ``0..T-1`` at cycles ``b_k + t`` with ``b_k = k + r * delta`` (up to a common offset). The
-    requests a unit sees in a cycle are the intervals ``[b_k, b_k + T)`` of its rows covering
-    that cycle; sweeping the sorted interval ends gives, per segment, every unit's request
-    count ``N_g``; the segment costs ``max_g (N_g - 1)`` stall cycles per cycle and
-    ``sum_g (N_g - 1)`` waiting requests per cycle.
+    ``0..T-1`` at cycles ``b_k + t`` with ``b_k = k + r * delta`` (up to a common offset); each
+    cycle in which unit ``g`` sees ``N_g`` requests costs ``max_g (N_g - 1)`` stall cycles and
+    ``sum_g (N_g - 1)`` waiting requests; the fold's outputs leave ``m * delta`` later.
     """
+    from .recon_stream import recon_stream_cycles    # it builds on this module's helpers
     T, o, rows, cols, units = _validate_fold(T, outlier_rows, rows, cols, units)
-    depth = recon_depth(cols)
-    delta = (cols - 1) + depth
-    m = int(o.size)
-    if m == 0:
-        return ReconTiming(0, 0, 0, 0, depth, cols - 1, delta, 0, units)
-    start = o + delta * np.arange(m, dtype=np.int64)
-    group = o // (rows // units)
-    pos = np.concatenate([start, start + T])
-    step = np.concatenate([np.ones(m, np.int64), -np.ones(m, np.int64)])
-    order = np.argsort(pos, kind="stable")
-    onehot = np.zeros((2 * m, units), dtype=np.int64)
-    onehot[np.arange(2 * m), np.concatenate([group, group])[order]] = step[order]
-    count = np.cumsum(onehot, axis=0)[:-1]                 # requests per unit in each segment
-    seg = np.diff(pos[order])
-    excess = np.maximum(count - 1, 0)
-    stalls = int(seg @ excess.max(axis=1))
-    conflicts = int(seg @ excess.sum(axis=1))
-    return ReconTiming(m * delta + stalls, m * T, conflicts, stalls, depth, cols - 1, delta,
-                       m, units)
+    s = recon_stream_cycles(T, [o], rows, cols, units, issue=[0])
+    return ReconTiming(s.extra_cycles, s.accesses, s.conflicts, s.stall_cycles, s.depth,
+                       cols - 1, s.row_latency, int(o.size), units)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """ReCoN cost of a stream of weight-stationary folds, in closed form (no cycle stepping).
 
-:func:`sim.hw.recon.recon_fold_cycles` prices one fold alone. When folds stream back to back
+:func:`sim.hw.recon.recon_fold_cycles` is the one-fold case. When folds stream back to back
 through the same array, three things couple them (the machine is defined, and stepped cycle by
 cycle, in :mod:`sim.hw.recon_ref`, :func:`~sim.hw.recon_ref.simulate_recon_folds`; the tests show
 that this function equals it exactly):
@@ -20,7 +20,7 @@ that this function equals it exactly):
   forms a batch; unit ``g`` with ``N_g`` requests in the batch needs ``N_g`` cycles, and the
   array is frozen for ``max_g (N_g - 1)`` cycles, whichever folds the requests come from. One
   sweep over the request intervals of all folds (sorted ends, per-unit counts) gives every
-  batch's cost, as :func:`recon_fold_cycles` does for one fold.
+  batch's cost.
 * **Depth.** Only the last fold's outputs leave its port throttle ``off[R]`` later
   (``m_last * delta`` per fold, ``delta`` times the union's rows with ``union``); earlier folds' depth
   is either hidden behind the next fold or shows up as its bubble.

@@ -243,7 +243,7 @@ def simulate_tiles(X: np.ndarray, ports: PortSpec, trace: TraceRecorder | None =
         if following == _NEVER:
             break
         t = following
-    dram_busy, l2_busy = port_busy(X, ports)
+    dram_busy, l2_busy = _busy(holds)
     return PipelineResult(total=t, stall_memory=stall,
                           stall_sram=int(np.sum(X[:, 2] - X[:, 3])), array_end=prev_end,
                           dram_busy=dram_busy, l2_busy=l2_busy,
@@ -319,7 +319,10 @@ def _port_holds(X: np.ndarray, ports: PortSpec) -> dict[str, tuple[np.ndarray, n
 
 def port_busy(X: np.ndarray, ports: PortSpec) -> tuple[int, int]:
     """Cycles the DRAM and L2 ports hold for all transfers of ``X`` (order-independent)."""
-    holds = _port_holds(X, ports)
+    return _busy(_port_holds(X, ports))
+
+
+def _busy(holds) -> tuple[int, int]:
     return tuple(int(sum(h.sum() for h in holds[name])) for name in ("dram", "l2"))
 
 
