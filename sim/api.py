@@ -270,8 +270,8 @@ def run(experiment, overrides=None, *, trace: bool | None = None, progress: bool
         bar.close()
     # every table covers the same components for every design point: the first point's
     # declared ones, then any other one charged anywhere (0 where a point charges none)
-    components: tuple = ()
-    for _, _, res in results:
+    components = tuple(results[0][2].energy_pj)
+    for _, _, res in results[1:]:
         components = ordered_components(components, res.energy_pj)
     zero = {f"energy_{c}_j": 0.0 for c in components}
     rows, op_frames, energy_rows = [], [], []
