@@ -12,8 +12,11 @@ from typing import Any
 __all__ = ["InvariantError", "require"]
 
 
-class InvariantError(RuntimeError):
-    """A model broke one of its own invariants (a bug in the model, never a user error)."""
+class InvariantError(AssertionError):
+    """A model broke one of its own invariants (a bug in the model, never a user error).
+
+    An AssertionError subclass, so code that caught the old asserts still does; unlike an
+    ``assert`` statement it is raised under ``python -O`` too."""
 
     def __init__(self, component: str, operator: str, what: str, **values: Any):
         self.component = component
