@@ -308,7 +308,8 @@ class ArchConfig(_Hashable):
 # so this layer never imports hw and never lists the types).
 _ARCH_TYPES: dict[str, type] = {}
 _TECH_SECTIONS: dict[str, tuple[str, ...]] = {}   # type -> technology-table sections it reads
-_TYPE_FINDER: list = []     # [callable(name) -> None, callable() -> list of built-in names]
+# [load(name) -> None, built-in names() -> list, built-in tech sections() -> {section: types}]
+_TYPE_FINDER: list = []
 
 
 def register_arch_type(name: str, config_cls: type, tech_sections: Any = ()) -> None:
@@ -323,18 +324,21 @@ def register_arch_type(name: str, config_cls: type, tech_sections: Any = ()) -> 
 
 
 def known_tech_sections() -> dict[str, tuple[str, ...]]:
-    """Technology-table section name -> the registered types that read it."""
-    known_arch_types()
-    out: dict[str, list[str]] = {}
+    """Technology-table section name -> the types that read it: the registered ones and the
+    built-in ones (declared by their modules, which need not be imported for this)."""
+    out: dict[str, set[str]] = {}
+    if _TYPE_FINDER:
+        for n, kinds in _TYPE_FINDER[2]().items():
+            out.setdefault(n, set()).update(kinds)
     for kind, names in _TECH_SECTIONS.items():
         for n in names:
-            out.setdefault(n, []).append(kind)
+            out.setdefault(n, set()).add(kind)
     return {n: tuple(sorted(k)) for n, k in out.items()}
 
 
-def set_type_finder(find_one, list_builtin) -> None:
-    """Install the hook that loads a built-in type's module (called by sim.hw.registry)."""
-    _TYPE_FINDER[:] = [find_one, list_builtin]
+def set_type_finder(find_one, list_builtin, builtin_tech_sections) -> None:
+    """Install the hooks that find built-in types (called by sim.hw.registry)."""
+    _TYPE_FINDER[:] = [find_one, list_builtin, builtin_tech_sections]
 
 
 def arch_config_class(name: str) -> type | None:

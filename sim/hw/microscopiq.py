@@ -50,6 +50,7 @@ from .registry import register
 
 # the types this module registers (read by sim.hw.registry without importing the module)
 ACCELERATOR_TYPES = ("microscopiq",)
+TECH_SECTIONS = ("recon",)          # technology-table sections its types read
 
 PATTERNS = 64
 STREAM_GROUPS = 5      # column groups priced before a long fold stream is extrapolated

@@ -6,11 +6,13 @@ plugin): registering also registers its config subclass with the arch schema, so
 ``load_arch``, ``load_experiment`` and ``sim.run`` accept ``type: <name>`` at once.
 
 Built-in types are found without a shared list: a module of this package that defines types
-says so with a module-level literal ``ACCELERATOR_TYPES = ("name", ...)``. The first lookup
-of an unknown name reads those declarations from the package's source files (without
-importing them) and imports only the module that declares the name, so a plain systolic run
-does not load MicroScopiQ's machinery. Adding a built-in type is a new module with that line;
-nothing else changes.
+says so with a module-level literal ``ACCELERATOR_TYPES = ("name", ...)`` (and, if its types
+read technology-table sections of their own, ``TECH_SECTIONS = ("section", ...)``). The
+first lookup of an unknown name reads those declarations from the package's source files
+(without importing them) and imports only the module that declares the name, so a plain
+systolic run does not load MicroScopiQ's machinery (loading a table with a ``recon:``
+section does not either). Adding a built-in type is a new module with those lines; nothing
+else changes.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ __all__ = ["register", "unregister", "accelerator_types", "accelerator_class",
 
 _ACCELERATORS: dict[str, type] = {}
 _BUILTIN: dict[str, str] | None = None      # type name -> module of this package
+_BUILTIN_SECTIONS: dict[str, tuple[str, ...]] = {}   # tech section -> built-in types
 
 
 def register(name: str):
@@ -52,19 +55,27 @@ def unregister(name: str) -> None:
 
 
 def _builtin_index() -> dict[str, str]:
-    """Type name -> module, from the ``ACCELERATOR_TYPES`` literals of this package's files."""
+    """Type name -> module, from the ``ACCELERATOR_TYPES`` literals of this package's files
+    (and the ``TECH_SECTIONS`` they declare)."""
     global _BUILTIN
     if _BUILTIN is None:
-        index = {}
+        index, sections = {}, {}
         for path in sorted(Path(__file__).parent.glob("*.py")):
             text = path.read_text(encoding="utf-8")
             if "ACCELERATOR_TYPES" not in text:
                 continue
+            found = {}
             for node in ast.parse(text, str(path)).body:
                 if (isinstance(node, ast.Assign) and len(node.targets) == 1
-                        and getattr(node.targets[0], "id", None) == "ACCELERATOR_TYPES"):
-                    for kind in ast.literal_eval(node.value):
-                        index[kind] = path.stem
+                        and getattr(node.targets[0], "id", None) in ("ACCELERATOR_TYPES",
+                                                                     "TECH_SECTIONS")):
+                    found[node.targets[0].id] = tuple(ast.literal_eval(node.value))
+            for kind in found.get("ACCELERATOR_TYPES", ()):
+                index[kind] = path.stem
+            for name in found.get("TECH_SECTIONS", ()):
+                sections[name] = tuple(sorted(set(sections.get(name, ()))
+                                              | set(found.get("ACCELERATOR_TYPES", ()))))
+        _BUILTIN_SECTIONS.update(sections)
         _BUILTIN = index
     return _BUILTIN
 
@@ -80,7 +91,12 @@ def _builtin_names() -> list[str]:
     return list(_builtin_index())
 
 
-set_type_finder(_load_builtin, _builtin_names)
+def _builtin_tech_sections() -> dict[str, tuple[str, ...]]:
+    _builtin_index()
+    return dict(_BUILTIN_SECTIONS)
+
+
+set_type_finder(_load_builtin, _builtin_names, _builtin_tech_sections)
 
 
 def accelerator_types() -> list[str]:
