@@ -13,7 +13,7 @@ from .config import ConfigError, load_arch, load_experiment, load_model
 from .config.loader import LRU
 from .config.tech import load_tech
 from .core import EnergyLedger, TraceRecorder
-from .hw.interface import OpResult, energy_by_component, ordered_components
+from .hw.interface import OpResult, energy_by_component, merge_component_orders
 from .hw.memory_plan import OperandPlacement
 from .hw.registry import build_accelerator
 from .workload.execute import add_step, attach_outliers, ops_frame, outlier_lookup, run_ops
@@ -268,16 +268,18 @@ def run(experiment, overrides=None, *, trace: bool | None = None, progress: bool
                       for c, v in accel.area_um2().items()]
     if bar is not None:
         bar.close()
-    # every table covers the same components for every design point: the first point's
-    # declared ones, then any other one charged anywhere (0 where a point charges none)
+    # every table covers the same components for every design point, in one order (the
+    # declared ones first, see merge_component_orders; 0 where a point charges none)
     components = tuple(results[0][2].energy_pj)
     for _, _, res in results[1:]:
-        components = ordered_components(components, res.energy_pj)
-    zero = {f"energy_{c}_j": 0.0 for c in components}
+        components = merge_component_orders(components, res.energy_pj)
     rows, op_frames, energy_rows = [], [], []
     for variant, run_name, res in results:
-        rows.append({"variant": variant, "run": run_name, **{**res.summary(), **zero,
-                     **{f"energy_{c}_j": v * 1e-12 for c, v in res.energy_pj.items()}}})
+        own = {f"energy_{c}_j" for c in res.energy_pj}
+        rows.append({"variant": variant, "run": run_name,
+                     **{k: v for k, v in res.summary().items() if k not in own},
+                     **{f"energy_{c}_j": float(res.energy_pj.get(c, 0.0)) * 1e-12
+                        for c in components}})
         op_frames.append(res.ops.assign(variant=variant, run=run_name))
         energy_rows += [{"variant": variant, "run": run_name, "component": c,
                          "energy_pj": float(res.energy_pj.get(c, 0.0))} for c in components]

@@ -34,6 +34,7 @@ from ..core import Clock, EnergyLedger
 from ..core.invariants import require
 
 __all__ = ["Accelerator", "OpResult", "ReadOnlyLedger", "ordered_components",
+           "merge_component_orders",
            "energy_by_component", "BASE_OPERATORS"]
 
 BASE_OPERATORS: Mapping[str, str] = FrozenDict(
@@ -64,6 +65,19 @@ def ordered_components(declared: Iterable[str], charged: Iterable[str]) -> tuple
     declared = tuple(declared)
     seen = set(declared)
     return declared + tuple(sorted({c for c in charged if c not in seen}))
+
+
+def merge_component_orders(first: Iterable[str], other: Iterable[str]) -> tuple[str, ...]:
+    """Both component lists in one order: ``first`` as it is, and each component only
+    ``other`` has placed right after its predecessor in ``other`` (so an experiment comparing
+    a design with ReCoN against one without lists ``recon`` where the ReCoN design does)."""
+    out = list(first)
+    prev = None
+    for c in other:
+        if c not in out:
+            out.insert(out.index(prev) + 1 if prev is not None else len(out), c)
+        prev = c
+    return tuple(out)
 
 
 def energy_by_component(ledger: EnergyLedger, declared: Iterable[str]) -> dict[str, float]:
