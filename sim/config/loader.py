@@ -879,6 +879,7 @@ class TableFolder:
         self.key = key
         self.allow_mapping = allow_mapping
         self._cache = LRU(64)
+        self._where = LRU(256)   # (ref, cwd, $STRATA_HOME) -> resolved path (hot path: no resolve)
 
     def names(self) -> list[str]:
         folder = self.folder()
@@ -908,7 +909,11 @@ class TableFolder:
         if not isinstance(ref, (str, os.PathLike)):
             kinds = "a name, a path or a mapping" if self.allow_mapping else "a name or a path"
             raise ConfigError(f"{kinds} for {self.what}", key=self.key, got=short_repr(ref))
-        path = self.resolve(ref)
+        where = (os.fspath(ref), os.getcwd(), os.environ.get("STRATA_HOME"))
+        path = self._where.get(where)
+        if path is None:
+            path = self.resolve(ref)
+            self._where.put(where, path)
         if overrides:
             return load_validated(path, self.model_cls, overrides)
         try:
