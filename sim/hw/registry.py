@@ -6,17 +6,18 @@ plugin): registering also registers its config subclass with the arch schema, so
 ``load_arch``, ``load_experiment`` and ``sim.run`` accept ``type: <name>`` at once.
 
 Built-in types are found without a shared list: a module of this package that defines types
-says so with a module-level literal ``ACCELERATOR_TYPES = ("name", ...)`` (and, if its types
-read technology-table sections of their own, ``TECH_SECTIONS = ("section", ...)``). The
-first lookup of an unknown name reads those declarations from the package's source files
+says so with a one-line module-level literal ``ACCELERATOR_TYPES = ("name", ...)`` (and, if
+its types read technology-table sections of their own, ``TECH_SECTIONS = ("section", ...)``).
+The first lookup of an unknown name reads those lines from the package's source files as text
 (without importing them) and imports only the module that declares the name, so a plain
-systolic run does not load MicroScopiQ's machinery (loading a table with a ``recon:``
-section does not either). Adding a built-in type is a new module with those lines; nothing
-else changes.
+systolic run does not load MicroScopiQ's machinery (loading a table with a ``recon:`` section
+does not either). Adding a built-in type is a new module with those lines; nothing else
+changes.
 """
 from __future__ import annotations
 
 import ast
+import re
 from importlib import import_module
 from pathlib import Path
 
@@ -54,9 +55,12 @@ def unregister(name: str) -> None:
     schema._TECH_SECTIONS.pop(name, None)
 
 
+_DECLARATION = re.compile(r"^(ACCELERATOR_TYPES|TECH_SECTIONS)\s*=\s*(\(.*\))", re.M)
+
+
 def _builtin_index() -> dict[str, str]:
-    """Type name -> module, from the ``ACCELERATOR_TYPES`` literals of this package's files
-    (and the ``TECH_SECTIONS`` they declare)."""
+    """Type name -> module, from the one-line ``ACCELERATOR_TYPES = (...)`` literals of this
+    package's files (and the ``TECH_SECTIONS = (...)`` beside them), read as text."""
     global _BUILTIN
     if _BUILTIN is None:
         index, sections = {}, {}
@@ -64,12 +68,8 @@ def _builtin_index() -> dict[str, str]:
             text = path.read_text(encoding="utf-8")
             if "ACCELERATOR_TYPES" not in text:
                 continue
-            found = {}
-            for node in ast.parse(text, str(path)).body:
-                if (isinstance(node, ast.Assign) and len(node.targets) == 1
-                        and getattr(node.targets[0], "id", None) in ("ACCELERATOR_TYPES",
-                                                                     "TECH_SECTIONS")):
-                    found[node.targets[0].id] = tuple(ast.literal_eval(node.value))
+            found = {m.group(1): tuple(ast.literal_eval(m.group(2)))
+                     for m in _DECLARATION.finditer(text)}
             for kind in found.get("ACCELERATOR_TYPES", ()):
                 index[kind] = path.stem
             for name in found.get("TECH_SECTIONS", ()):
