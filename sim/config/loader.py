@@ -692,7 +692,8 @@ _TYPE_WORDS = {
 }
 
 
-def _describe(err: dict, model_cls: type, data: Any = None) -> tuple[Loc, str, str | None, str | None]:
+def _describe(err: dict, model_cls: type,
+              data: Any = None) -> tuple[Loc, str, str | None, str | None]:
     """(loc, expected, got, hint) of one pydantic error."""
     loc = tuple(err["loc"])
     kind = err["type"]

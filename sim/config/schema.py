@@ -662,7 +662,8 @@ class ExperimentConfig(_Hashable):
 
     @field_validator("variants")
     @classmethod
-    def _unique_variant_names(cls, variants: tuple[VariantConfig, ...]) -> tuple[VariantConfig, ...]:
+    def _unique_variant_names(cls, variants: tuple[VariantConfig, ...]
+                              ) -> tuple[VariantConfig, ...]:
         seen: dict[str, int] = {}
         for i, v in enumerate(variants):
             if v.name in seen:
