@@ -10,27 +10,36 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from .config import ConfigError, load_arch, load_experiment, load_model
+from .config.loader import LRU
+from .config.tech import load_tech
 from .core import EnergyLedger, TraceRecorder
-from .hw.accelerator import COMPONENTS, OpResult
+from .hw.interface import OpResult, energy_by_component, merge_component_orders
 from .hw.memory_plan import OperandPlacement
 from .hw.registry import build_accelerator
 from .workload.execute import add_step, attach_outliers, ops_frame, outlier_lookup, run_ops
 from .workload.graph import step_ops
 
-_ACCEL_CACHE: dict[str, object] = {}
+# (arch content hash, technology table content hash) -> accelerator; bounded, since each
+# accelerator holds its own (bounded) operator memos and a sweep visits many design points
+_ACCEL_CACHE = LRU(32)
 
 
 def accelerator_for(arch):
-    """The (memoized) accelerator model of an arch config, keyed by the arch's content hash."""
+    """The (memoized) accelerator model of an arch config, keyed by the arch's content hash
+    and its technology table's content hash (a table edited on disk is re-read and gives a
+    new accelerator). Configs are frozen, so a caller cannot change a cached one."""
     arch = load_arch(arch)
-    key = arch.hash()
-    if key not in _ACCEL_CACHE:
-        _ACCEL_CACHE[key] = build_accelerator(arch)
-    return _ACCEL_CACHE[key]
+    tech = load_tech(arch.technology)
+    key = (arch.hash(), tech.hash())
+    accel = _ACCEL_CACHE.get(key)
+    if accel is None:
+        accel = build_accelerator(arch, tech)
+        _ACCEL_CACHE.put(key, accel)
+    return accel
 
 
 # ----------------------------------------------------------------------------------- GEMM ----
-@dataclass
+@dataclass(frozen=True)
 class GemmResult:
     """One GEMM on one accelerator: cycles, energy by component (pJ), utilization."""
 
@@ -38,7 +47,7 @@ class GemmResult:
     K: int
     N: int
     dataflow: str
-    array: tuple[int, int]
+    array: tuple[int, int] | None       # None for an accelerator without a PE array
     convention: str
     cycles: int
     compute_cycles: int
@@ -59,33 +68,40 @@ class GemmResult:
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
-        d["array"] = list(self.array)
+        d["array"] = list(self.array) if self.array is not None else None
+        d["energy_pj"] = dict(self.energy_pj)
         d["energy_total_pj"] = self.energy_total_pj
         return d
 
 
 def simulate_gemm(arch, M: int, K: int, N: int, *, dataflow: str = "ws", wbits: int = 8,
                   abits: int = 8, array: tuple[int, int] | None = None,
-                  convention: str = "strata", trace: TraceRecorder | None = None) -> GemmResult:
+                  convention: str = "strata", trace: TraceRecorder | None = None,
+                  seed: int = 0) -> GemmResult:
     """Simulate ``O[M,N] = A[M,K] @ W[K,N]`` with all operands in DRAM.
 
     ``array=(rows, cols)`` overrides the arch's array; ``convention="scalesim"`` counts the
-    array's compute cycles the way SCALE-Sim v3 does (no overlap between folds).
+    array's compute cycles the way SCALE-Sim v3 does (no overlap between folds). ``seed``
+    seeds the op's random draws (where the accelerator makes any). The result is the
+    caller's own: changing it changes nothing cached.
     """
     accel = accelerator_for(arch)
     r: OpResult = accel.gemm(M, K, N, wbits=wbits, abits=abits, dataflow=dataflow, array=array,
-                             convention=convention, place=OperandPlacement(), trace=trace)
-    rows_cols = tuple(array) if array is not None else (accel.arch.array.rows, accel.arch.array.cols)
+                             convention=convention, place=OperandPlacement(), trace=trace,
+                             seed=seed)
+    own = getattr(accel.arch, "array", None)
+    rows_cols = (tuple(array) if array is not None
+                 else (own.rows, own.cols) if own is not None else None)
     return GemmResult(M=M, K=K, N=N, dataflow=dataflow, array=rows_cols, convention=convention,
                       cycles=r.cycles, compute_cycles=r.compute_cycles,
                       stall_cycles=r.stall_cycles, stall_memory=r.stall_memory,
                       stall_sram=r.stall_sram, stall_drain=r.stall_drain, macs=r.macs, utilization=r.utilization,
-                      energy_pj=r.energy_pj, dram_read_bytes=r.dram_read_bytes,
+                      energy_pj=dict(r.energy_pj), dram_read_bytes=r.dram_read_bytes,
                       dram_write_bytes=r.dram_write_bytes, seconds=accel.clock.seconds(r.cycles))
 
 
 # ---------------------------------------------------------------------------------- model ----
-@dataclass
+@dataclass(frozen=True)
 class ModelResult:
     """One run of a model (a prefill pass, decode steps or a mixed chunk) on one accelerator."""
 
@@ -126,16 +142,18 @@ class ModelResult:
 def simulate_model(arch, model, *, phase: str = "prefill", batch: int = 1,
                    seq_len: int | None = None, context: int | None = None, steps: int = 1,
                    decode_batch: int = 0, trace: TraceRecorder | None = None,
-                   progress=None) -> ModelResult:
+                   progress=None, seed: int = 0) -> ModelResult:
     """Simulate one model step on an accelerator; ``steps`` > 1 chains decode steps whose
-    context grows by one token each (the per-op table then holds sums over the steps)."""
+    context grows by one token each (the per-op table then holds sums over the steps).
+    ``seed`` seeds every random draw (an experiment passes its ``seed``)."""
     return _simulate(accelerator_for(arch), load_model(model), phase=phase, batch=batch,
                      seq_len=seq_len, context=context, steps=steps, decode_batch=decode_batch,
-                     trace=trace, progress=progress)
+                     trace=trace, progress=progress, seed=seed)
 
 
 def _simulate(accel, model, *, phase, batch, seq_len, context, steps, decode_batch,
-              trace=None, progress=None, start_cycle: int = 0, track_prefix: str = "") -> ModelResult:
+              trace=None, progress=None, start_cycle: int = 0, track_prefix: str = "",
+              seed: int = 0) -> ModelResult:
     if steps > 1 and phase != "decode":
         raise ValueError(f"steps > 1 only makes sense for phase 'decode', got phase {phase!r}")
     first_ops, sums, ledger, now = None, None, EnergyLedger(), start_cycle
@@ -145,7 +163,7 @@ def _simulate(accel, model, *, phase, batch, seq_len, context, steps, decode_bat
         ops = attach_outliers(step_ops(model, phase, batch=batch, seq_len=seq_len, context=ctx,
                                        decode_batch=decode_batch), outliers)
         results, led, now = run_ops(accel, ops, trace=trace, start_cycle=now,
-                                    track_prefix=track_prefix)
+                                    track_prefix=track_prefix, seed=seed)
         if sums is None:
             first_ops, sums = ops, [dict(r) for r in results]
         else:
@@ -153,13 +171,12 @@ def _simulate(accel, model, *, phase, batch, seq_len, context, steps, decode_bat
         ledger.merge(led)
         if progress is not None:
             progress(1)
-    ops = ops_frame(first_ops, sums)
-    by = ledger.by_component()
-    energy = {c: float(by.get(c, 0.0)) for c in COMPONENTS}
+    energy = energy_by_component(ledger, accel.energy_components)
+    ops = ops_frame(first_ops, sums, components=tuple(energy))
     # array utilization: useful MACs over what the array could have done in the whole run;
     # cycles spent in vector/memory ops count at the peak of the model's default precision
     wb, ab = model.precision.wbits, model.precision.abits
-    default_peak = accel.arch.array.rows * accel.arch.array.cols * accel.arch.mode(wb, ab).macs_per_cycle
+    default_peak = accel.peak_macs_per_cycle(wb, ab)
     peak = ops.peak_macs_per_cycle.where(ops.peak_macs_per_cycle > 0, default_peak)
     busy = float((ops.cycles * peak).sum())
     macs = int(ops.macs.sum())
@@ -180,7 +197,7 @@ def _simulate(accel, model, *, phase, batch, seq_len, context, steps, decode_bat
 
 
 # ----------------------------------------------------------------------------- experiment ----
-@dataclass
+@dataclass(frozen=True)
 class Result:
     """Everything one experiment produced, as pandas DataFrames plus a JSON-able summary."""
 
@@ -190,7 +207,8 @@ class Result:
     energy: pd.DataFrame          # run, component, energy_pj
     area: pd.DataFrame            # component, area_um2
     trace: TraceRecorder | None = None
-    run_records: list = field(default_factory=list, repr=False)   # runs as plain dicts
+    run_records: tuple = field(default_factory=tuple, repr=False)   # runs as plain dicts
+    arch_description: str = ""    # one line: the (first) design point's accelerator
 
     def summary(self) -> dict:
         exp = self.experiment
@@ -235,26 +253,45 @@ def run(experiment, overrides=None, *, trace: bool | None = None, progress: bool
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=total_steps, desc=exp.name, unit="step", delay=2.0, leave=False)
-    rows, op_frames, energy_rows, area_rows, now = [], [], [], [], 0
+    results, area_rows, now = [], [], 0
     for variant, cfg, accel in points:
         prefix = f"{variant}: " if exp.variants else ""
         for r in cfg.runs:
             res = _simulate(accel, cfg.model, phase=r.phase, batch=r.batch, seq_len=r.seq_len,
                             context=r.context, steps=r.steps, decode_batch=r.decode_batch,
                             trace=recorder, progress=bar.update if bar is not None else None,
-                            start_cycle=now, track_prefix=f"{prefix}{r.name}: ")
+                            start_cycle=now, track_prefix=f"{prefix}{r.name}: ",
+                            seed=cfg.seed)
             now += res.cycles       # runs follow one another on the trace's time axis
-            rows.append({"variant": variant, "run": r.name, **res.summary()})
-            op_frames.append(res.ops.assign(variant=variant, run=r.name))
-            energy_rows += [{"variant": variant, "run": r.name, "component": c, "energy_pj": v}
-                            for c, v in res.energy_pj.items()]
+            results.append((variant, r.name, res))
         area_rows += [{"variant": variant, "component": c, "area_um2": v}
                       for c, v in accel.area_um2().items()]
     if bar is not None:
         bar.close()
+    # every table covers the same components for every design point, in one order (the
+    # declared ones first, see merge_component_orders; 0 where a point charges none)
+    components = tuple(results[0][2].energy_pj)
+    for _, _, res in results[1:]:
+        components = merge_component_orders(components, res.energy_pj)
+    rows, op_frames, energy_rows = [], [], []
+    for variant, run_name, res in results:
+        own = {f"energy_{c}_j" for c in res.energy_pj}
+        rows.append({"variant": variant, "run": run_name,
+                     **{k: v for k, v in res.summary().items() if k not in own},
+                     **{f"energy_{c}_j": float(res.energy_pj.get(c, 0.0)) * 1e-12
+                        for c in components}})
+        op_frames.append(res.ops.assign(variant=variant, run=run_name))
+        energy_rows += [{"variant": variant, "run": run_name, "component": c,
+                         "energy_pj": float(res.energy_pj.get(c, 0.0))} for c in components]
     ops = pd.concat(op_frames, ignore_index=True)
+    energy_cols = [f"energy_{c}_pj" for c in components]
+    ops[energy_cols] = ops.reindex(columns=energy_cols).fillna(0.0)
+    lead = [c for c in ops.columns if not c.startswith("energy_")]
+    at = lead.index("l2_busy_cycles") + 1 if "l2_busy_cycles" in lead else len(lead)
+    ops = ops[lead[:at] + energy_cols + ["energy_pj"] + lead[at:]]
     ops.insert(0, "run", ops.pop("run"))
     ops.insert(0, "variant", ops.pop("variant"))
     return Result(experiment=exp, runs=pd.DataFrame(rows), ops=ops,
                   energy=pd.DataFrame(energy_rows), area=pd.DataFrame(area_rows),
-                  trace=recorder, run_records=rows)
+                  trace=recorder, run_records=tuple(rows),
+                  arch_description=points[0][2].describe())

@@ -79,8 +79,7 @@ def _cmd_run(args) -> int:
 def _print_runs(result, wall: float) -> None:
     exp = result.experiment
     print(f"{exp.name}: {exp.model.name} on {exp.arch.name} "
-          f"({exp.arch.array.rows}x{exp.arch.array.cols} {exp.arch.array.dataflow.upper()}, "
-          f"{exp.arch.clock_ghz:g} GHz) — simulated in {wall:.2f} s")
+          f"({result.arch_description}) — simulated in {wall:.2f} s")
     many = bool(exp.variants)
     vw = max([len(v.name) for v in exp.variants] + [7]) + 2 if many else 0
     head = (f"  {'variant':<{vw}}" if many else "  ") + (

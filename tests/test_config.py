@@ -484,7 +484,7 @@ def test_model_defaults_and_precision_for():
     assert m.precision_for(1, "up") == (4, 4)  # model default
     assert m.precision_for(2, "qkv") == (2, 4)
     assert m.precision_for(3, "lm_head") == (16, 16)
-    assert m.layer_precision[3].layers == [3]
+    assert m.layer_precision[3].layers == (3,)   # lists are held as tuples (frozen)
 
 
 def test_extends_deep_merge(tmp_path):
@@ -586,7 +586,7 @@ def test_experiment_overrides_reach_arch_model_runs(tmp_path):
     assert isinstance(e, ExperimentConfig)
     assert e.arch.array.rows == 32 and e.model.num_layers == 2
     assert e.runs[0].seq_len == 128 and e.runs[1].context == 128
-    assert e.outputs.trace is True and e.outputs.plots == ["breakdown"] and e.seed == 7
+    assert e.outputs.trace is True and e.outputs.plots == ("breakdown",) and e.seed == 7
     assert e.arch.origin.endswith("tiny_arch.yaml") and e.model.origin.endswith("toy_model.yaml")
 
 

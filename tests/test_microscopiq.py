@@ -45,7 +45,7 @@ def test_outlier_rows_cost_cycles_and_recon_energy():
     # every row pass moves C values through depth stages
     cols = 64
     assert r.energy.by_action()[("recon", "switch_op")] == pytest.approx(
-        r.counters["recon_accesses"] * cols * recon_depth(cols) * msq().tech.recon.switch_pj)
+        r.counters["recon_accesses"] * cols * recon_depth(cols) * msq().recon_tech.switch_pj)
     r.check()
 
 
@@ -102,7 +102,7 @@ def test_row_tile_fraction_for_widths_the_profile_does_not_store():
 
 def test_recon_area_scales_with_units():
     areas = [msq(**{"recon.units": u}).area_um2() for u in (1, 2, 4, 8)]
-    t = msq().tech.recon
+    t = msq().recon_tech
     one = 64 * recon_depth(64) * t.switch_area_um2 + 64 * t.sync_buffer_area_um2_per_col
     assert [a["recon"] for a in areas] == pytest.approx([one * u for u in (1, 2, 4, 8)])
     assert "recon" not in plain().area_um2()

@@ -29,7 +29,11 @@ from .schema import (
     RunConfig,
     SramConfig,
     StrictModel,
+    SystolicArchConfig,
     VectorConfig,
+    arch_config_class,
+    known_arch_types,
+    register_arch_type,
 )
 
 __all__ = [
@@ -61,5 +65,9 @@ __all__ = [
     "RunConfig",
     "SramConfig",
     "StrictModel",
+    "SystolicArchConfig",
     "VectorConfig",
+    "arch_config_class",
+    "known_arch_types",
+    "register_arch_type",
 ]

@@ -23,6 +23,7 @@ import os
 import re
 import types
 import typing
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence, TypeVar
 
@@ -159,7 +160,28 @@ def _kind_of_value(value: Any) -> str:
     return f"{type(value).__name__} {short_repr(value)}"
 
 
-_PARSED: dict[tuple, dict] = {}   # (path, mtime_ns, size) -> parsed mapping
+class LRU(OrderedDict):
+    """A dict bounded to ``maxsize`` entries, dropping the least recently used (a long design
+    sweep must not grow memory without bound)."""
+
+    def __init__(self, maxsize: int):
+        super().__init__()
+        self.maxsize = maxsize
+
+    def get(self, key, default=None):
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        return default
+
+    def put(self, key, value) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.maxsize:
+            self.popitem(last=False)
+
+
+_PARSED = LRU(256)   # (path, mtime_ns, size) -> parsed mapping
 
 
 def read_yaml(path: str | os.PathLike) -> dict:
@@ -173,11 +195,12 @@ def read_yaml(path: str | os.PathLike) -> dict:
         key = (str(p.resolve()), st.st_mtime_ns, st.st_size)
     except OSError:
         key = None
-    if key in _PARSED:
-        return copy.deepcopy(_PARSED[key])
+    cached = _PARSED.get(key) if key is not None else None
+    if cached is not None:
+        return copy.deepcopy(cached)
     data = _parse_yaml(p)
     if key is not None:
-        _PARSED[key] = copy.deepcopy(data)
+        _PARSED.put(key, copy.deepcopy(data))
     return data
 
 
@@ -255,6 +278,19 @@ def _source_of(prov: Prov, loc: Loc) -> str | None:
         if loc[:n] in prov:
             return prov[loc[:n]]
     return None
+
+
+def _plain(x: Any) -> Any:
+    """A dumped config as YAML would give it: tuples as lists, frozen dicts as dicts."""
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
+def _dump(obj: BaseModel) -> dict:
+    return _plain(obj.model_dump())
 
 
 def _dir_of(label: str | None) -> Path:
@@ -380,7 +416,7 @@ def _resolve_refs(
         value = data[field]
         where = prov.get((field,))
         if isinstance(value, BaseModel):
-            sub = value.model_dump()
+            sub = _dump(value)
             label = getattr(value, "_origin", None) or f"<{type(value).__name__}>"
             sub_prov = _label_tree(sub, label)
         elif isinstance(value, (str, os.PathLike)):
@@ -418,6 +454,15 @@ def _is_model(ann: Any) -> bool:
     return isinstance(ann, type) and issubclass(ann, BaseModel)
 
 
+def _concrete(ann: Any, node: Any) -> Any:
+    """A polymorphic model (ArchConfig, dispatching on ``type:``) resolved for the data at
+    this point, so that key checks see the type's own sections."""
+    model = _model_in(ann)
+    if model is not None and hasattr(model, "config_class_for") and isinstance(node, Mapping):
+        return model.config_class_for(node)
+    return ann
+
+
 def _child(ann: Any, part: Any) -> Any:
     """The annotation one step below ``ann`` along key/index ``part``."""
     if ann is _ANY:
@@ -441,11 +486,16 @@ def _child(ann: Any, part: Any) -> Any:
     return _NO_SCHEMA
 
 
-def _at(model_cls: type, loc: Iterable) -> Any:
+def _at(model_cls: type, loc: Iterable, data: Any = None) -> Any:
     ann: Any = model_cls
+    node = data
     for part in loc:
-        ann = _child(ann, part)
-    return ann
+        ann = _child(_concrete(ann, node), part)
+        try:
+            node = node[part] if node is not None else None
+        except (KeyError, IndexError, TypeError):
+            node = None
+    return _concrete(ann, node)
 
 
 def _model_in(ann: Any) -> type | None:
@@ -455,8 +505,8 @@ def _model_in(ann: Any) -> type | None:
     return next((alt for alt in _unwrap(ann) if _is_model(alt)), None)
 
 
-def _model_at(model_cls: type, loc: Iterable) -> type | None:
-    return _model_in(_at(model_cls, loc))
+def _model_at(model_cls: type, loc: Iterable, data: Any = None) -> type | None:
+    return _model_in(_at(model_cls, loc, data))
 
 
 def _allows_any_key(ann: Any) -> bool:
@@ -468,9 +518,9 @@ def _allows_any_key(ann: Any) -> bool:
     return False
 
 
-def _scalar_word(model_cls: type, loc: Iterable) -> str:
+def _scalar_word(model_cls: type, loc: Iterable, data: Any = None) -> str:
     """'an integer' or 'a number' for the field at loc, for bound messages."""
-    ann = _at(model_cls, loc)
+    ann = _at(model_cls, loc, data)
     alts = _unwrap(ann) if ann not in (_ANY, _NO_SCHEMA) else []
     if any(a is int for a in alts):
         return "an integer"
@@ -566,6 +616,7 @@ def _set_one(data: dict, prov: Prov, model_cls: type, parts: tuple[str, ...], va
                 )
         elif isinstance(node, dict):
             step = part
+            ann = _concrete(ann, node)
             model = _model_in(ann)
             fields = set(model.model_fields) if model is not None else set()
             if part not in node and part not in fields and not _allows_any_key(ann):
@@ -599,7 +650,7 @@ def _default_mapping(ann: Any, field: str) -> dict:
     if model is not None and field in model.model_fields:
         default = model.model_fields[field].get_default(call_default_factory=True)
         if isinstance(default, BaseModel):
-            return default.model_dump()
+            return _dump(default)
         if isinstance(default, dict):
             return copy.deepcopy(default)
     return {}
@@ -641,7 +692,8 @@ _TYPE_WORDS = {
 }
 
 
-def _describe(err: dict, model_cls: type) -> tuple[Loc, str, str | None, str | None]:
+def _describe(err: dict, model_cls: type,
+              data: Any = None) -> tuple[Loc, str, str | None, str | None]:
     """(loc, expected, got, hint) of one pydantic error."""
     loc = tuple(err["loc"])
     kind = err["type"]
@@ -651,7 +703,7 @@ def _describe(err: dict, model_cls: type) -> tuple[Loc, str, str | None, str | N
     if isinstance(inner, InvalidValue):
         return loc + inner.loc, inner.expected, inner.got, inner.hint
     if kind == "extra_forbidden":
-        model = _model_at(model_cls, loc[:-1])
+        model = _model_at(model_cls, loc[:-1], data)
         names = list(model.model_fields) if model is not None else []
         where = f"'{_dotted(loc[:-1])}'" if loc[:-1] else "the top level"
         expected = f"a known key of {where}"
@@ -673,7 +725,7 @@ def _describe(err: dict, model_cls: type) -> tuple[Loc, str, str | None, str | N
     }
     if kind in bounds:
         sign, name = bounds[kind]
-        return loc, f"{_scalar_word(model_cls, loc)} {sign} {ctx.get(name)}", got, None
+        return loc, f"{_scalar_word(model_cls, loc, data)} {sign} {ctx.get(name)}", got, None
     if kind == "literal_error":
         choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
         value = err.get("input")
@@ -693,12 +745,17 @@ def _describe(err: dict, model_cls: type) -> tuple[Loc, str, str | None, str | N
     return loc, msg[:1].lower() + msg[1:], got, None
 
 
-def _convert(exc: ValidationError, model_cls: type, prov: Prov) -> ConfigError:
+def _convert(exc: ValidationError, model_cls: type, prov: Prov, data: Any = None) -> ConfigError:
     items = []
     # A missing key is often the consequence of a misspelt one: report the misspelling first.
-    errors = sorted(exc.errors(include_url=False), key=lambda e: e["type"] == "missing")
+    errors = exc.errors(include_url=False)
+    # a tuple field whose items failed also reports "too short" (it counts valid items only)
+    deeper = [tuple(e["loc"]) for e in errors]
+    errors = [e for e in errors if not (e["type"] == "too_short" and any(
+        len(d) > len(e["loc"]) and d[:len(e["loc"])] == tuple(e["loc"]) for d in deeper))]
+    errors = sorted(errors, key=lambda e: e["type"] == "missing")
     for err in errors:
-        loc, expected, got, hint = _describe(err, model_cls)
+        loc, expected, got, hint = _describe(err, model_cls, data)
         file = _display(_source_of(prov, loc))
         items.append(
             ConfigError(expected, file=file, key=_dotted(loc) or None, got=got, hint=hint)
@@ -739,7 +796,7 @@ def load_validated(
         if not overrides:
             return ref
         root = getattr(ref, "_origin", None) or f"<{model_cls.__name__}>"
-        data = ref.model_dump()
+        data = _dump(ref)
         prov = _label_tree(data, root)
     elif isinstance(ref, BaseModel):
         raise ConfigError(
@@ -749,7 +806,7 @@ def load_validated(
         root = source or "<dict>"
         if source and os.path.isfile(source):
             root = str(Path(source).resolve())
-        data = copy.deepcopy(dict(ref))
+        data = _plain(copy.deepcopy(dict(ref)))
         prov = _label_tree(data, root)
         data, prov = _expand(data, prov, _dir_of(root), kind, [])
     elif isinstance(ref, (str, os.PathLike)):
@@ -771,7 +828,7 @@ def load_validated(
     try:
         obj = model_cls.model_validate(data)
     except ValidationError as exc:
-        raise _convert(exc, model_cls, prov) from None
+        raise _convert(exc, model_cls, prov, data) from None
     _set_origins(obj, prov, root)
     return obj
 
@@ -822,7 +879,8 @@ class TableFolder:
         self.what = what
         self.key = key
         self.allow_mapping = allow_mapping
-        self._cache: dict = {}
+        self._cache = LRU(64)
+        self._where = LRU(256)   # (ref, cwd, $STRATA_HOME) -> resolved path (hot path: no resolve)
 
     def names(self) -> list[str]:
         folder = self.folder()
@@ -852,7 +910,11 @@ class TableFolder:
         if not isinstance(ref, (str, os.PathLike)):
             kinds = "a name, a path or a mapping" if self.allow_mapping else "a name or a path"
             raise ConfigError(f"{kinds} for {self.what}", key=self.key, got=short_repr(ref))
-        path = self.resolve(ref)
+        where = (os.fspath(ref), os.getcwd(), os.environ.get("STRATA_HOME"))
+        path = self._where.get(where)
+        if path is None:
+            path = self.resolve(ref)
+            self._where.put(where, path)
         if overrides:
             return load_validated(path, self.model_cls, overrides)
         try:
@@ -860,6 +922,8 @@ class TableFolder:
         except OSError:
             return load_validated(path, self.model_cls)   # reports the missing file
         key = (str(path), st.st_mtime_ns, st.st_size)
-        if key not in self._cache:
-            self._cache[key] = load_validated(path, self.model_cls)
-        return self._cache[key]
+        table = self._cache.get(key)
+        if table is None:
+            table = load_validated(path, self.model_cls)
+            self._cache.put(key, table)
+        return table

@@ -14,14 +14,23 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Annotated, Any, ClassVar, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr,
+                      SerializeAsAny, field_validator, model_validator)
 
-from .errors import ConfigError, InvalidValue, short_repr
+from .errors import ConfigError, InvalidValue, did_you_mean, short_repr
 
 __all__ = [
     "ArchConfig",
+    "SystolicArchConfig",
+    "register_arch_type",
+    "arch_config_class",
+    "known_arch_types",
+    "FrozenList",
+    "FrozenDict",
+    "FrozenMapping",
     "ArrayConfig",
     "PEMode",
     "PEConfig",
@@ -51,10 +60,49 @@ PrecisionBits = Annotated[int, Field(ge=1, le=32)]
 FUSION_FACTORS = (2, 4, 8)
 
 
-class StrictModel(BaseModel):
-    """Base of all config schemas: no unknown keys, no silent type coercion."""
+_T = TypeVar("_T")
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+
+def _as_tuple(v: Any) -> Any:
+    return tuple(v) if isinstance(v, list) else v
+
+
+# A YAML list held as a tuple, so a validated config cannot be changed through it.
+FrozenList = Annotated[tuple[_T, ...], BeforeValidator(_as_tuple)]
+
+
+class FrozenDict(dict):
+    """A dict that refuses changes (mapping fields of frozen configs)."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("a validated config is immutable: load a new one (overrides=...)")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse
+    __ior__ = _refuse
+
+    def __reduce__(self):
+        return (FrozenDict, (dict(self),))
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(sorted(self.items(), key=repr)))
+
+
+def _freeze_dict(v: Any) -> Any:
+    return FrozenDict(v) if isinstance(v, dict) and not isinstance(v, FrozenDict) else v
+
+
+# A mapping field held as a FrozenDict (validated as a dict, then frozen).
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+FrozenMapping = Annotated[dict[_K, _V], AfterValidator(_freeze_dict)]
+
+
+class StrictModel(BaseModel):
+    """Base of all config schemas: no unknown keys, no silent type coercion, and frozen: a
+    validated config never changes (``--set``, ``extends:`` and ``variants:`` make new ones),
+    so nothing a caller holds can change what a cache keyed on it returns."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 class _Hashable(StrictModel):
@@ -62,6 +110,8 @@ class _Hashable(StrictModel):
 
     # File the config was loaded from (set by the loader), for messages raised after loading.
     _origin: str | None = PrivateAttr(default=None)
+    # memoized content hash (the config is frozen, so it cannot go stale)
+    _content_hash: str | None = PrivateAttr(default=None)
 
     @property
     def origin(self) -> str | None:
@@ -73,15 +123,26 @@ class _Hashable(StrictModel):
             return NotImplemented
         return type(self) is type(other) and self.__dict__ == other.__dict__
 
-    __hash__ = None  # mutable; use .hash() for a content key
+    def __hash__(self) -> int:
+        return hash(self.hash())
 
     def canonical_json(self) -> str:
         """The config as JSON with sorted keys and no whitespace: equal configs, equal text."""
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
     def hash(self) -> str:
-        """sha256 hex digest of :meth:`canonical_json`."""
-        return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
+        """sha256 hex digest of :meth:`canonical_json`, computed once per (frozen) object, so
+        a hot path may key caches on it cheaply."""
+        h = self._content_hash
+        if h is None:
+            h = hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
+            self._content_hash = h
+        return h
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False):
+        new = super().model_copy(update=update, deep=deep)
+        new._content_hash = None   # an update changes the content
+        return new
 
 
 def _is_int(x: float, tol: float = 1e-9) -> bool:
@@ -145,11 +206,11 @@ class PEMode(StrictModel):
 
 
 class PEConfig(StrictModel):
-    modes: list[PEMode] = Field(min_length=1)
+    modes: FrozenList[PEMode] = Field(min_length=1)
 
     @field_validator("modes")
     @classmethod
-    def _unique_modes(cls, modes: list[PEMode]) -> list[PEMode]:
+    def _unique_modes(cls, modes: tuple[PEMode, ...]) -> tuple[PEMode, ...]:
         seen: dict[tuple[int, int], int] = {}
         for i, mode in enumerate(modes):
             pair = (mode.wbits, mode.abits)
@@ -197,173 +258,125 @@ class VectorConfig(StrictModel):
     lanes: PosInt
 
 
-class ReconArchConfig(StrictModel):
-    """MicroScopiQ's ReCoN: ``units`` networks, each serving an equal group of PE rows.
-
-    ``throttle`` is how the controller delays each row's feed behind the outlier rows above it
-    (see sim.hw.recon_stream): ``per_fold`` uses each fold's own outlier rows, so a fold with
-    fewer of them high up waits for the previous fold's slower tail (throttle bubbles);
-    ``union`` uses, for every fold of a GEMM, every row any of its folds routes to ReCoN, so
-    folds follow each other without bubbles at the price of a longer fixed latency (and a
-    psum delay line per row, whose area is not counted)."""
-
-    units: Literal[1, 2, 4, 8] = 1
-    throttle: Literal["per_fold", "union"] = "per_fold"
-
-
-class MXArchConfig(StrictModel):
-    """How a MicroScopiQ weight tensor is stored (micro-block metadata for DRAM traffic)."""
-
-    micro_block: PosInt = 8
-    macro_block: PosInt = 128
-    perm_bits: PosInt = 24       # permutation list per micro-block with outliers
-    osf_bits: PosInt = 8         # outlier scale per micro-block with outliers
-
-
-# Accelerator types built by sim.hw.baselines: they need a ``baseline`` section, and those
-# with a separate outlier datapath need its ``outlier_path`` part.
-BASELINE_TYPES = ("olive", "ant", "gobo", "olaccel", "adaptivfloat")
-OUTLIER_PATH_TYPES = ("gobo", "olaccel")
-# Area keys the accelerator itself reports; a baseline unit may not reuse them.
-_RESERVED_AREA_KEYS = ("pe_array", "sram", "l2", "vector", "control", "recon", "outlier_pes")
-
-
-class BaselinePEConfig(StrictModel):
-    """How a baseline's PE differs from the technology table's integer PE of the same width."""
-
-    area_um2: PosFloat | None = None  # pinned area of one PE (a published figure)
-    area_scale: PosFloat = 1.0  # else: tech PE area at the modes' width x this
-    energy_scale: Annotated[float, Field(ge=1)] = 1.0  # MAC energy vs the tech integer MAC
-
-    @model_validator(mode="after")
-    def _one_area_rule(self) -> "BaselinePEConfig":
-        if self.area_um2 is not None and self.area_scale != 1.0:
-            raise InvalidValue("either area_um2 (a pinned PE area) or area_scale, not both",
-                               loc=("area_scale",), got=short_repr(self.area_scale))
-        return self
-
-
-class BaselineUnitConfig(StrictModel):
-    """``count`` identical units beside the PE array (area, leakage); a decoder also costs
-    ``pj_per_value`` for every operand of width ``bits`` it decodes on its way into the array."""
-
-    name: Name  # area key, e.g. decoder_4b
-    count: PosInt
-    area_um2: PosFloat  # one unit, at the arch's technology node
-    bits: PEBits | None = None  # a decoder: the operand width it decodes
-    decodes: list[Literal["weights", "activations"]] = Field(default_factory=list)
-    pj_per_value: NonNegFloat = 0.0
-
-    @model_validator(mode="after")
-    def _decoder_needs_bits(self) -> "BaselineUnitConfig":
-        if self.decodes and self.bits is None:
-            raise InvalidValue("the operand width (2, 4, 8 or 16) a decoding unit decodes",
-                               loc=("bits",), got="nothing")
-        return self
-
-
-class OutlierPathConfig(StrictModel):
-    """A separate datapath for outlier weights (GOBO, OLAccel): ``pes`` outlier PEs shared by
-    the array; outliers are stored sparsely (value + position) beside the dense inliers."""
-
-    pes: PosInt
-    macs_per_cycle: PosFloat = 1.0  # per outlier PE
-    value_bits: PosInt  # bits of one outlier weight, in memory and in the outlier PE
-    index_bits: NonNegInt  # position bits stored with each outlier
-    area_um2: PosFloat | None = None  # one outlier PE; default: tech PE at value_bits x abits
-    mac_pj: PosFloat | None = None  # one outlier MAC; default: tech MAC at (value_bits, abits)
-    # pinned weight footprint (bits per weight) by weight precision, for weight GEMMs with an
-    # outlier profile; default: wbits + frac_weights * (value_bits + index_bits)
-    stored_bits: dict[PEBits, PosFloat] | None = None
-
-
-class BaselineArchConfig(StrictModel):
-    """Parameters of a baseline accelerator (types olive, ant, gobo, olaccel, adaptivfloat)."""
-
-    pe: BaselinePEConfig = Field(default_factory=BaselinePEConfig)
-    units: list[BaselineUnitConfig] = Field(default_factory=list)
-    control_area_um2: PosFloat | None = None  # default: the tech table's controller
-    outlier_path: OutlierPathConfig | None = None  # types gobo and olaccel only
-
-    @field_validator("units")
-    @classmethod
-    def _unit_names(cls, units: list[BaselineUnitConfig]) -> list[BaselineUnitConfig]:
-        seen: dict[str, int] = {}
-        for i, u in enumerate(units):
-            if u.name in _RESERVED_AREA_KEYS:
-                raise InvalidValue("a unit name other than " + ", ".join(_RESERVED_AREA_KEYS),
-                                   loc=(i, "name"), got=repr(u.name))
-            if u.name in seen:
-                raise InvalidValue("a unit name used once", loc=(i, "name"), got=repr(u.name),
-                                   hint=f"also the name of units.{seen[u.name]}")
-            seen[u.name] = i
-        return units
-
-
 class ArchConfig(_Hashable):
-    """An accelerator (arch/*.yaml)."""
+    """An accelerator (arch/*.yaml): only what every accelerator type has.
+
+    The keys a type adds (an array, a ReCoN section, a CiM macro...) live in the config
+    subclass the type registers (:func:`register_arch_type`, done by
+    :func:`sim.hw.registry.register`). Validating an ``ArchConfig`` dispatches on ``type:``
+    to that subclass, so the schema is a discriminated union assembled from the registry at
+    validation time; a type registered from outside the package (a test module, a plugin)
+    loads like a built-in one. A missing ``type`` means ``systolic``.
+    """
 
     name: Name
     description: str = ""
     kind: Literal["accelerator"] = "accelerator"
-    type: Literal["systolic", "microscopiq", "olive", "ant", "gobo", "olaccel",
-                  "adaptivfloat"] = "systolic"  # accelerator model (sim.hw.registry)
+    type: Name = "systolic"  # accelerator model (sim.hw.registry)
     clock_ghz: PosFloat
     technology: Name  # arch/tech/<technology>.yaml, e.g. "7nm"
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _dispatch_on_type(cls, data: Any, handler: Any) -> Any:
+        if cls is not ArchConfig or not isinstance(data, Mapping):
+            return handler(data)
+        kind = data.get("type", "systolic")
+        sub = arch_config_class(kind) if isinstance(kind, str) else None
+        if sub is None:
+            if not isinstance(kind, str):
+                raise InvalidValue("an accelerator type name (a string)", loc=("type",),
+                                   got=short_repr(kind))
+            known = known_arch_types()
+            raise InvalidValue("a registered accelerator type (" + ", ".join(known) + ")",
+                               loc=("type",), got=short_repr(kind),
+                               hint=did_you_mean(kind, known))
+        return sub.model_validate(_drop_foreign_nulls(dict(data), sub))
+
+    @classmethod
+    def config_class_for(cls, data: Any) -> type:
+        """The registered subclass that validates ``data`` (for key checks on raw data)."""
+        if cls is ArchConfig and isinstance(data, Mapping):
+            kind = data.get("type", "systolic")
+            sub = arch_config_class(kind) if isinstance(kind, str) else None
+            return sub or cls
+        return cls
+
+
+# Accelerator types -> their config subclass. Filled by sim.hw.registry.register (hw is a
+# higher layer: it installs a finder that imports the module of a built-in type on demand,
+# so this layer never imports hw and never lists the types).
+_ARCH_TYPES: dict[str, type] = {}
+_TECH_SECTIONS: dict[str, tuple[str, ...]] = {}   # type -> technology-table sections it reads
+# [load(name) -> None, built-in names() -> list, built-in tech sections() -> {section: types}]
+_TYPE_FINDER: list = []
+
+
+def register_arch_type(name: str, config_cls: type, tech_sections: Any = ()) -> None:
+    """Make ``type: name`` validate with ``config_cls`` (a subclass of ArchConfig);
+    ``tech_sections`` names the technology-table sections the type reads."""
+    if not (isinstance(config_cls, type) and issubclass(config_cls, ArchConfig)):
+        raise TypeError(f"accelerator type {name!r}: its config must subclass ArchConfig")
+    if "type" not in config_cls.model_fields:
+        raise TypeError(f"accelerator type {name!r}: config class lost the 'type' field")
+    _ARCH_TYPES[name] = config_cls
+    _TECH_SECTIONS[name] = tuple(tech_sections)
+
+
+def known_tech_sections() -> dict[str, tuple[str, ...]]:
+    """Technology-table section name -> the types that read it: the registered ones and the
+    built-in ones (declared by their modules, which need not be imported for this)."""
+    out: dict[str, set[str]] = {}
+    if _TYPE_FINDER:
+        for n, kinds in _TYPE_FINDER[2]().items():
+            out.setdefault(n, set()).update(kinds)
+    for kind, names in _TECH_SECTIONS.items():
+        for n in names:
+            out.setdefault(n, set()).add(kind)
+    return {n: tuple(sorted(k)) for n, k in out.items()}
+
+
+def set_type_finder(find_one, list_builtin, builtin_tech_sections) -> None:
+    """Install the hooks that find built-in types (called by sim.hw.registry)."""
+    _TYPE_FINDER[:] = [find_one, list_builtin, builtin_tech_sections]
+
+
+def arch_config_class(name: str) -> type | None:
+    if name not in _ARCH_TYPES and _TYPE_FINDER:
+        _TYPE_FINDER[0](name)
+    return _ARCH_TYPES.get(name)
+
+
+def known_arch_types() -> list[str]:
+    if _TYPE_FINDER:
+        for name in _TYPE_FINDER[1]():
+            arch_config_class(name)
+    return sorted(_ARCH_TYPES)
+
+
+def _drop_foreign_nulls(data: dict, sub: type) -> dict:
+    """``recon: null`` on a type without a recon section means "no such section": drop null
+    values of keys that only other registered types have (a typo stays an error)."""
+    nulls = [k for k, v in data.items() if v is None and k not in sub.model_fields]
+    if nulls:
+        known_arch_types()
+        foreign = {f for c in _ARCH_TYPES.values() for f in c.model_fields}
+        for k in nulls:
+            if k in foreign:
+                del data[k]
+    return data
+
+
+class SystolicArchConfig(ArchConfig):
+    """A PE-array accelerator (``type: systolic`` and the types built on it)."""
+
     array: ArrayConfig
     pe: PEConfig
     memory: MemoryConfig
     vector: VectorConfig
-    recon: ReconArchConfig | None = None  # type microscopiq only
-    mx: MXArchConfig | None = None  # type microscopiq only (defaults filled in)
-    baseline: BaselineArchConfig | None = None  # the baseline types only (BASELINE_TYPES)
 
     @model_validator(mode="after")
-    def _microscopiq_parts(self) -> "ArchConfig":
-        if self.type == "microscopiq":
-            if self.array.dataflow != "ws":
-                raise InvalidValue("ws (MicroScopiQ is a weight-stationary design)",
-                                   loc=("array", "dataflow"), got=self.array.dataflow)
-            if self.recon is None:
-                raise InvalidValue("a recon section (units: 1, 2, 4 or 8) for type microscopiq",
-                                   loc=("recon",), got="nothing")
-            if self.array.rows % self.recon.units:
-                raise InvalidValue(f"a number of ReCoN units that divides array.rows "
-                                   f"({self.array.rows})", loc=("recon", "units"),
-                                   got=str(self.recon.units))
-            if self.mx is None:
-                self.mx = MXArchConfig()
-        else:
-            for part in ("recon", "mx"):
-                if getattr(self, part) is not None:
-                    raise InvalidValue("no such section for this type (only type microscopiq "
-                                       "has it)", loc=(part,), got=f"type {self.type}")
-        return self
-
-    @model_validator(mode="after")
-    def _baseline_parts(self) -> "ArchConfig":
-        if self.type not in BASELINE_TYPES:
-            if self.baseline is not None:
-                raise InvalidValue("no such section for this type (only types "
-                                   + ", ".join(BASELINE_TYPES) + " have it)",
-                                   loc=("baseline",), got=f"type {self.type}")
-            return self
-        if self.baseline is None:
-            raise InvalidValue(f"a baseline section (PE, units, outlier path) for type "
-                               f"{self.type}", loc=("baseline",), got="nothing")
-        path = self.baseline.outlier_path
-        if self.type in OUTLIER_PATH_TYPES and path is None:
-            raise InvalidValue(f"an outlier_path section (pes, value_bits, index_bits, ...) for "
-                               f"type {self.type}", loc=("baseline", "outlier_path"),
-                               got="nothing")
-        if self.type not in OUTLIER_PATH_TYPES and path is not None:
-            raise InvalidValue("no outlier_path for this type (only types "
-                               + ", ".join(OUTLIER_PATH_TYPES) + " have one)",
-                               loc=("baseline", "outlier_path"), got=f"type {self.type}")
-        return self
-
-    @model_validator(mode="after")
-    def _fusion_fits_array(self) -> "ArchConfig":
+    def _fusion_fits_array(self) -> "SystolicArchConfig":
         for i, m in enumerate(self.pe.modes):
             if m.fusion > self.array.cols:
                 raise InvalidValue(
@@ -433,8 +446,8 @@ def parse_layer_spec(v: Any, negative: bool = False,
 class LayerPrecision(StrictModel):
     """Precision of some layers (and optionally only some ops): later rules win."""
 
-    layers: list[int] | str = "all"
-    ops: list[Name] | None = Field(default=None, min_length=1)
+    layers: FrozenList[int] | str = "all"
+    ops: FrozenList[Name] | None = Field(default=None, min_length=1)
     wbits: PrecisionBits
     abits: PrecisionBits
 
@@ -482,7 +495,19 @@ class ModelConfig(_Hashable):
     norm: Literal["rmsnorm", "layernorm"]
     qkv_bias: bool = False
     precision: Precision = Field(default_factory=lambda: Precision(wbits=8, abits=8))
-    layer_precision: list[LayerPrecision] = Field(default_factory=list)
+    layer_precision: FrozenList[LayerPrecision] = Field(default_factory=tuple)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_head_dim(cls, data: Any) -> Any:
+        # head_dim defaults to hidden_size // num_heads; filled in before validation, since a
+        # validated (frozen) config is never changed. Bad or missing sizes are left for the
+        # field checks; a head count that does not divide is reported below.
+        if isinstance(data, Mapping) and data.get("head_dim") is None:
+            h, n = data.get("hidden_size"), data.get("num_heads")
+            if (type(h) is int and type(n) is int and n > 0 and h > 0 and h % n == 0):
+                data = {**data, "head_dim": h // n}
+        return data
 
     @model_validator(mode="after")
     def _check_shapes(self) -> "ModelConfig":
@@ -499,7 +524,6 @@ class ModelConfig(_Hashable):
                     f"num_heads {self.num_heads}, so head_dim must be given",
                     loc=("head_dim",),
                 )
-            self.head_dim = self.hidden_size // self.num_heads
         for i, rule in enumerate(self.layer_precision):
             bad = [x for x in rule.indices(self.num_layers) if x >= self.num_layers]
             if bad:
@@ -565,7 +589,7 @@ class RunConfig(StrictModel):
 
 
 class OutputsConfig(StrictModel):
-    plots: list[Name] = Field(default_factory=lambda: ["breakdown"])
+    plots: FrozenList[Name] = Field(default_factory=lambda: ("breakdown",))
     trace: bool = False
 
 
@@ -574,7 +598,8 @@ class VariantConfig(StrictModel):
     (dotted keys, as with ``--set``: ``{arch.recon.units: 2}``)."""
 
     name: Name
-    set: dict[Name, Any] = Field(default_factory=dict)
+    set: Annotated[dict[Name, Any], AfterValidator(_freeze_dict)] = Field(
+        default_factory=FrozenDict)
 
 
 class ExperimentConfig(_Hashable):
@@ -590,11 +615,11 @@ class ExperimentConfig(_Hashable):
     name: Name
     description: str = ""
     seed: NonNegInt = 0
-    arch: ArchConfig
+    arch: SerializeAsAny[ArchConfig]  # validated as the subclass its type registered
     model: ModelConfig
-    runs: list[RunConfig] = Field(min_length=1)
+    runs: FrozenList[RunConfig] = Field(min_length=1)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
-    variants: list[VariantConfig] = Field(default_factory=list)  # design points to compare
+    variants: FrozenList[VariantConfig] = Field(default_factory=tuple)  # design points to compare
 
     @field_validator("arch", mode="before")
     @classmethod
@@ -624,7 +649,7 @@ class ExperimentConfig(_Hashable):
 
     @field_validator("runs")
     @classmethod
-    def _unique_run_names(cls, runs: list[RunConfig]) -> list[RunConfig]:
+    def _unique_run_names(cls, runs: tuple[RunConfig, ...]) -> tuple[RunConfig, ...]:
         seen: dict[str, int] = {}
         for i, run in enumerate(runs):
             if run.name in seen:
@@ -637,7 +662,8 @@ class ExperimentConfig(_Hashable):
 
     @field_validator("variants")
     @classmethod
-    def _unique_variant_names(cls, variants: list[VariantConfig]) -> list[VariantConfig]:
+    def _unique_variant_names(cls, variants: tuple[VariantConfig, ...]
+                              ) -> tuple[VariantConfig, ...]:
         seen: dict[str, int] = {}
         for i, v in enumerate(variants):
             if v.name in seen:

@@ -45,11 +45,14 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Iterable
 
-from pydantic import ConfigDict, Field, PrivateAttr
+import hashlib
+import json
 
-from .errors import ConfigError, did_you_mean, short_repr
-from .loader import TableFolder, data_dir
-from .schema import StrictModel
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+
+from .errors import ConfigError, InvalidValue, did_you_mean, short_repr
+from .loader import TableFolder, data_dir, load_validated
+from .schema import FrozenList, FrozenMapping, StrictModel, known_tech_sections
 
 __all__ = ["TechTable", "MacEnergy", "PeArea", "SramModel", "NocModel", "VectorUnit",
            "load_tech", "available_nodes", "tech_dir", "pe_width"]
@@ -145,14 +148,6 @@ class VectorUnit(_Section):
     lane_area_um2: PosFloat
 
 
-class ReconTech(_Section):
-    """MicroScopiQ's ReCoN: 2x2 switches (mux + merge adder, registered) and the sync buffer."""
-
-    switch_area_um2: PosFloat
-    switch_pj: PosFloat  # one value through one switch (pass, swap or merge)
-    sync_buffer_area_um2_per_col: PosFloat
-
-
 # --------------------------------------------------------------------------------------------
 # The table
 # --------------------------------------------------------------------------------------------
@@ -161,13 +156,20 @@ class ReconTech(_Section):
 class TechTable(StrictModel):
     """One technology node: energies (pJ), areas (um^2), leakage (uW).
 
-    Frozen: tables are cached and shared by every arch that names the node.
+    The sections below are common to every accelerator. A table may carry further sections,
+    one per accelerator type that needs its own figures (``recon:`` for MicroScopiQ): each is
+    a mapping whose name some registered type declares (checked on load, with a did-you-mean
+    hint), and whose content is validated by :meth:`section` when an accelerator of that type
+    is built, so only the types that use a section require it.
+
+    Frozen: tables are cached and shared by every arch that names the node; :meth:`hash` is
+    the table's content hash (part of every accelerator cache key).
     """
 
-    model_config = _FROZEN
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
 
     node: Text  # "7nm"
-    sources: list[Text] = Field(min_length=1)
+    sources: FrozenList[Text] = Field(min_length=1)
     scaling: Text  # how the numbers were derived from the sources
     feature_nm: PosFloat
     vdd: PosFloat  # nominal supply the energies assume (V)
@@ -177,17 +179,66 @@ class TechTable(StrictModel):
     controller_area_um2: PosFloat
     sram: SramModel  # array-side buffers (ifmap/weight/ofmap)
     l2: SramModel  # global buffer
-    dram: dict[Text, PosFloat] = Field(min_length=1)  # DRAM kind -> pJ per bit moved
+    dram: FrozenMapping[Text, PosFloat] = Field(min_length=1)  # DRAM kind -> pJ per bit moved
     noc: NocModel
     vector: VectorUnit
-    recon: ReconTech
 
     # File the table was loaded from (set by the loader), for messages raised after loading.
     _origin: str | None = PrivateAttr(default=None)
+    _content_hash: str | None = PrivateAttr(default=None)
+    _sections: dict = PrivateAttr(default_factory=dict)
 
     @property
     def origin(self) -> str | None:
         return self._origin
+
+    @model_validator(mode="after")
+    def _type_sections_are_known(self) -> "TechTable":
+        extra = self.__pydantic_extra__ or {}
+        if not extra:
+            return self
+        known = known_tech_sections()
+        for name, value in extra.items():
+            if name not in known:
+                names = sorted(set(type(self).model_fields) | set(known))
+                raise InvalidValue(
+                    "a known key of the top level (" + ", ".join(names) + "; type sections: "
+                    + (", ".join(sorted(known)) or "none registered") + ")",
+                    loc=(name,), got=short_repr(name), hint=did_you_mean(name, names))
+            if not isinstance(value, dict):
+                raise InvalidValue(f"a mapping (the {name} section of accelerator type(s) "
+                                   + ", ".join(known[name]) + ")", loc=(name,),
+                                   got=short_repr(value))
+        return self
+
+    def hash(self) -> str:
+        """sha256 of the table's content (sorted JSON), computed once per (frozen) table."""
+        if self._content_hash is None:
+            text = json.dumps(self.model_dump(mode="json"), sort_keys=True,
+                              separators=(",", ":"))
+            self._content_hash = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return self._content_hash
+
+    def section(self, name: str, schema: type) -> Any:
+        """The type-specific section ``name`` validated with ``schema`` (a pydantic model);
+        a missing or bad section is a one-line ConfigError naming this table's file and the
+        key. Validated once per table."""
+        got = self._sections.get(name)
+        if got is not None and type(got) is schema:
+            return got
+        raw = (self.__pydantic_extra__ or {}).get(name)
+        if raw is None:
+            raise ConfigError(f"a {name} section ({', '.join(schema.model_fields)}): an "
+                              f"accelerator of this type needs it", file=self._origin,
+                              key=name, got="nothing")
+        try:
+            got = load_validated(dict(raw), schema)
+        except ConfigError as exc:
+            raise ConfigError(exc.expected, file=self._origin,
+                              key=name + (f".{exc.key}" if exc.key else ""), got=exc.got,
+                              hint=exc.hint) from None
+        self._sections[name] = got
+        return got
 
     # -- PE array ------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from typing import Iterable
 import pandas as pd
 
 from .clock import check_cycles
+from .invariants import InvariantError
 
 
 class ComponentStats:
@@ -16,7 +17,7 @@ class ComponentStats:
 
     ``busy_cycles`` must only be charged for intervals in which the component really works
     and that do not overlap each other; :meth:`utilization` checks the consequence
-    (busy <= elapsed) and raises ``AssertionError`` when it is violated, because that
+    (busy <= elapsed) and raises :class:`~sim.core.invariants.InvariantError` when it is violated, because that
     always means a modelling bug upstream.
     """
 
@@ -38,14 +39,14 @@ class ComponentStats:
         elapsed = check_cycles(elapsed_cycles, "elapsed cycles")
         if elapsed == 0:
             if self.busy_cycles:
-                raise AssertionError(f"{self.name}: {self.busy_cycles} busy cycles in 0 elapsed cycles")
+                raise InvariantError(self.name, "utilization", "no busy cycles in 0 elapsed",
+                                     busy_cycles=self.busy_cycles)
             return 0.0
         u = self.busy_cycles / elapsed
         if not 0.0 <= u <= 1.0:
-            raise AssertionError(
-                f"{self.name}: utilization {u:.6g} outside [0, 1] "
-                f"(busy {self.busy_cycles} cycles, elapsed {elapsed}); busy intervals overlap?"
-            )
+            raise InvariantError(self.name, "utilization",
+                                 "utilization in [0, 1] (busy intervals overlap?)",
+                                 utilization=u, busy_cycles=self.busy_cycles, elapsed=elapsed)
         return u
 
     def row(self, elapsed_cycles: int) -> dict:

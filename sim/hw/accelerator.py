@@ -11,25 +11,44 @@ two SRAM slots) runs as simpy processes on :mod:`sim.core`:
 * finished outputs drain SRAM -> L2 (-> DRAM) in the background, competing with fetches.
 
 ``stall = total - compute`` where ``compute`` is the array's cycle count with ideal memory, so a
-stall is never negative by construction (asserted). Results are memoized by their full key.
+stall is never negative by construction (checked). Results are memoized by their full key,
+seed included, and frozen (:class:`~sim.hw.interface.OpResult`).
 """
 from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
-from ..core import Clock, EnergyLedger, TraceRecorder
+from ..config.schema import SystolicArchConfig
+from ..core import EnergyLedger, TraceRecorder
 from ..core.clock import hold_cycles_array
+from ..core.invariants import require
+from .interface import Accelerator, OpResult
 from .memory_plan import OperandPlacement, plan_gemm
 from .registry import register
 from .tile_pipeline import PortSpec, run_tiles
 from .systolic import DATAFLOWS, array_timing
 
-COMPONENTS = ("pe_array", "recon", "sram", "l2", "dram", "noc", "vector", "static")
+# the types this module registers (read by sim.hw.registry without importing the module)
+ACCELERATOR_TYPES = ("systolic",)
+
+__all__ = ["SystolicAccelerator", "OpResult", "GemmOperands", "WeightOutliers", "op_seed"]
+
+
+def op_seed(seed: int, op_key: tuple) -> int | list[int]:
+    """The seed of one operator's random draws: the experiment's ``seed`` and a stable key
+    of the operator's content (crc32 of its repr: shape, precision, dataflow, array,
+    outlier statistics, chunk). The key holds no layer index on purpose: identical blocks
+    draw identically and so hit the memo (MicroScopiQ would otherwise run ~32x slower on a
+    32-block model); distinct contents draw independently. Seed 0 gives the content key
+    alone (the shipped results); any other seed gives ``[content key, seed]`` to numpy's
+    SeedSequence, so every seed is a different, reproducible stream."""
+    content = zlib.crc32(repr(op_key).encode())
+    return content if seed == 0 else [content, int(seed)]
 
 
 @dataclass(frozen=True)
@@ -82,69 +101,15 @@ class WeightOutliers:
         return 1.0 - (1.0 - p0) ** (width / w0)
 
 
-@dataclass
-class OpResult:
-    """Timing, traffic and energy of one operation (one GEMM, vector op or memory op)."""
-
-    cycles: int
-    compute_cycles: int
-    stall_cycles: int
-    stall_memory: int = 0      # array waiting for DRAM/L2 fills
-    stall_sram: int = 0        # SRAM port slower than the array's operand demand
-    stall_drain: int = 0       # last outputs still draining to L2/DRAM after the array is done
-    macs: int = 0
-    peak_macs_per_cycle: float = 0.0
-    dram_read_bytes: int = 0
-    dram_write_bytes: int = 0
-    dram_busy_cycles: int = 0  # cycles the DRAM port spent transferring (<= cycles)
-    l2_busy_cycles: int = 0    # cycles the L2 port spent transferring (<= cycles)
-    tiles: int = 0
-    folds: int = 0
-    chunks: int = 1            # sub-GEMMs the mapper cut the GEMM into (outer tiling)
-    energy: EnergyLedger = field(default_factory=EnergyLedger)
-    counters: dict = field(default_factory=dict)   # accelerator-specific event counts
-
-    @property
-    def utilization(self) -> float:
-        """Fraction of the array's peak MACs used over the whole op (0 for non-array ops)."""
-        if not self.macs or not self.cycles:
-            return 0.0
-        return self.macs / (self.cycles * self.peak_macs_per_cycle)
-
-    @property
-    def energy_pj(self) -> dict:
-        """Energy by component (pJ), every component present; computed once per result."""
-        cached = self.__dict__.get("_energy_pj")
-        if cached is None:
-            by = self.energy.by_component()
-            cached = self.__dict__["_energy_pj"] = {c: float(by.get(c, 0.0)) for c in COMPONENTS}
-        return cached
-
-    def check(self) -> "OpResult":
-        """Invariants every op satisfies; raises AssertionError with the op's numbers."""
-        assert self.stall_cycles >= 0, f"negative stall {self.stall_cycles}"
-        assert self.cycles == self.compute_cycles + self.stall_cycles, self
-        assert self.stall_cycles == self.stall_memory + self.stall_sram + self.stall_drain, self
-        assert 0.0 <= self.utilization <= 1.0 + 1e-12, f"utilization {self.utilization}"
-        assert self.dram_busy_cycles <= self.cycles and self.l2_busy_cycles <= self.cycles, self
-        assert all(v >= 0 for v in self.energy_pj.values()), self.energy_pj
-        # a port or unit cannot be busy for longer than the op lasts
-        assert all(v <= self.cycles for k, v in self.counters.items()
-                   if k.endswith("_busy_cycles")), (self.cycles, self.counters)
-        return self
-
-
 @register("systolic")
-class SystolicAccelerator:
+class SystolicAccelerator(Accelerator):
     """A systolic-array accelerator built from one arch file (``type: systolic``)."""
 
-    uses_outlier_profile = False   # outlier-aware subclasses want per-weight outlier statistics
+    config_class = SystolicArchConfig
+    energy_components = ("pe_array", "sram", "l2", "dram", "noc", "vector", "static")
 
     def __init__(self, arch, tech=None):
-        from ..config.tech import load_tech   # lower layer: the tech table schema lives in config
-        self.arch = arch
-        self.tech = tech if tech is not None else load_tech(arch.technology)
-        self.clock = Clock(arch.clock_ghz)
+        super().__init__(arch, tech)
         mem = arch.memory
         self.sram_kb = {"ifmap": mem.sram.ifmap_kb, "weight": mem.sram.weight_kb,
                         "ofmap": mem.sram.ofmap_kb}
@@ -157,6 +122,26 @@ class SystolicAccelerator:
         self.memory_op = lru_cache(maxsize=1024)(self.memory_op)
 
     # ------------------------------------------------------------------ static properties ----
+    def native_precisions(self) -> tuple[tuple[int, int], ...]:
+        """The PE modes' (wbits, abits), in the arch file's order."""
+        return tuple((m.wbits, m.abits) for m in self.arch.pe.modes)
+
+    def peak_macs_per_cycle(self, wbits: int, abits: int) -> float:
+        a = self.arch
+        return a.array.rows * a.array.cols * a.mode(wbits, abits).macs_per_cycle
+
+    def on_chip_bytes(self) -> float:
+        return self.arch.memory.l2.size_kb * 1024
+
+    def describe(self) -> str:
+        a = self.arch
+        return (f"{a.array.rows}x{a.array.cols} {a.array.dataflow.upper()}, "
+                f"{a.clock_ghz:g} GHz")
+
+    def _result(self, operator: str, **fields) -> OpResult:
+        return OpResult(components=self.energy_components, operator=operator,
+                        **fields).check(f"{self.arch.name} ({self.arch.type})")
+
     @property
     def pe_width(self) -> float:
         """Bit-products per cycle of the PE datapath (sizes its area and leakage)."""
@@ -192,15 +177,17 @@ class SystolicAccelerator:
              dataflow: str | None = None, array: tuple[int, int] | None = None,
              convention: str = "strata", place: OperandPlacement = OperandPlacement(),
              outliers: WeightOutliers | None = None,
-             trace: TraceRecorder | None = None) -> OpResult:
+             trace: TraceRecorder | None = None, seed: int = 0) -> OpResult:
         """One GEMM; ``outliers`` describes the weight matrix for outlier-aware accelerators
-        (a plain systolic array computes every weight alike and ignores it)."""
+        (a plain systolic array computes every weight alike and ignores it). ``seed`` is the
+        experiment's seed: with :func:`op_seed` it seeds every random draw of the op (none on
+        a plain array). The result is memoized on every argument, seed included."""
         dataflow = dataflow or self.arch.array.dataflow
         if dataflow not in DATAFLOWS:
             raise ValueError(f"dataflow must be one of {DATAFLOWS}, got {dataflow!r}")
         rows, cols = array if array is not None else (self.arch.array.rows, self.arch.array.cols)
         key = (int(M), int(K), int(N), int(wbits), int(abits), dataflow, int(rows), int(cols),
-               convention, place, outliers)
+               convention, place, outliers, int(seed))
         if trace is not None:          # a traced run records spans, so it is never memoized
             return self._gemm_uncached(*key, trace=trace)
         return self._gemm(*key)
@@ -238,9 +225,10 @@ class SystolicAccelerator:
         return wbits
 
     def fold_extra_cycles(self, gemm: GemmOperands, timing, outliers: WeightOutliers | None,
-                          seed: int):
+                          seed):
         """Cycles each fold of one (sub-)GEMM takes beyond the plain array model (int64 per
-        fold) and event counters, or (None, {}) when the array has nothing else in its path."""
+        fold) and event counters, or (None, {}) when the array has nothing else in its path.
+        ``seed`` (for ``numpy.random.default_rng``) comes from :func:`op_seed`."""
         return None, {}
 
     def extra_energy(self, gemm: GemmOperands, ledger: EnergyLedger, counters: dict,
@@ -248,7 +236,7 @@ class SystolicAccelerator:
         """Charge the energy of the events ``fold_extra_cycles`` counted."""
 
     def _gemm_uncached(self, M, K, N, wbits, abits, dataflow, rows, cols, convention, place,
-                       outliers=None, trace=None) -> OpResult:
+                       outliers=None, seed=0, trace=None) -> OpResult:
         m = self.arch.mode(wbits, abits).macs_per_cycle
         wstore = self.stored_weight_bits(wbits, outliers)
         operands = GemmOperands(M, K, N, wbits, abits, m)
@@ -266,12 +254,14 @@ class SystolicAccelerator:
 
         # compute span of each memory tile on its sub-GEMM's ideal-memory fold schedule, plus
         # whatever else the folds pass through (e.g. ReCoN)
-        seed = zlib.crc32(repr((M, K, N, wbits, abits, dataflow, rows, cols, outliers)).encode())
+        content = (M, K, N, wbits, abits, dataflow, rows, cols, outliers)
         spans, plans, extra_total, counters = [], [p for _, p in parts], 0, {}
         for i, (timing, plan) in enumerate(parts):
             bounds = np.r_[0, timing.issue_times()[plan.first_fold[1:]], timing.total]
             span = np.diff(bounds)
-            extra, events = self.fold_extra_cycles(operands, timing, outliers, seed + i)
+            chunk_seed = op_seed(seed, content)
+            chunk_seed = chunk_seed + i if isinstance(chunk_seed, int) else chunk_seed + [i]
+            extra, events = self.fold_extra_cycles(operands, timing, outliers, chunk_seed)
             if extra is not None:
                 span = span + np.add.reduceat(extra, plan.first_fold)
                 extra_total += int(extra.sum())
@@ -281,7 +271,8 @@ class SystolicAccelerator:
         pipe = self._run_pipeline(plans, np.concatenate(spans), trace)
         total = pipe.total
         compute = sum(t.total for t, _ in parts) + extra_total
-        assert total >= compute, (total, compute)
+        require(total >= compute, f"{self.arch.name} ({self.arch.type})",
+                f"gemm {M}x{K}x{N}", "pipeline total >= compute", total=total, compute=compute)
 
         def tot(name):
             return sum(p.total(name) for p in plans)
@@ -307,15 +298,16 @@ class SystolicAccelerator:
                 t.noc_pj_per_byte)
         self.extra_energy(operands, led, counters, cols)
         self._add_static(led, total)
-        return OpResult(cycles=total, compute_cycles=compute, stall_cycles=total - compute,
-                        stall_memory=pipe.stall_memory, stall_sram=pipe.stall_sram,
-                        stall_drain=total - pipe.array_end, macs=M * K * N,
-                        peak_macs_per_cycle=rows * cols * m,
-                        dram_read_bytes=tot("fetch_dram"), dram_write_bytes=tot("store_dram"),
-                        dram_busy_cycles=pipe.dram_busy, l2_busy_cycles=pipe.l2_busy,
-                        tiles=sum(p.tiles for p in plans),
-                        folds=sum(t.mapping.folds for t, _ in parts),
-                        chunks=len(parts), energy=led, counters=counters).check()
+        return self._result(f"gemm {M}x{K}x{N} w{wbits}a{abits} {dataflow}",
+                            cycles=total, compute_cycles=compute, stall_cycles=total - compute,
+                            stall_memory=pipe.stall_memory, stall_sram=pipe.stall_sram,
+                            stall_drain=total - pipe.array_end, macs=M * K * N,
+                            peak_macs_per_cycle=rows * cols * m,
+                            dram_read_bytes=tot("fetch_dram"), dram_write_bytes=tot("store_dram"),
+                            dram_busy_cycles=pipe.dram_busy, l2_busy_cycles=pipe.l2_busy,
+                            tiles=sum(p.tiles for p in plans),
+                            folds=sum(t.mapping.folds for t, _ in parts),
+                            chunks=len(parts), energy=led, counters=counters)
 
     def _run_pipeline(self, plans, spans, trace):
         """Fetch / compute / drain of the memory tiles (see :mod:`sim.hw.tile_pipeline`)."""
@@ -349,10 +341,11 @@ class SystolicAccelerator:
         led.add("dram", "read_bit", 8 * dram_r, dram_pj)
         led.add("dram", "write_bit", 8 * dram_w, dram_pj)
         self._add_static(led, total)
-        return OpResult(cycles=total, compute_cycles=compute, stall_cycles=total - compute,
-                        stall_memory=total - compute, dram_read_bytes=dram_r,
-                        dram_write_bytes=dram_w, dram_busy_cycles=dram_busy,
-                        l2_busy_cycles=l2_busy, energy=led).check()
+        return self._result("vector", cycles=total, compute_cycles=compute,
+                            stall_cycles=total - compute,
+                            stall_memory=total - compute, dram_read_bytes=dram_r,
+                            dram_write_bytes=dram_w, dram_busy_cycles=dram_busy,
+                            l2_busy_cycles=l2_busy, energy=led)
 
     def memory_op(self, read_bytes: int, write_bytes: int = 0) -> OpResult:
         """A pure DRAM -> L2 move (e.g. an embedding gather): bandwidth plus latency."""
@@ -365,6 +358,6 @@ class SystolicAccelerator:
         led.add("dram", "write_bit", 8 * write_bytes, dram_pj)
         led.add("l2", "write_byte", read_bytes, t.l2_write_pj_per_byte(mem.l2.size_kb))
         self._add_static(led, total)
-        return OpResult(cycles=total, compute_cycles=0, stall_cycles=total, stall_memory=total,
-                        dram_read_bytes=read_bytes, dram_write_bytes=write_bytes,
-                        dram_busy_cycles=busy, energy=led).check()
+        return self._result("memory", cycles=total, compute_cycles=0, stall_cycles=total,
+                            stall_memory=total, dram_read_bytes=read_bytes,
+                            dram_write_bytes=write_bytes, dram_busy_cycles=busy, energy=led)

@@ -42,22 +42,129 @@ Every number in a shipped ``arch/<design>-64x64.yaml`` states its source or says
 """
 from __future__ import annotations
 
-import numpy as np
+from typing import Annotated, Literal
 
+import numpy as np
+from pydantic import Field, field_validator, model_validator
+
+from ..config.errors import InvalidValue, short_repr
+from ..config.schema import (FrozenList, FrozenMapping, Name, NonNegFloat, NonNegInt, PEBits,
+                             PosFloat, PosInt, StrictModel, SystolicArchConfig)
 from ..core import EnergyLedger
 from .accelerator import GemmOperands, SystolicAccelerator, WeightOutliers
 from .registry import register
+
+# the types this module registers (read by sim.hw.registry without importing the module)
+ACCELERATOR_TYPES = ("olive", "ant", "gobo", "olaccel", "adaptivfloat")
+
+
+# --------------------------------------------------------------------------------------------
+# The ``baseline`` section of the arch file
+# --------------------------------------------------------------------------------------------
+
+# Area keys the accelerator itself reports; a baseline unit may not reuse them.
+_RESERVED_AREA_KEYS = ("pe_array", "sram", "l2", "vector", "control", "recon", "outlier_pes")
+
+
+class BaselinePEConfig(StrictModel):
+    """How a baseline's PE differs from the technology table's integer PE of the same width."""
+
+    area_um2: PosFloat | None = None  # pinned area of one PE (a published figure)
+    area_scale: PosFloat = 1.0  # else: tech PE area at the modes' width x this
+    energy_scale: Annotated[float, Field(ge=1)] = 1.0  # MAC energy vs the tech integer MAC
+
+    @model_validator(mode="after")
+    def _one_area_rule(self) -> "BaselinePEConfig":
+        if self.area_um2 is not None and self.area_scale != 1.0:
+            raise InvalidValue("either area_um2 (a pinned PE area) or area_scale, not both",
+                               loc=("area_scale",), got=short_repr(self.area_scale))
+        return self
+
+
+class BaselineUnitConfig(StrictModel):
+    """``count`` identical units beside the PE array (area, leakage); a decoder also costs
+    ``pj_per_value`` for every operand of width ``bits`` it decodes on its way into the array."""
+
+    name: Name  # area key, e.g. decoder_4b
+    count: PosInt
+    area_um2: PosFloat  # one unit, at the arch's technology node
+    bits: PEBits | None = None  # a decoder: the operand width it decodes
+    decodes: FrozenList[Literal["weights", "activations"]] = Field(default_factory=tuple)
+    pj_per_value: NonNegFloat = 0.0
+
+    @model_validator(mode="after")
+    def _decoder_needs_bits(self) -> "BaselineUnitConfig":
+        if self.decodes and self.bits is None:
+            raise InvalidValue("the operand width (2, 4, 8 or 16) a decoding unit decodes",
+                               loc=("bits",), got="nothing")
+        return self
+
+
+class OutlierPathConfig(StrictModel):
+    """A separate datapath for outlier weights (GOBO, OLAccel): ``pes`` outlier PEs shared by
+    the array; outliers are stored sparsely (value + position) beside the dense inliers."""
+
+    pes: PosInt
+    macs_per_cycle: PosFloat = 1.0  # per outlier PE
+    value_bits: PosInt  # bits of one outlier weight, in memory and in the outlier PE
+    index_bits: NonNegInt  # position bits stored with each outlier
+    area_um2: PosFloat | None = None  # one outlier PE; default: tech PE at value_bits x abits
+    mac_pj: PosFloat | None = None  # one outlier MAC; default: tech MAC at (value_bits, abits)
+    # pinned weight footprint (bits per weight) by weight precision, for weight GEMMs with an
+    # outlier profile; default: wbits + frac_weights * (value_bits + index_bits)
+    stored_bits: FrozenMapping[PEBits, PosFloat] | None = None
+
+
+class BaselineSection(StrictModel):
+    """The ``baseline`` section of the in-place types (olive, ant, adaptivfloat)."""
+
+    pe: BaselinePEConfig = Field(default_factory=BaselinePEConfig)
+    units: FrozenList[BaselineUnitConfig] = Field(default_factory=tuple)
+    control_area_um2: PosFloat | None = None  # default: the tech table's controller
+
+    @field_validator("units")
+    @classmethod
+    def _unit_names(cls, units: tuple[BaselineUnitConfig, ...]) -> tuple[BaselineUnitConfig, ...]:
+        seen: dict[str, int] = {}
+        for i, u in enumerate(units):
+            if u.name in _RESERVED_AREA_KEYS:
+                raise InvalidValue("a unit name other than " + ", ".join(_RESERVED_AREA_KEYS),
+                                   loc=(i, "name"), got=repr(u.name))
+            if u.name in seen:
+                raise InvalidValue("a unit name used once", loc=(i, "name"), got=repr(u.name),
+                                   hint=f"also the name of units.{seen[u.name]}")
+            seen[u.name] = i
+        return units
+
+
+class OutlierPathSection(BaselineSection):
+    """The ``baseline`` section of the types with an outlier datapath (gobo, olaccel)."""
+
+    outlier_path: OutlierPathConfig  # type: ignore[assignment]
+
+
+class BaselineArchConfig(SystolicArchConfig):
+    """A baseline accelerator: the systolic array plus its ``baseline`` section."""
+
+    baseline: BaselineSection
+
+
+class OutlierPathArchConfig(SystolicArchConfig):
+    """A baseline with a separate outlier datapath (``baseline.outlier_path`` required)."""
+
+    baseline: OutlierPathSection
+
 
 
 class BaselineAccelerator(SystolicAccelerator):
     """A systolic accelerator with a ``baseline`` section (see the module docstring)."""
 
-    uses_outlier_profile = False
+    config_class = BaselineArchConfig
 
     def __init__(self, arch, tech=None):
         super().__init__(arch, tech)
         self.spec = arch.baseline
-        self.outlier_path = self.spec.outlier_path
+        self.outlier_path = getattr(self.spec, "outlier_path", None)   # gobo, olaccel
         self._decoders = [u for u in self.spec.units if u.decodes]
 
     # ------------------------------------------------------------------ storage ----
@@ -71,7 +178,7 @@ class BaselineAccelerator(SystolicAccelerator):
 
     # ------------------------------------------------------------------- timing ----
     def fold_extra_cycles(self, gemm: GemmOperands, timing, outliers: WeightOutliers | None,
-                          seed: int):
+                          seed):
         mp = timing.mapping
         counters = self._decode_counts(gemm, timing)
         extra = None
@@ -181,7 +288,8 @@ class BaselineAccelerator(SystolicAccelerator):
 class OutlierPathAccelerator(BaselineAccelerator):
     """A baseline whose outlier weights take a separate datapath (needs outlier statistics)."""
 
-    uses_outlier_profile = True
+    config_class = OutlierPathArchConfig
+    capabilities = frozenset({"outlier_profile"})
 
 
 @register("olive")
@@ -252,5 +360,7 @@ class OLAccelAccelerator(OutlierPathAccelerator):
     """
 
 
-__all__ = ["BaselineAccelerator", "OutlierPathAccelerator", "OliVeAccelerator",
+__all__ = ["BaselineArchConfig", "OutlierPathArchConfig", "BaselineSection",
+           "OutlierPathSection", "BaselinePEConfig", "BaselineUnitConfig", "OutlierPathConfig",
+           "BaselineAccelerator", "OutlierPathAccelerator", "OliVeAccelerator",
            "ANTAccelerator", "AdaptivFloatAccelerator", "GOBOAccelerator", "OLAccelAccelerator"]

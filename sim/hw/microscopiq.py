@@ -11,8 +11,9 @@ energy). On top, for every weight GEMM whose outlier statistics are known:
   depth, one row per cycle per unit, the whole array stalls while rows contend). Which rows of a
   fold are outlier rows is drawn from the profile's fraction of row tiles with outliers at the
   array's row width (C PEs x lanes weights: 64 at bb=4, 128 at bb=2), once per row fold (up
-  to ``PATTERNS`` seeded draws; the seed is the GEMM's own key, so runs are reproducible) and
-  reused by every column group, as outliers cluster in input channels.
+  to ``PATTERNS`` draws seeded by the experiment's ``seed`` and the GEMM's content, see
+  :func:`sim.hw.accelerator.op_seed`, so runs are reproducible) and reused by every column
+  group, as outliers cluster in input channels.
 * **The fold stream.** The GEMM's folds stream back to back through the shared units, priced
   in closed form by :func:`sim.hw.recon_stream.recon_stream_cycles` (equal to the
   cycle-stepped :func:`sim.hw.recon_ref.simulate_recon_folds`): contention among all folds in
@@ -28,31 +29,101 @@ energy). On top, for every weight GEMM whose outlier statistics are known:
 
 Attention GEMMs (activations times the KV cache) carry no weight outliers and run as on the
 plain array.
+
+The type's own config sections (``recon``, ``mx``) and its technology-table section
+(``recon``: switch and sync-buffer figures) are declared here, not in the shared schema.
 """
 from __future__ import annotations
 
-import numpy as np
+from typing import Annotated, Literal
 
+import numpy as np
+from pydantic import Field, model_validator
+
+from ..config.errors import InvalidValue
+from ..config.schema import StrictModel, SystolicArchConfig
 from ..core import EnergyLedger
 from .accelerator import GemmOperands, SystolicAccelerator, WeightOutliers
 from .recon import recon_depth
 from .recon_stream import recon_stream_cycles
 from .registry import register
 
+# the types this module registers (read by sim.hw.registry without importing the module)
+ACCELERATOR_TYPES = ("microscopiq",)
+TECH_SECTIONS = ("recon",)          # technology-table sections its types read
+
 PATTERNS = 64
 STREAM_GROUPS = 5      # column groups priced before a long fold stream is extrapolated
+
+PosInt = Annotated[int, Field(gt=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+
+
+class ReconArchConfig(StrictModel):
+    """MicroScopiQ's ReCoN: ``units`` networks, each serving an equal group of PE rows.
+
+    ``throttle`` is how the controller delays each row's feed behind the outlier rows above it
+    (see sim.hw.recon_stream): ``per_fold`` uses each fold's own outlier rows, so a fold with
+    fewer of them high up waits for the previous fold's slower tail (throttle bubbles);
+    ``union`` uses, for every fold of a GEMM, every row any of its folds routes to ReCoN, so
+    folds follow each other without bubbles at the price of a longer fixed latency (and a
+    psum delay line per row, whose area is not counted)."""
+
+    units: Literal[1, 2, 4, 8] = 1
+    throttle: Literal["per_fold", "union"] = "per_fold"
+
+
+class MXArchConfig(StrictModel):
+    """How a MicroScopiQ weight tensor is stored (micro-block metadata for DRAM traffic)."""
+
+    micro_block: PosInt = 8
+    macro_block: PosInt = 128
+    perm_bits: PosInt = 24       # permutation list per micro-block with outliers
+    osf_bits: PosInt = 8         # outlier scale per micro-block with outliers
+
+
+class MicroScopiQArchConfig(SystolicArchConfig):
+    """``type: microscopiq``: a weight-stationary array plus ReCoN (``recon``, required) and
+    the MX storage format (``mx``, defaults filled in)."""
+
+    recon: ReconArchConfig
+    mx: MXArchConfig = Field(default_factory=MXArchConfig)
+
+    @model_validator(mode="after")
+    def _microscopiq_parts(self) -> "MicroScopiQArchConfig":
+        if self.array.dataflow != "ws":
+            raise InvalidValue("ws (MicroScopiQ is a weight-stationary design)",
+                               loc=("array", "dataflow"), got=self.array.dataflow)
+        if self.array.rows % self.recon.units:
+            raise InvalidValue(f"a number of ReCoN units that divides array.rows "
+                               f"({self.array.rows})", loc=("recon", "units"),
+                               got=str(self.recon.units))
+        return self
+
+
+class ReconTech(StrictModel):
+    """Technology section ``recon:`` — ReCoN's 2x2 switches (mux + merge adder, registered)
+    and the sync buffer."""
+
+    switch_area_um2: PosFloat
+    switch_pj: PosFloat  # one value through one switch (pass, swap or merge)
+    sync_buffer_area_um2_per_col: PosFloat
 
 
 @register("microscopiq")
 class MicroScopiQAccelerator(SystolicAccelerator):
     """MicroScopiQ from one arch file (``type: microscopiq``, with ``recon`` and ``mx``)."""
 
-    uses_outlier_profile = True
+    config_class = MicroScopiQArchConfig
+    tech_sections = {"recon": ReconTech}
+    energy_components = ("pe_array", "recon", "sram", "l2", "dram", "noc", "vector", "static")
+    capabilities = frozenset({"outlier_profile"})
 
     def __init__(self, arch, tech=None):
         super().__init__(arch, tech)        # the schema guarantees a WS array and a recon section
         self.units = arch.recon.units
         self.throttle = arch.recon.throttle
+        self.recon_tech: ReconTech = self.tech_parts["recon"]
 
     def stored_weight_bits(self, wbits: int, outliers: WeightOutliers | None) -> float:
         if outliers is None:
@@ -62,7 +133,7 @@ class MicroScopiQAccelerator(SystolicAccelerator):
         return wbits + outliers.frac_ub * (with_outliers - wbits)
 
     def fold_extra_cycles(self, gemm: GemmOperands, timing, outliers: WeightOutliers | None,
-                          seed: int):
+                          seed):
         if outliers is None:
             return None, {}
         mp = timing.mapping
@@ -120,12 +191,12 @@ class MicroScopiQAccelerator(SystolicAccelerator):
         passes = counters.get("recon_accesses", 0)
         if passes:
             ledger.add("recon", "switch_op", passes * cols * recon_depth(cols),
-                       self.tech.recon.switch_pj)
+                       self.recon_tech.switch_pj)
 
     def area_um2(self) -> dict:
         area = super().area_um2()
         cols = self.arch.array.cols
-        t = self.tech.recon
+        t = self.recon_tech
         switches = cols * recon_depth(cols)          # C x (log2 C + 1) 2x2 switches
         per_unit = switches * t.switch_area_um2 + cols * t.sync_buffer_area_um2_per_col
         area["recon"] = self.units * per_unit

@@ -125,6 +125,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from sim.config.errors import ConfigError
+from sim.core.invariants import require
 
 __all__ = [
     "MAIN", "AUX", "INLIER", "UPPER", "LOWER",
@@ -281,7 +282,8 @@ def _travel(upper: int, lower: int) -> _Travel:
         p = _bit(upper, j)
         wires.append((j, sw, p))
         sw = _with_bit(sw, j, p)
-    assert sw == upper
+    require(sw == upper, "recon", "route", "a Lower's path ends at its Upper's switch",
+            upper=upper, lower=lower, reached=sw)
     return _Travel(upper, lower, h + 1, tuple(wires))
 
 

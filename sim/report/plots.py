@@ -8,7 +8,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..hw.accelerator import COMPONENTS  # noqa: E402
 
 # operator -> category shown in the latency breakdown
 CATEGORIES = {
@@ -49,9 +48,7 @@ def _groups(result) -> list[tuple[str, str, str]]:
 
 def _title(result, what: str) -> str:
     exp = result.experiment
-    arr = exp.arch.array
-    base = (f"{exp.name}: {exp.model.name} on {exp.arch.name} ({arr.rows}x{arr.cols} "
-            f"{arr.dataflow.upper()}, {exp.arch.clock_ghz:g} GHz)")
+    base = f"{exp.name}: {exp.model.name} on {exp.arch.name} ({result.arch_description})"
     return f"{base} — {what}" if what else base
 
 
@@ -103,8 +100,9 @@ def breakdown(result, path: Path) -> Path:
     energy = result.energy.pivot_table(index=["variant", "run"], columns="component",
                                        values="energy_pj", aggfunc="sum")
     bottom = [0.0] * len(groups)
-    for comp in COMPONENTS:
-        color = COMPONENT_COLORS[comp]
+    # the components in the result's own order (the accelerator's declared ones first)
+    for i, comp in enumerate(dict.fromkeys(result.energy.component)):
+        color = COMPONENT_COLORS.get(comp, COLORS[i % len(COLORS)])
         if comp not in energy:
             continue
         vals = [100.0 * energy.loc[(v, r), comp] / energy.loc[(v, r)].sum() for v, r, _ in groups]

@@ -18,21 +18,29 @@ import pandas as pd
 from ..core import EnergyLedger, TraceRecorder
 from ..config import ConfigError
 from ..config.outliers import load_outlier_profile
-from ..hw.accelerator import COMPONENTS, OpResult, WeightOutliers
+from ..hw.accelerator import WeightOutliers
+from ..hw.interface import OpResult, ordered_components
 from ..hw.memory_plan import OperandPlacement
 
 KV_APPEND_OPS = ("k_proj", "v_proj")
 
+# identity and shape of a graph node, then its results; the energy columns
+# (``energy_<component>_pj``, one per component the accelerator declares or charged, then
+# ``energy_pj``, the total) follow, then accelerator-specific counters (sorted)
 OP_COLUMNS = ["index", "name", "layer", "op", "kind", "part", "M", "K", "N", "count", "wbits",
               "abits", "cycles", "compute_cycles", "stall_cycles", "stall_memory",
               "stall_sram", "stall_drain",
               "macs", "peak_macs_per_cycle", "utilization", "dram_read_bytes", "dram_write_bytes",
-              "dram_busy_cycles", "l2_busy_cycles"] + \
-             [f"energy_{c}_pj" for c in COMPONENTS] + ["energy_pj"]
+              "dram_busy_cycles", "l2_busy_cycles"]
+NON_ADDITIVE = ("peak_macs_per_cycle", "utilization")
+
+
+def _energy_column(c: str) -> bool:
+    return c.startswith("energy_") and c.endswith("_pj") and c != "energy_pj"
 
 
 def _placement(accel, op: dict) -> OperandPlacement:
-    on_chip = accel.arch.memory.l2.size_kb * 1024 / 2
+    on_chip = accel.on_chip_bytes() / 2
     count = max(int(op.get("count") or 1), 1)
     a_src = "l2" if op["a_bytes"] / count <= on_chip else "dram"
     o_dst = "l2" if op["o_bytes"] / count <= on_chip else "dram"
@@ -81,20 +89,24 @@ def attach_outliers(ops: list[dict], lookup) -> list[dict]:
     return ops
 
 
-def run_op(accel, op: dict) -> OpResult:
-    """Time one graph node (all ``count`` instances are accounted by the caller)."""
+def run_op(accel, op: dict, seed: int = 0) -> OpResult:
+    """Time one graph node (all ``count`` instances are accounted by the caller). A node kind
+    outside gemm/attention/vector/memory goes to the method the accelerator declared for it
+    in ``operators``, which receives the node (and the seed)."""
     kind = op["kind"]
     if kind in ("gemm", "attention"):
         return accel.gemm(op["M"], op["K"], op["N"], wbits=op["wbits"], abits=op["abits"],
-                          place=_placement(accel, op), outliers=op.get("outliers"))
+                          place=_placement(accel, op), outliers=op.get("outliers"), seed=seed)
     if kind == "vector":
-        on_chip = accel.arch.memory.l2.size_kb * 1024 / 2
+        on_chip = accel.on_chip_bytes() / 2
         where = "l2" if op["bytes"] <= on_chip else "dram"
         return accel.vector(op["elements"], op["ops_per_element"],
                             op["a_bytes"] + op["w_bytes"], op["o_bytes"],
                             place=OperandPlacement(where, "dram", where))
     if kind == "memory":
         return accel.memory_op(op["bytes"])
+    if accel.supports(kind):
+        return accel.run_operator(kind, op, seed=seed)
     raise ValueError(f"unknown op kind {kind!r} for node {op['name']!r}")
 
 
@@ -112,9 +124,9 @@ def _result_columns(r: OpResult, n: int) -> dict:
                peak_macs_per_cycle=r.peak_macs_per_cycle, utilization=r.utilization,
                dram_read_bytes=r.dram_read_bytes * n, dram_write_bytes=r.dram_write_bytes * n,
                dram_busy_cycles=r.dram_busy_cycles * n, l2_busy_cycles=r.l2_busy_cycles * n)
-    energy = r.energy_pj
-    for c in COMPONENTS:
-        row[f"energy_{c}_pj"] = energy[c] * n
+    energy = r.energy_pj          # declared components, then any other charged one
+    for c, v in energy.items():
+        row[f"energy_{c}_pj"] = v * n
     row["energy_pj"] = sum(energy.values()) * n
     for k, v in r.counters.items():
         row[k] = v * n
@@ -122,8 +134,10 @@ def _result_columns(r: OpResult, n: int) -> dict:
 
 
 def run_ops(accel, ops: list[dict], *, trace: TraceRecorder | None = None,
-            start_cycle: int = 0, track_prefix: str = "") -> tuple[list[dict], EnergyLedger, int]:
-    """Run ops in order; returns (result columns per op, summed ledger, end cycle).
+            start_cycle: int = 0, track_prefix: str = "",
+            seed: int = 0) -> tuple[list[dict], EnergyLedger, int]:
+    """Run ops in order; returns (result columns per op, summed ledger, end cycle). ``seed``
+    (the experiment's) goes to every op, which derives its draws from it and its content.
 
     Decoder blocks repeat, so each distinct op is evaluated once and its energy merged once,
     scaled by how often it occurs. Identical ops share one (read-only) result dict."""
@@ -135,7 +149,7 @@ def run_ops(accel, ops: list[dict], *, trace: TraceRecorder | None = None,
         key = _op_key(op)
         cols = columns.get(key)
         if cols is None:
-            r = results[key] = run_op(accel, op)
+            r = results[key] = run_op(accel, op, seed)
             cols = columns[key] = _result_columns(r, max(int(op.get("count") or 1), 1))
             times[key] = 0
         times[key] += 1
@@ -152,29 +166,32 @@ def run_ops(accel, ops: list[dict], *, trace: TraceRecorder | None = None,
 
 
 _OP_COLUMN_SET = set(OP_COLUMNS)
-ADDITIVE = [c for c in OP_COLUMNS
-            if c.startswith(("cycles", "compute", "stall", "macs", "dram_", "l2_", "energy"))]
 
 
 def add_step(total: list[dict], step: list[dict]) -> None:
-    """Accumulate a later decode step's results into the running sums (same ops, same order);
-    accelerator-specific counters (keys outside OP_COLUMNS) add up too."""
+    """Accumulate a later decode step's results into the running sums (same ops, same order):
+    every result column but the per-op rates adds up, energies and accelerator-specific
+    counters included."""
     if len(total) != len(step):
         raise ValueError(f"decode steps differ in op count: {len(total)} vs {len(step)}")
     for acc, cols in zip(total, step):
-        for c in ADDITIVE:
-            acc[c] += cols[c]
-        for c in cols.keys() - _OP_COLUMN_SET:
-            acc[c] = acc.get(c, 0) + cols[c]
+        for c, v in cols.items():
+            if c not in NON_ADDITIVE:
+                acc[c] = acc.get(c, 0) + v
 
 
-def ops_frame(ops: list[dict], results: list[dict]) -> pd.DataFrame:
-    """One row per op: the graph node's identity and shape, then its (summed) results and any
-    accelerator-specific counters (0 where an op has none)."""
+def ops_frame(ops: list[dict], results: list[dict], components=()) -> pd.DataFrame:
+    """One row per op: the graph node's identity and shape, then its (summed) results, the
+    energy per component (``components`` first, then any other charged one; 0 where an op
+    charged none), the total, and any accelerator-specific counters (0 where an op has none)."""
     ident = OP_COLUMNS[:12]
-    extra = sorted({k for r in results for k in r} - _OP_COLUMN_SET)
+    keys = {k for r in results for k in r}
+    charged = [k[len("energy_"):-len("_pj")] for k in keys if _energy_column(k)]
+    energy = [f"energy_{c}_pj" for c in ordered_components(components, charged)]
+    extra = sorted(keys - _OP_COLUMN_SET - set(energy) - {"energy_pj"})
     df = pd.DataFrame([{**{k: op.get(k) for k in ident}, **r} for op, r in zip(ops, results)],
-                      columns=OP_COLUMNS + extra)
+                      columns=OP_COLUMNS + energy + ["energy_pj"] + extra)
+    df[energy] = df[energy].fillna(0.0)
     if extra:
         df[extra] = df[extra].fillna(0).astype("int64")
     busy = df.cycles * df.peak_macs_per_cycle
