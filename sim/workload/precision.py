@@ -91,8 +91,12 @@ def supports(accel, wbits: int, abits: int) -> bool:
     return any(m.wbits == wbits and m.abits == abits for m in accel.arch.pe.modes)
 
 
+def _pair_text(w: int, a: int) -> str:
+    return f"(wbits={w}, abits={a})"     # the wording of ArchConfig.mode's error
+
+
 def _modes_text(accel) -> str:
-    return ", ".join(f"w{m.wbits}a{m.abits}" for m in accel.arch.pe.modes)
+    return ", ".join(_pair_text(m.wbits, m.abits) for m in accel.arch.pe.modes)
 
 
 def _needed_pairs(model):
@@ -118,7 +122,7 @@ def _with_precision(model, wbits: int, abits: int):
 
 
 def resolve_precision(accel, model, precision=None, *, file: str = "<simulate_model>",
-                      key: str = "precision", warn: bool = True):
+                      key: str = "precision", warn: bool = True, stacklevel: int = 3):
     """(the model config to run, notes): ``precision`` (any form :func:`parse_precision` takes)
     replaces the model-wide precision; the result is checked against the arch's PE modes.
 
@@ -138,24 +142,23 @@ def resolve_precision(accel, model, precision=None, *, file: str = "<simulate_mo
             return run_model, notes
         layer, op, (w, a), rule = bad
         where = f"{op} in layer {layer}" if layer >= 0 else op
-        expected = f"a precision arch {accel.arch.name!r} supports ({_modes_text(accel)})"
-        why = f"w{w}a{a} for {where}" + (" (attention reads the KV cache at abits)"
+        expected = f"a precision arch {accel.arch.name!r} supports: {_modes_text(accel)}"
+        why = f"{_pair_text(w, a)} for {where}" + (" (attention reads the KV cache at abits)"
                                           if op in ("qk", "av") else "")
         if rule is not None:
             raise ConfigError(expected, file=model.origin, key=f"layer_precision.{rule}", got=why)
         if asked is not None:
             raise ConfigError(expected, file=file, key=key, got=why)
         if attempt == "native":
-            raise ConfigError(f"a PE mode for the attention ops of the arch's native precision "
-                              f"w{notes_pair[0]}a{notes_pair[1]}", file=accel.arch.origin,
+            raise ConfigError(f"a PE mode for every op at the arch's native precision "
+                              f"{_pair_text(*notes_pair)}", file=accel.arch.origin,
                               key="pe.modes", got=why)
         notes_pair = native_precision(accel)
         mp = (model.precision.wbits, model.precision.abits)
-        note = (f"model {model.name!r}: precision w{mp[0]}a{mp[1]} is not supported by arch "
-                f"{accel.arch.name!r} ({_modes_text(accel)}); running at its native precision "
-                f"w{notes_pair[0]}a{notes_pair[1]}")
+        note = (f"model {model.name!r}: precision {_pair_text(*mp)} is not supported by arch "
+                f"{accel.arch.name!r}; running at its native precision {_pair_text(*notes_pair)}")
         notes = (note,)
         if warn:
-            warnings.warn(note, PrecisionFallback, stacklevel=3)
+            warnings.warn(note, PrecisionFallback, stacklevel=stacklevel)
         run_model = _with_precision(model, *notes_pair)
     raise AssertionError("unreachable")

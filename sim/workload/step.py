@@ -258,13 +258,14 @@ def simulate_step(arch, model, *, prefill=(), decode=(), precision=None, causal:
     result = _compute(accelerator_for(arch_cfg), model_cfg, step, prec, causal, causal_block,
                       seed)
     _MEMO[key] = result
-    if len(_MEMO) > MEMO_SIZE:
+    while len(_MEMO) > MEMO_SIZE:
         _MEMO.popitem(last=False)
     return result
 
 
 def _compute(accel, model, step, prec, causal, causal_block, seed) -> StepResult:
-    run_model, notes = resolve_precision(accel, model, prec, file=WHERE)
+    # stacklevel: warn at the caller of sim.simulate_step
+    run_model, notes = resolve_precision(accel, model, prec, file=WHERE, stacklevel=6)
     block = (causal_block or accel.arch.array.cols) if causal else None
     shape = ragged_shape(step, causal_block=block)
     ops = attach_outliers(shape_ops(run_model, shape), outlier_lookup(accel, run_model))
@@ -283,7 +284,3 @@ def _compute(accel, model, step, prec, causal, causal_block, seed) -> StepResult
         dram_read_bytes=int(frame.dram_read_bytes.sum()),
         dram_write_bytes=int(frame.dram_write_bytes.sum()), notes=tuple(notes), _ops=frame)
 
-
-def content_digest(*parts) -> str:
-    """A short stable digest of key parts (for names of cached tables on disk)."""
-    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
