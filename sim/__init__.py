@@ -8,12 +8,12 @@ Public API (stable; later versions extend it):
 * :class:`StepTable` — a step-time table built once per (arch, model), interpolated;
 * :func:`run` — a whole experiment YAML, returning a :class:`Result` of DataFrames.
 """
-from .api import (GemmResult, ModelResult, Result, StepResult, run, simulate_gemm,
-                  simulate_model, simulate_step)
+from .api import (GemmResult, ModelResult, Result, StepEstimate, StepResult, StepTable, run,
+                  simulate_gemm, simulate_model, simulate_step, step_table)
 from .config import ConfigError, load_arch, load_experiment, load_model
 
 __version__ = "0.1.0"
 
 __all__ = ["ConfigError", "GemmResult", "ModelResult", "Result", "load_arch",
            "load_experiment", "load_model", "run", "simulate_gemm", "simulate_model",
-           "simulate_step", "StepResult"]
+           "simulate_step", "step_table", "StepEstimate", "StepResult", "StepTable"]

@@ -19,6 +19,7 @@ from .workload.graph import step_ops
 from .workload import step as _step
 from .workload.precision import resolve_precision
 from .workload.step import StepResult
+from .workload.step_table import StepEstimate, StepTable as _StepTable
 
 
 _ACCEL_CACHE: dict[str, object] = {}
@@ -199,6 +200,18 @@ def simulate_step(arch, model, *, prefill=(), decode=(), precision=None, causal:
     return _step.simulate_step(arch, model, prefill=prefill, decode=decode,
                                precision=precision, causal=causal, seed=seed,
                                causal_block=causal_block, accelerator_for=accelerator_for)
+
+
+class StepTable(_StepTable):
+    """A step-time table over :func:`simulate_step` (see :mod:`sim.workload.step_table`)."""
+
+    def __init__(self, arch, model, **options):
+        super().__init__(arch, model, simulate=simulate_step, **options)
+
+
+def step_table(arch, model, **options) -> StepTable:
+    """Build a :class:`StepTable` once per (arch, model) and interpolate steps from it."""
+    return StepTable(arch, model, **options)
 
 
 # ----------------------------------------------------------------------------- experiment ----

@@ -193,6 +193,19 @@ def test_memo_is_bounded(monkeypatch, arch, model):
     assert step_mod.step_cache_info()["entries"] <= 5
 
 
+def test_per_op_tables_are_bounded_and_recomputed_identically(monkeypatch, arch, model):
+    r = sim.simulate_step(arch, model, prefill=[(33, 3)], decode=[11, 12])
+    first = r.ops
+    monkeypatch.setattr(step_mod, "FRAME_ROWS", 10)
+    for c in range(3):                   # push r's table out of the row budget
+        sim.simulate_step(arch, model, decode=[100 + c])
+    info = step_mod.step_cache_info()
+    assert info["frames"] == 1 and info["frame_rows"] < 2 * len(first)
+    again = sim.simulate_step(arch, model, decode=[12, 11], prefill=[(33, 3)])
+    assert again is r
+    assert again.ops.equals(first) and int(first.cycles.sum()) == r.cycles
+
+
 def test_warm_calls_are_cheap(arch, model):
     """The benchmark asks >= 20,000/s; here only an order of magnitude, on a loaded machine."""
     import time

@@ -70,12 +70,12 @@ class StepResult:
     dram_read_bytes: int
     dram_write_bytes: int
     notes: tuple[str, ...] = ()            # e.g. the precision fallback
-    _ops: pd.DataFrame = field(default=None, repr=False, compare=False)
+    _ops: "_OpsTable" = field(default=None, repr=False, compare=False)
 
     @property
     def ops(self) -> pd.DataFrame:
         """The per-operator table (one row per node; a copy the caller may change)."""
-        return self._ops.copy()
+        return self._ops.frame().copy()
 
     @property
     def energy_total_pj(self) -> float:
@@ -218,17 +218,56 @@ def _check_count(key: str, value, minimum: int) -> int:
 
 # ------------------------------------------------------------------------------- memo ----
 _MEMO: OrderedDict = OrderedDict()
+#: Operator rows the kept per-op tables may hold together (a 64-decode step of a 32-layer
+#: model has ~7,300 rows, ~3.7 MB); a table dropped from this budget is recomputed, identically,
+#: when ``ops`` is asked for again.
+FRAME_ROWS = 250_000
+_FRAMES: OrderedDict = OrderedDict()
+_frame_rows = 0
+
+
+def _keep_frame(key, frame) -> None:
+    global _frame_rows
+    if key in _FRAMES:
+        return
+    _FRAMES[key] = frame
+    _frame_rows += len(frame)
+    while _frame_rows > FRAME_ROWS and len(_FRAMES) > 1:
+        _, old = _FRAMES.popitem(last=False)
+        _frame_rows -= len(old)
+
+
+class _OpsTable:
+    """Where a result's per-op table lives: the bounded frame cache, or recomputed."""
+
+    __slots__ = ("key", "recompute")
+
+    def __init__(self, key, recompute):
+        self.key, self.recompute = key, recompute
+
+    def frame(self) -> pd.DataFrame:
+        f = _FRAMES.get(self.key)
+        if f is None:
+            f = self.recompute()
+            _keep_frame(self.key, f)
+        else:
+            _FRAMES.move_to_end(self.key)
+        return f
 
 
 def clear_step_cache() -> None:
     """Forget every memoized step (and resolved name)."""
+    global _frame_rows
     _MEMO.clear()
+    _FRAMES.clear()
+    _frame_rows = 0
     _RESOLVED.clear()
     _TABLE_PATHS.clear()
 
 
 def step_cache_info() -> dict:
-    return {"entries": len(_MEMO), "maxsize": MEMO_SIZE, "names": len(_RESOLVED)}
+    return {"entries": len(_MEMO), "maxsize": MEMO_SIZE, "names": len(_RESOLVED),
+            "frames": len(_FRAMES), "frame_rows": _frame_rows, "max_frame_rows": FRAME_ROWS}
 
 
 def simulate_step(arch, model, *, prefill=(), decode=(), precision=None, causal: bool = True,
@@ -255,22 +294,28 @@ def simulate_step(arch, model, *, prefill=(), decode=(), precision=None, causal:
     if hit is not None:
         _MEMO.move_to_end(key)
         return hit
-    result = _compute(accelerator_for(arch_cfg), model_cfg, step, prec, causal, causal_block,
-                      seed)
+    result = _compute(key, accelerator_for(arch_cfg), model_cfg, step, prec, causal,
+                      causal_block, seed)
     _MEMO[key] = result
     while len(_MEMO) > MEMO_SIZE:
         _MEMO.popitem(last=False)
     return result
 
 
-def _compute(accel, model, step, prec, causal, causal_block, seed) -> StepResult:
+def _run(accel, run_model, shape):
+    ops = attach_outliers(shape_ops(run_model, shape), outlier_lookup(accel, run_model))
+    results, ledger, cycles = run_ops(accel, ops)
+    return ops_frame(ops, results), ledger, cycles
+
+
+def _compute(key, accel, model, step, prec, causal, causal_block, seed) -> StepResult:
     # stacklevel: warn at the caller of sim.simulate_step
     run_model, notes = resolve_precision(accel, model, prec, file=WHERE, stacklevel=6)
     block = (causal_block or accel.arch.array.cols) if causal else None
     shape = ragged_shape(step, causal_block=block)
-    ops = attach_outliers(shape_ops(run_model, shape), outlier_lookup(accel, run_model))
-    results, ledger, cycles = run_ops(accel, ops)
-    frame = ops_frame(ops, results)
+    frame, ledger, cycles = _run(accel, run_model, shape)
+    _keep_frame(key, frame)
+    kept_model = run_model.model_copy(deep=True)   # the caller may change theirs later
     by = ledger.by_component() if isinstance(ledger, EnergyLedger) else dict(ledger)
     energy = {c: float(by.get(c, 0.0)) for c in COMPONENTS}
     energy.update({c: float(v) for c, v in by.items() if c not in energy})
@@ -282,5 +327,6 @@ def _compute(accel, model, step, prec, causal, causal_block, seed) -> StepResult
         stall_cycles=int(frame.stall_cycles.sum()), macs=int(frame.macs.sum()),
         seconds=accel.clock.seconds(int(cycles)), energy_pj=MappingProxyType(energy),
         dram_read_bytes=int(frame.dram_read_bytes.sum()),
-        dram_write_bytes=int(frame.dram_write_bytes.sum()), notes=tuple(notes), _ops=frame)
+        dram_write_bytes=int(frame.dram_write_bytes.sum()), notes=tuple(notes),
+        _ops=_OpsTable(key, lambda: _run(accel, kept_model, shape)[0]))
 
