@@ -94,8 +94,8 @@ class StepTable:
 
     def __init__(self, arch, model, *, max_tokens: int = 8192, max_chunk: int = 2048,
                  max_past: int | None = None, max_context: int | None = None,
-                 points_per_octave: int = 4, precision=None, causal: bool = True,
-                 causal_block: int | None = None, seed: int = 0, tol: float = 0.002,
+                 points_per_octave: int = 2, precision=None, causal: bool = True,
+                 causal_block: int | None = None, seed: int = 0, tol: float = 0.005,
                  max_nodes: int = 400, simulate=None):
         from sim.config import load_model
         if simulate is None:     # the API's simulate_step (handed in: this layer is below it)
@@ -208,13 +208,13 @@ class StepTable:
         else:
             self.full_keys, self._full = None, None
         self.tail_rows = geometric_grid(1, min(B, self.max_chunk), k)
-        self.tail_keys = geometric_grid(1, kmax, k)
+        # the last block sees the same keys as a full block beside it: reuse the refined keys
+        self.tail_keys = geometric_grid(1, kmax, k) if self.full_keys is None else \
+            np.union1d(geometric_grid(1, B, k), self.full_keys)
         tail = np.full((len(self.tail_rows), len(self.tail_keys), len(scale)), np.nan)
         for i, r in enumerate(self.tail_rows):
             for j, kk in enumerate(self.tail_keys):
-                if kk - r > self.max_past:        # no chunk of r tokens has so many keys
-                    continue
-                if kk >= r:
+                if kk >= r:     # the last block of a chunk: past + earlier blocks <= kmax
                     tail[i, j] = attention(prefill=[(int(r), int(kk - r))])
         # keys < rows cannot occur (a block sees at least its own queries): copy the k = r value
         for i, r in enumerate(self.tail_rows):
