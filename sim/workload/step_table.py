@@ -14,19 +14,33 @@ operators fall into four groups whose cost depends on few numbers:
 * prefill attention of one chunk of ``n`` new tokens on ``p`` past tokens (causal query
   blocks included): ``f_pre(n, p)``.
 
-The table probes ``simulate_step`` on a grid of each variable (geometric, ``points_per_octave``
-nodes per doubling, plus 0 where it applies), splits each probe's per-operator table into the
-groups, and estimates a step as ``f_tok(T) + f_head(S) + sum_i f_dec(c_i) + sum_j f_pre(n_j,
-p_j)`` with piecewise-linear (bilinear for ``f_pre``) interpolation. On grid points the answer
-is exact (the sum is exact where no two sequences share an attention shape, as in the probes).
+The table probes ``simulate_step`` (with the table's precision, causal and seed options) and
+splits each probe's per-operator table into the groups. ``f_tok`` and ``f_head`` come from
+probes of ``T`` decodes at context 0, ``f_dec`` from one decode at ``c``. Prefill attention is
+cut the way the step cuts it, by causal query blocks of ``B`` queries (the arch's
+``array.cols`` unless ``causal_block`` says otherwise; the whole chunk when ``causal=False``):
+``f_pre(n, p) = sum over the full blocks j of g_B(p + (j+1) B) + g(r, p + n)``, with ``g_B(k)``
+the cost of a full block on ``k`` keys (probed as a chunk of ``B`` tokens on ``k - B`` past)
+and ``g(r, k)`` the last block of ``r <= B`` queries (a chunk of ``r`` tokens on ``k - r``).
+The 1D curves (``f_tok``/``f_head``, ``f_dec``, ``g_B``) start from a geometric grid
+(``points_per_octave`` nodes per doubling) and are refined where linear interpolation misses
+a probed midpoint by more than ``tol`` of (value + the cost of the cheapest step), so jumps
+(an operand that stops fitting in L2) end up between adjacent integers; ``g(r, k)`` is a
+geometric grid in ``r`` times ``g_B``'s key nodes, interpolated bilinearly. A step is then
+``f_tok(T) + f_head(S) + sum_i f_dec(c_i) + sum_j f_pre(n_j, p_j)``. On grid points the answer
+is exact: a step's cycles and energy are the sum over its operators, and each group's operators
+depend only on those numbers (sequences of equal shape share one softmax node in a real step,
+which makes the sum approximate there).
 
-Measured error against direct ``simulate_step`` calls (``bench/step_speed.py``; quickstart
-arch, llama-3-8b, defaults, 200 random ragged steps of 0-4 prefill chunks of 1-2048 tokens on
-0-6144 past tokens and 0-64 decodes at contexts 0-8190, seed 1): cycles mean 0.04 %, max
-0.5 %; energy mean 0.05 %, max 0.4 %. ``tests/test_step_table.py`` checks a 2 % bound on random
-steps of a small table.
+Measured against direct ``simulate_step`` calls (``bench/step_speed.py``: quickstart arch,
+llama-3-8b, default options and ranges, 200 random ragged steps of 0-4 prefill chunks of 1-2048
+new tokens on 0-6144 past tokens and 0-64 decodes at contexts 0-8191, seed 1): cycles mean
+0.078 %, max 0.56 %; energy mean 0.012 %, max 0.16 %; the build took 58 s (859 probes) on the
+shared 2-core machine, an estimate ~0.1 ms. ``tests/test_step_table.py`` holds a coarser table
+of a small model (``points_per_octave=1``, ``tol=0.01``) to a 3 % bound on random steps.
 
-Steps outside the table's ranges raise :class:`ConfigError`: the table never extrapolates.
+The table is a snapshot of the configs it was built from: changing the arch or model object
+afterwards does not change it. Steps outside the table's ranges raise :class:`ConfigError`: the table never extrapolates.
 """
 from __future__ import annotations
 
@@ -232,10 +246,11 @@ class StepTable:
         """Piecewise-linear rows of ``table`` at each x (grid sorted, x inside it); summed."""
         if len(grid) == 1:
             return table[0] * len(x)
-        i = np.clip(np.searchsorted(grid, x, side="right") - 1, 0, len(grid) - 2)
+        i = np.searchsorted(grid, x, side="right") - 1
+        np.minimum(np.maximum(i, 0, out=i), len(grid) - 2, out=i)
         x0, x1 = grid[i], grid[i + 1]
-        w = ((x - x0) / (x1 - x0))[:, None]
-        return ((1 - w) * table[i] + w * table[i + 1]).sum(axis=0)
+        w = (x - x0) / (x1 - x0)
+        return (1 - w) @ table[i] + w @ table[i + 1]
 
     def _tail_value(self, r: float, kk: float) -> np.ndarray:
         gr, gk, t = self.tail_rows, self.tail_keys, self._tail
