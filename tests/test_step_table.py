@@ -96,3 +96,22 @@ def test_geometric_grid():
     g = geometric_grid(1, 100, 2)
     assert g[0] == 1 and g[-1] == 100 and list(g) == sorted(set(g))
     assert all(b / a <= 1.5 for a, b in zip(g[1:], g[2:]))
+
+
+def test_full_square_table_follows_causal_false_steps(model):
+    tab = sim.StepTable("quickstart", model, points_per_octave=1, tol=0.01, causal=False,
+                        **RANGES)
+    assert tab.block == RANGES["max_chunk"] and tab.full_keys is None
+    r = int(tab.tail_rows[2])            # a grid point: one chunk, T = S = 1 .. r on the grid
+    k = int(next(x for x in tab.tail_keys if x >= r))
+    if r in tab.token_grid:
+        d = sim.simulate_step("quickstart", model, prefill=[(r, k - r)], causal=False)
+        assert tab.estimate(prefill=[(r, k - r)]).cycles == d.cycles
+    rng = np.random.default_rng(11)
+    for _ in range(8):
+        pre = [(int(rng.integers(1, 129)), int(rng.integers(0, 385)))]
+        d = sim.simulate_step("quickstart", model, prefill=pre, causal=False)
+        assert tab.estimate(prefill=pre).cycles == pytest.approx(d.cycles, rel=BOUND)
+        causal = direct(model, prefill=pre).macs      # the full square does more work once a
+        assert d.macs > causal if pre[0][0] > 64 else d.macs == causal   # chunk is > 1 block
+
