@@ -168,6 +168,8 @@ def _table_stamp(folder, ref, env: tuple) -> tuple:
     k = (id(folder), ref, env)
     path = _TABLE_PATHS.get(k)
     if path is None:
+        if len(_TABLE_PATHS) > 1024:
+            _TABLE_PATHS.clear()
         path = _TABLE_PATHS[k] = str(folder.resolve(ref))
     return _stamp(path)
 
