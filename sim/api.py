@@ -18,6 +18,11 @@ from .hw.memory_plan import OperandPlacement
 from .hw.registry import build_accelerator
 from .workload.execute import add_step, attach_outliers, ops_frame, outlier_lookup, run_ops
 from .workload.graph import step_ops
+from .workload import step as _step
+from .workload.precision import resolve_precision
+from .workload.step import StepResult
+from .workload.step_table import StepEstimate, StepTable as _StepTable
+
 
 # (arch content hash, technology table content hash) -> accelerator; bounded, since each
 # accelerator holds its own (bounded) operator memos and a sweep visits many design points
@@ -142,11 +147,17 @@ class ModelResult:
 def simulate_model(arch, model, *, phase: str = "prefill", batch: int = 1,
                    seq_len: int | None = None, context: int | None = None, steps: int = 1,
                    decode_batch: int = 0, trace: TraceRecorder | None = None,
-                   progress=None, seed: int = 0) -> ModelResult:
+                   progress=None, seed: int = 0, precision=None) -> ModelResult:
     """Simulate one model step on an accelerator; ``steps`` > 1 chains decode steps whose
     context grows by one token each (the per-op table then holds sums over the steps).
-    ``seed`` seeds every random draw (an experiment passes its ``seed``)."""
-    return _simulate(accelerator_for(arch), load_model(model), phase=phase, batch=batch,
+    ``seed`` seeds every random draw (an experiment passes its ``seed``).
+
+    ``precision`` (``'w4a8'``, ``(4, 8)`` or ``{wbits, abits}``) replaces the model's precision
+    (``layer_precision`` rules still apply); a model precision the arch lacks falls back to the
+    arch's native one with a ``PrecisionFallback`` warning (see ``sim.workload.precision``)."""
+    accel = accelerator_for(arch)
+    model, _ = resolve_precision(accel, load_model(model), precision)
+    return _simulate(accel, model, phase=phase, batch=batch,
                      seq_len=seq_len, context=context, steps=steps, decode_batch=decode_batch,
                      trace=trace, progress=progress, seed=seed)
 
@@ -194,6 +205,30 @@ def _simulate(accel, model, *, phase, batch, seq_len, context, steps, decode_bat
                        dram_utilization=float(ops.dram_busy_cycles.sum() / max(now - start_cycle, 1)),
                        l2_utilization=float(ops.l2_busy_cycles.sum() / max(now - start_cycle, 1)),
                        ops=ops)
+
+
+# ----------------------------------------------------------------------------------- step ----
+def simulate_step(arch, model, *, prefill=(), decode=(), precision=None, causal: bool = True,
+                  seed: int = 0, causal_block: int | None = None) -> StepResult:
+    """One continuous-batching step: ``prefill=[(new_tokens, past_tokens), ...]`` chunks and
+    ``decode=[context, ...]`` sequences, priced per sequence, causal masking exploited by query
+    blocks of ``causal_block`` (default the arch's ``array.cols``; ``causal=False``: the full
+    square). Memoized and frozen: see :mod:`sim.workload.step`."""
+    return _step.simulate_step(arch, model, prefill=prefill, decode=decode,
+                               precision=precision, causal=causal, seed=seed,
+                               causal_block=causal_block, accelerator_for=accelerator_for)
+
+
+class StepTable(_StepTable):
+    """A step-time table over :func:`simulate_step` (see :mod:`sim.workload.step_table`)."""
+
+    def __init__(self, arch, model, **options):
+        super().__init__(arch, model, simulate=simulate_step, **options)
+
+
+def step_table(arch, model, **options) -> StepTable:
+    """Build a :class:`StepTable` once per (arch, model) and interpolate steps from it."""
+    return StepTable(arch, model, **options)
 
 
 # ----------------------------------------------------------------------------- experiment ----
@@ -256,8 +291,10 @@ def run(experiment, overrides=None, *, trace: bool | None = None, progress: bool
     results, area_rows, now = [], [], 0
     for variant, cfg, accel in points:
         prefix = f"{variant}: " if exp.variants else ""
-        for r in cfg.runs:
-            res = _simulate(accel, cfg.model, phase=r.phase, batch=r.batch, seq_len=r.seq_len,
+        for i, r in enumerate(cfg.runs):
+            model, _ = resolve_precision(accel, cfg.model, r.precision, file=exp.origin,
+                                         key=f"runs.{i}.precision")
+            res = _simulate(accel, model, phase=r.phase, batch=r.batch, seq_len=r.seq_len,
                             context=r.context, steps=r.steps, decode_batch=r.decode_batch,
                             trace=recorder, progress=bar.update if bar is not None else None,
                             start_cycle=now, track_prefix=f"{prefix}{r.name}: ",

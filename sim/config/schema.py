@@ -374,6 +374,20 @@ class SystolicArchConfig(ArchConfig):
     pe: PEConfig
     memory: MemoryConfig
     vector: VectorConfig
+    # the precision the array is built for: runs fall back to it when a model's precision has
+    # no PE mode (with a note); unset: the first pe.modes entry
+    native_precision: Precision | None = None
+
+    @model_validator(mode="after")
+    def _native_is_a_mode(self) -> "SystolicArchConfig":
+        n = self.native_precision
+        if n is not None and not any(m.wbits == n.wbits and m.abits == n.abits
+                                     for m in self.pe.modes):
+            modes = ", ".join(f"(wbits={m.wbits}, abits={m.abits})" for m in self.pe.modes)
+            raise InvalidValue(f"one of the pe.modes precisions: {modes}",
+                               loc=("native_precision",),
+                               got=f"(wbits={n.wbits}, abits={n.abits})")
+        return self
 
     @model_validator(mode="after")
     def _fusion_fits_array(self) -> "SystolicArchConfig":
@@ -407,6 +421,27 @@ class SystolicArchConfig(ArchConfig):
 class Precision(StrictModel):
     wbits: PrecisionBits
     abits: PrecisionBits
+
+
+SystolicArchConfig.model_rebuild()   # native_precision names Precision, defined just above
+
+
+PRECISION_FORMS = "a precision such as 'w4a8', [4, 8] or {wbits: 4, abits: 8} (bits 1..32)"
+_PRECISION_TEXT = re.compile(r"^\s*[wW](\d+)\s*[aA](\d+)\s*$")
+
+
+def precision_fields(v: Any) -> Any:
+    """``'w4a8'``, ``(4, 8)``/``[4, 8]``, ``{wbits, abits}`` or a Precision -> a mapping (or the
+    Precision) the Precision schema validates; InvalidValue for any other form."""
+    if isinstance(v, (Precision, dict)):
+        return v
+    if isinstance(v, str):
+        m = _PRECISION_TEXT.match(v)
+        if m:
+            return {"wbits": int(m.group(1)), "abits": int(m.group(2))}
+    elif isinstance(v, (tuple, list)) and len(v) == 2:
+        return {"wbits": v[0], "abits": v[1]}
+    raise InvalidValue(PRECISION_FORMS, got=short_repr(v))
 
 
 _RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
@@ -571,6 +606,12 @@ class RunConfig(StrictModel):
     context: NonNegInt | None = None  # KV context length (decode, mixed)
     steps: PosInt = 1  # decode: consecutive steps, context grows by 1 each
     decode_batch: NonNegInt = 0  # mixed: decode sequences sharing the chunk
+    precision: Precision | None = None  # replaces the model's precision ('w4a8', [4, 8], {...})
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_forms(cls, v: Any) -> Any:
+        return None if v is None else precision_fields(v)
 
     @model_validator(mode="after")
     def _phase_needs(self) -> "RunConfig":

@@ -123,8 +123,14 @@ class SystolicAccelerator(Accelerator):
 
     # ------------------------------------------------------------------ static properties ----
     def native_precisions(self) -> tuple[tuple[int, int], ...]:
-        """The PE modes' (wbits, abits), in the arch file's order."""
-        return tuple((m.wbits, m.abits) for m in self.arch.pe.modes)
+        """The PE modes' (wbits, abits): the arch's ``native_precision`` first (default: the
+        first mode), then the others in the arch file's order."""
+        pairs = [(m.wbits, m.abits) for m in self.arch.pe.modes]
+        n = self.arch.native_precision
+        if n is not None:
+            pairs.remove((n.wbits, n.abits))
+            pairs.insert(0, (n.wbits, n.abits))
+        return tuple(pairs)
 
     def peak_macs_per_cycle(self, wbits: int, abits: int) -> float:
         a = self.arch
@@ -132,6 +138,10 @@ class SystolicAccelerator(Accelerator):
 
     def on_chip_bytes(self) -> float:
         return self.arch.memory.l2.size_kb * 1024
+
+    def causal_query_block(self) -> int:
+        """In Q.K^T the keys lie along the array's columns, so a query block is ``cols``."""
+        return self.arch.array.cols
 
     def describe(self) -> str:
         a = self.arch

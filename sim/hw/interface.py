@@ -238,6 +238,12 @@ class Accelerator(abc.ABC):
         workload layer's placement rule); 0: everything streams from DRAM."""
         return 0.0
 
+    def causal_query_block(self) -> int | None:
+        """Queries a causal prefill prices together (the query tile the hardware's attention
+        works on: keys beyond a block's last query are skipped, within it they are computed);
+        None: the type names none, and a causal ragged step must be given ``causal_block``."""
+        return None
+
     def describe(self) -> str:
         """One line for the CLI, e.g. ``64x64 WS, 1 GHz``."""
         return f"{self.arch.type}, {self.arch.clock_ghz:g} GHz"

@@ -13,8 +13,13 @@ from sim.workload.graph import (
     OPS,
     PHASES,
     VECTOR_OPS,
+    RaggedStep,
     build_graph,
+    build_ragged_graph,
     graph_ops,
+    ragged_shape,
+    ragged_step,
+    shape_ops,
     step_ops,
     step_shape,
 )
@@ -23,5 +28,6 @@ from sim.workload.summary import model_summary
 
 __all__ = [
     "ATTENTION_OPS", "GEMM_OPS", "NODE_KEYS", "OPS", "PHASES", "VECTOR_OPS",
-    "build_graph", "graph_ops", "lookup_fn", "model_summary", "step_ops", "step_shape",
+    "RaggedStep", "build_graph", "build_ragged_graph", "graph_ops", "ragged_shape", "ragged_step",
+    "shape_ops", "lookup_fn", "model_summary", "step_ops", "step_shape",
 ]

@@ -19,6 +19,12 @@ Three kinds of step are described:
     ``context``. Linear layers run once over all tokens of the chunk; attention is split into a
     prefill part and a decode part (nodes ``L3.qk.prefill`` / ``L3.qk.decode`` ...) because the
     two have different shapes.
+ragged steps (``ragged_step`` / ``ragged_shape`` / ``build_ragged_graph``)
+    what a continuous-batching scheduler produces: prefill chunks of different lengths, each on
+    its own past context, and decode sequences at different contexts. Linear layers run once
+    over all tokens; attention is priced per sequence (equal shapes share a node with a count,
+    named ``L3.qk.prefill.q64.kv192`` / ``L3.qk.decode.kv1025``), optionally exploiting causal
+    masking by query blocks (see :func:`ragged_shape`).
 
 Shape conventions (O[M,N] = A[M,K] @ W[K,N], A = activations, W = the weight-like operand):
 
@@ -171,16 +177,138 @@ def step_shape(phase: str, *, batch: int = 1, seq_len: int | None = None,
     return StepShape(tokens=tokens, sequences=sequences, lm_rows=lm_rows, attention=parts)
 
 
-def _bad(key: str, expected: str, got) -> ConfigError:
+def _bad(key: str, expected: str, got, where: str = "<build_graph>") -> ConfigError:
     """A ConfigError for a bad ``build_graph`` argument (no file: the values come from code)."""
-    return ConfigError(expected, file="<build_graph>", key=key,
+    return ConfigError(expected, file=where, key=key,
                        got=None if got is None else short_repr(got))
 
 
-def _check_int(key: str, value, *, minimum: int) -> int:
+def _check_int(key: str, value, *, minimum: int, where: str = "<build_graph>") -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise _bad(key, f"an integer >= {minimum}", value)
+        raise _bad(key, f"an integer >= {minimum}", value, where)
     return int(value)
+
+
+# --------------------------------------------------------------------------- ragged steps ----
+#: Most sequences one ragged step may hold (a bound on graph size, far above any real batch).
+MAX_STEP_SEQUENCES = 65536
+
+
+@dataclass(frozen=True)
+class RaggedStep:
+    """A continuous-batching step, normalized: sorted (new, past) chunks and decode contexts.
+
+    Two steps that hold the same sequences in another order normalize to the same value."""
+    prefill: tuple[tuple[int, int], ...]
+    decode: tuple[int, ...]
+
+    @property
+    def tokens(self) -> int:
+        return sum(n for n, _ in self.prefill) + len(self.decode)
+
+    @property
+    def sequences(self) -> int:
+        return len(self.prefill) + len(self.decode)
+
+
+def _as_list(key: str, value, where: str) -> list:
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
+        raise _bad(key, "a list", value, where)
+    return list(value)
+
+
+def ragged_step(prefill=(), decode=(), *, max_position: int | None = None,
+                where: str = "<build_graph>") -> RaggedStep:
+    """Validate and normalize a ragged step.
+
+    ``prefill`` is a list of ``(new_tokens, past_tokens)`` pairs (new >= 1, past >= 0), one per
+    prefill chunk; ``decode`` a list of KV contexts (>= 0), one per decode sequence. Sizes are
+    integers (numpy integers are accepted; bools, floats and strings are not). With
+    ``max_position``, a chunk's ``past + new`` and a decode's ``context + 1`` may not exceed it.
+    Errors are one-line :class:`ConfigError` naming the argument (``prefill.2.past_tokens``)."""
+    pre = _as_list("prefill", prefill, where)
+    dec = _as_list("decode", decode, where)
+    if not pre and not dec:
+        raise _bad("prefill", "at least one prefill chunk or decode sequence in a step "
+                   "(prefill and decode are both empty)", None, where)
+    if len(pre) + len(dec) > MAX_STEP_SEQUENCES:
+        raise _bad("decode" if dec else "prefill",
+                   f"at most {MAX_STEP_SEQUENCES} sequences in one step",
+                   f"{len(pre) + len(dec)} sequences", where)
+    chunks = []
+    for i, item in enumerate(pre):
+        if type(item) is tuple and len(item) == 2 and type(item[0]) is int \
+                and type(item[1]) is int and item[0] >= 1 and item[1] >= 0:
+            new, past = item                      # the common case, checked cheaply
+        else:
+            if isinstance(item, (str, bytes, dict)) or not hasattr(item, "__len__") \
+                    or len(item) != 2:
+                raise _bad(f"prefill.{i}", "a pair (new_tokens, past_tokens)", item, where)
+            new = _check_int(f"prefill.{i}.new_tokens", item[0], minimum=1, where=where)
+            past = _check_int(f"prefill.{i}.past_tokens", item[1], minimum=0, where=where)
+        if max_position is not None and past + new > max_position:
+            raise _bad(f"prefill.{i}", f"past_tokens + new_tokens <= the model's max_position "
+                       f"({max_position})", (new, past), where)
+        chunks.append((new, past))
+    if dec and all(type(c) is int for c in dec) and min(dec) >= 0 and \
+            (max_position is None or max(dec) + 1 <= max_position):
+        return RaggedStep(tuple(sorted(chunks)), tuple(sorted(dec)))   # plain ints, in range
+    contexts = []
+    for i, c in enumerate(dec):
+        if type(c) is not int or c < 0:
+            c = _check_int(f"decode.{i}", c, minimum=0, where=where)
+        if max_position is not None and c + 1 > max_position:
+            raise _bad(f"decode.{i}", f"a context < the model's max_position ({max_position}): "
+                       "attention sees context + 1 keys", c, where)
+        contexts.append(c)
+    chunks.sort()
+    contexts.sort()
+    return RaggedStep(tuple(chunks), tuple(contexts))
+
+
+def ragged_shape(step: RaggedStep, *, causal_block: int | None = None,
+                 lm_head: str = "last") -> StepShape:
+    """Token counts and attention shapes of a ragged step.
+
+    Linear layers see every token of the step. Attention is priced per sequence: a prefill
+    chunk of ``n`` new tokens on ``p`` past tokens and a decode sequence at context ``c`` each
+    get their own (Lq, Lkv); sequences (or query blocks) of equal shape share one part with a
+    count. ``causal_block=None`` prices a chunk as the full ``n x (p + n)`` score matrix (the
+    ``prefill``/``mixed`` phases' convention). ``causal_block=B`` exploits causal masking the
+    way a tiled kernel does: the chunk's queries are cut into blocks of ``B`` (the last one may
+    be shorter); block ``j`` holds queries ``jB .. e-1`` with ``e = min((j+1)B, n)`` and attends
+    the dense past plus keys ``0 .. e-1`` of the chunk, ``p + e`` keys. Masked scores inside a
+    block's diagonal square are computed (as a kernel computes its diagonal tile), so the
+    Q·Kᵀ MACs are ``sum_j |block j| * (p + e_j) * head_dim`` per head, which is the exact causal
+    count ``sum_i (p + i + 1) * head_dim`` when ``B = 1``.
+    """
+    if lm_head not in LM_HEAD_MODES:
+        raise _bad("lm_head", "'last' or 'all'", lm_head)
+    if causal_block is not None:
+        causal_block = _check_int("causal_block", causal_block, minimum=1)
+    shapes: dict[tuple[str, int, int], int] = {}
+    for new, past in step.prefill:
+        if causal_block is None:
+            blocks = ((new, past + new),)
+        else:
+            blocks = tuple((min(s + causal_block, new) - s, past + min(s + causal_block, new))
+                           for s in range(0, new, causal_block))
+        for lq, lkv in blocks:
+            shapes[("prefill", lq, lkv)] = shapes.get(("prefill", lq, lkv), 0) + 1
+    for c in step.decode:
+        shapes[("decode", 1, c + 1)] = shapes.get(("decode", 1, c + 1), 0) + 1
+    parts = []
+    for (kind, lq, lkv), seqs in sorted(shapes.items(), key=lambda kv: (kv[0][0] != "prefill",
+                                                                          kv[0][1:])):
+        suffix = f".prefill.q{lq}.kv{lkv}" if kind == "prefill" else f".decode.kv{lkv}"
+        parts.append(AttentionPart(suffix, kind, seqs, lq, lkv))
+    tokens = step.tokens
+    sequences = step.sequences
+    return StepShape(tokens=tokens, sequences=sequences,
+                     lm_rows=sequences if lm_head == "last" else tokens,
+                     attention=tuple(parts))
 
 
 class _GraphWriter:
@@ -359,10 +487,30 @@ def step_ops(model: ModelConfig, phase: str, *, batch: int = 1, seq_len: int | N
     ``graph_ops`` picks. The runner uses this on its hot path (one call per decode step)."""
     shape = step_shape(phase, batch=batch, seq_len=seq_len, context=context,
                        decode_batch=decode_batch, lm_head=lm_head)
+    return shape_ops(model, shape)
+
+
+def shape_ops(model: ModelConfig, shape: StepShape) -> list[dict]:
+    """The ordered nodes of one step of any shape (``step_shape`` or ``ragged_shape``)."""
     b = _Builder(model, shape)
     b.w.keep_edges = False
     b.build(finish=False)
     return [data for _, data in b.w.nodes]
+
+
+def build_ragged_graph(model: ModelConfig, prefill=(), decode=(), *,
+                       causal_block: int | None = None, lm_head: str = "last") -> nx.DiGraph:
+    """Operator DAG of a ragged continuous-batching step (see :func:`ragged_shape`).
+
+    The graph's ``graph`` dict records model, phase ``"step"``, the normalized prefill and
+    decode lists, causal_block, lm_head, tokens and sequences."""
+    step = ragged_step(prefill, decode, max_position=model.max_position)
+    shape = ragged_shape(step, causal_block=causal_block, lm_head=lm_head)
+    g = _Builder(model, shape).build()
+    g.graph.update(model=model.name, phase="step", prefill=step.prefill, decode=step.decode,
+                   causal_block=causal_block, lm_head=lm_head, tokens=shape.tokens,
+                   sequences=shape.sequences)
+    return g
 
 
 def build_graph(model: ModelConfig, phase: str, *, batch: int = 1, seq_len: int | None = None,

@@ -1,0 +1,338 @@
+"""Ragged continuous-batching steps: one call prices one scheduler step, memoized.
+
+A serving simulator's scheduler hands the hardware layer one step at a time: prefill chunks of
+different lengths, each on its own past context, and decode sequences at different contexts.
+:func:`simulate_step` builds that step's operator list (``sim.workload.graph.ragged_shape``:
+linear layers once over all tokens, attention per sequence, causal masking exploited by query
+blocks), runs it on the accelerator and returns a frozen :class:`StepResult`.
+
+Causal granularity. With ``causal=True`` a prefill chunk's queries are cut into blocks of
+``causal_block`` queries, by default the arch's ``array.cols``: in the Q·Kᵀ GEMM the keys lie
+along the array's columns, so a block of ``cols`` queries has a diagonal square one key fold
+wide, which is computed whole (masked scores included), as a tiled attention kernel computes
+its diagonal tile; key folds above the diagonal are skipped. ``causal_block=1`` gives the exact
+causal MAC count, ``causal=False`` the full square of the ``prefill``/``mixed`` phases.
+
+Memo. Steps seen before are answered from a bounded LRU (:data:`MEMO_SIZE` entries) keyed by
+everything that affects the result: the arch content, the technology table file (path, mtime,
+size), the model content, the outlier profile file, the normalized step (sequences sorted, so
+a permutation hits), precision, causal, causal_block and seed. Names and paths are resolved
+once and re-checked by the (path, mtime, size) of every file they were built from (the file
+and its ``extends:`` chain), so editing a file is noticed. Results are frozen: mappings are
+read-only and ``ops`` is a fresh DataFrame on every access, so no caller can change what the
+memo hands the next one. A precision fallback (see ``sim.workload.precision``) is warned when
+the step is first computed and kept in ``StepResult.notes`` for every later hit.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Callable, Mapping
+
+import pandas as pd
+
+from sim.config import ConfigError, load_arch, load_model
+from sim.config.errors import short_repr
+from sim.config.schema import ArchConfig, ModelConfig
+from sim.core import EnergyLedger
+from sim.workload.execute import attach_outliers, ops_frame, outlier_lookup, run_ops
+from sim.workload.graph import ragged_shape, ragged_step, shape_ops
+from sim.workload.precision import parse_precision, resolve_precision
+
+WHERE = "<simulate_step>"
+#: Most distinct steps the memo keeps (least recently used ones are dropped first).
+MEMO_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One ragged step on one accelerator. Frozen; ``ops`` returns a fresh copy each time."""
+
+    prefill: tuple[tuple[int, int], ...]   # (new_tokens, past_tokens) per chunk, sorted
+    decode: tuple[int, ...]                # KV context per decode sequence, sorted
+    precision: tuple[int, int]             # model-wide (wbits, abits) the step ran at
+    causal: bool
+    causal_block: int | None               # query block of the causal prefill attention
+    seed: int
+    tokens: int
+    sequences: int
+    cycles: int
+    compute_cycles: int
+    stall_cycles: int
+    macs: int
+    seconds: float
+    energy_pj: Mapping[str, float]         # by component, read-only
+    dram_read_bytes: int
+    dram_write_bytes: int
+    notes: tuple[str, ...] = ()            # e.g. the precision fallback
+    _ops: "_OpsTable" = field(default=None, repr=False, compare=False)
+
+    @property
+    def ops(self) -> pd.DataFrame:
+        """The per-operator table (one row per node; a copy the caller may change)."""
+        return self._ops.frame().copy()
+
+    @property
+    def energy_total_pj(self) -> float:
+        return float(sum(self.energy_pj.values()))
+
+    def summary(self) -> dict:
+        return {
+            "prefill_chunks": len(self.prefill), "prefill_tokens": sum(n for n, _ in self.prefill),
+            "decode_seqs": len(self.decode), "tokens": self.tokens, "sequences": self.sequences,
+            "wbits": self.precision[0], "abits": self.precision[1], "causal": self.causal,
+            "causal_block": self.causal_block, "seed": self.seed, "cycles": self.cycles,
+            "compute_cycles": self.compute_cycles, "stall_cycles": self.stall_cycles,
+            "macs": self.macs, "seconds": self.seconds,
+            "energy_total_j": self.energy_total_pj * 1e-12,
+            **{f"energy_{c}_j": v * 1e-12 for c, v in self.energy_pj.items()},
+            "notes": list(self.notes),
+        }
+
+
+# ------------------------------------------------------------------------------- keys ----
+def _content_key(cfg) -> str:
+    """The content key of a validated config (arch or model).
+
+    A frozen config's ``hash()`` (cached once configs are immutable). A mutable one may have
+    changed since the last call, so its key is recomputed from the content every time:
+    ``cfg.hash()`` (sha256 of sorted-key JSON) costs ~35 us for an arch plus a model, most of a
+    warm call, so the digest of pydantic's own JSON dump (every field, in schema order) is used
+    instead (~11 us). Equal content in another dict order only misses the memo, never collides.
+    This is the one place to change once configs are frozen."""
+    if cfg.model_config.get("frozen"):
+        return cfg.hash()
+    return type(cfg).__name__ + ":" + hashlib.blake2b(
+        cfg.model_dump_json().encode(), digest_size=20).hexdigest()
+
+
+def _stamp(path: str) -> tuple:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (path, None, None)
+    return (path, st.st_mtime_ns, st.st_size)
+
+
+_RESOLVED: OrderedDict = OrderedDict()   # (kind, ref, cwd, STRATA_HOME) -> (stamps, cfg, key)
+_RESOLVED_SIZE = 256
+
+
+def _source_files(kind: str, cfg) -> tuple[str, ...]:
+    """The files a named config was built from: its file and every file of its extends chain."""
+    from sim.config.loader import _load_tree     # provenance: which file wrote which key
+    if not cfg.origin:
+        return ()
+    root = Path(cfg.origin).resolve()
+    if not root.is_file():
+        return ()
+    _, prov = _load_tree(root, kind, [root])
+    return tuple(sorted({str(root), *(str(Path(p).resolve()) for p in prov.values()
+                                       if p and Path(p).is_file())}))
+
+
+def _resolve(kind: str, ref, env: tuple):
+    """(validated config, content key) for an arch/model given as a config, name, path or dict;
+    ``env`` = (cwd, STRATA_HOME), which decide what a name means."""
+    cls, load = (ArchConfig, load_arch) if kind == "arch" else (ModelConfig, load_model)
+    if isinstance(ref, cls):
+        return ref, _content_key(ref)
+    if isinstance(ref, (str, os.PathLike)):
+        text = os.fspath(ref)
+        k = (kind, text, env)
+        hit = _RESOLVED.get(k)
+        if hit is not None and all(_stamp(s[0]) == s for s in hit[0]):
+            _RESOLVED.move_to_end(k)
+            return hit[1], hit[2]
+        cfg = load(ref)
+        files = _source_files(kind, cfg)
+        if files:
+            _RESOLVED[k] = (tuple(_stamp(f) for f in files), cfg, _content_key(cfg))
+            if len(_RESOLVED) > _RESOLVED_SIZE:
+                _RESOLVED.popitem(last=False)
+        return cfg, _content_key(cfg)
+    cfg = load(ref)                 # a mapping (validated on every call), or a clear error
+    return cfg, _content_key(cfg)
+
+
+_TABLE_PATHS: dict = {}
+
+
+def _table_stamp(folder, ref, env: tuple) -> tuple:
+    """(path, mtime, size) of a named table file (technology node, outlier profile)."""
+    k = (id(folder), ref, env)
+    path = _TABLE_PATHS.get(k)
+    if path is None:
+        if len(_TABLE_PATHS) > 1024:
+            _TABLE_PATHS.clear()
+        path = _TABLE_PATHS[k] = str(folder.resolve(ref))
+    return _stamp(path)
+
+
+def _tech_stamp(arch, env: tuple) -> tuple:
+    from sim.config.tech import _TABLES
+    return _table_stamp(_TABLES, arch.technology, env)
+
+
+def _profile_stamp(model, env: tuple) -> tuple | None:
+    if model.outlier_profile is None:
+        return None
+    from sim.config.outliers import _PROFILES
+    try:
+        return _table_stamp(_PROFILES, model.outlier_profile, env)
+    except ConfigError:
+        return ("missing", model.outlier_profile)   # only an outlier-aware arch will complain
+
+
+_PRECISION_TEXT: dict[str, tuple[int, int]] = {}
+
+
+def _precision_key(precision):
+    if precision is None:
+        return None
+    if type(precision) is str:
+        hit = _PRECISION_TEXT.get(precision)
+        if hit is None:
+            hit = parse_precision(precision, file=WHERE)
+            if len(_PRECISION_TEXT) < 1024:
+                _PRECISION_TEXT[precision] = hit
+        return hit
+    return parse_precision(precision, file=WHERE)
+
+
+def _check_flag(key: str, value) -> bool:
+    if type(value) is not bool:
+        raise ConfigError("True or False", file=WHERE, key=key, got=short_repr(value))
+    return value
+
+
+def _check_count(key: str, value, minimum: int) -> int:
+    import numbers
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ConfigError(f"an integer >= {minimum}", file=WHERE, key=key, got=short_repr(value))
+    return int(value)
+
+
+# ------------------------------------------------------------------------------- memo ----
+_MEMO: OrderedDict = OrderedDict()
+#: Operator rows the kept per-op tables may hold together (a 64-decode step of a 32-layer
+#: model has ~7,300 rows, ~3.7 MB); a table dropped from this budget is recomputed, identically,
+#: when ``ops`` is asked for again.
+FRAME_ROWS = 250_000
+_FRAMES: OrderedDict = OrderedDict()
+_frame_rows = 0
+
+
+def _keep_frame(key, frame) -> None:
+    global _frame_rows
+    if key in _FRAMES:
+        return
+    _FRAMES[key] = frame
+    _frame_rows += len(frame)
+    while _frame_rows > FRAME_ROWS and len(_FRAMES) > 1:
+        _, old = _FRAMES.popitem(last=False)
+        _frame_rows -= len(old)
+
+
+class _OpsTable:
+    """Where a result's per-op table lives: the bounded frame cache, or recomputed."""
+
+    __slots__ = ("key", "recompute")
+
+    def __init__(self, key, recompute):
+        self.key, self.recompute = key, recompute
+
+    def frame(self) -> pd.DataFrame:
+        f = _FRAMES.get(self.key)
+        if f is None:
+            f = self.recompute()
+            _keep_frame(self.key, f)
+        else:
+            _FRAMES.move_to_end(self.key)
+        return f
+
+
+def clear_step_cache() -> None:
+    """Forget every memoized step (and resolved name)."""
+    global _frame_rows
+    _MEMO.clear()
+    _FRAMES.clear()
+    _frame_rows = 0
+    _RESOLVED.clear()
+    _TABLE_PATHS.clear()
+
+
+def step_cache_info() -> dict:
+    return {"entries": len(_MEMO), "maxsize": MEMO_SIZE, "names": len(_RESOLVED),
+            "frames": len(_FRAMES), "frame_rows": _frame_rows, "max_frame_rows": FRAME_ROWS}
+
+
+def simulate_step(arch, model, *, prefill=(), decode=(), precision=None, causal: bool = True,
+                  seed: int = 0, causal_block: int | None = None,
+                  accelerator_for: Callable) -> StepResult:
+    """Price one ragged step (see the module docstring); ``accelerator_for(arch_config)`` gives
+    the (shared, memoized) accelerator model, so that this layer does not import the API."""
+    env = (os.getcwd(), os.environ.get("STRATA_HOME"))
+    arch_cfg, arch_key = _resolve("arch", arch, env)
+    model_cfg, model_key = _resolve("workloads", model, env)
+    step = ragged_step(prefill, decode, max_position=model_cfg.max_position, where=WHERE)
+    causal = _check_flag("causal", causal)
+    seed = _check_count("seed", seed, 0)
+    if causal_block is not None:
+        causal_block = _check_count("causal_block", causal_block, 1)
+        if not causal:
+            raise ConfigError("no causal_block when causal=False", file=WHERE,
+                              key="causal_block", got=str(causal_block))
+    prec = _precision_key(precision)
+    key = (arch_key, _tech_stamp(arch_cfg, env), model_key, _profile_stamp(model_cfg, env),
+           step.prefill,
+           step.decode, prec, causal, causal_block, seed)
+    hit = _MEMO.get(key)
+    if hit is not None:
+        _MEMO.move_to_end(key)
+        return hit
+    result = _compute(key, accelerator_for(arch_cfg), model_cfg, step, prec, causal,
+                      causal_block, seed)
+    _MEMO[key] = result
+    while len(_MEMO) > MEMO_SIZE:
+        _MEMO.popitem(last=False)
+    return result
+
+
+def _run(accel, run_model, shape, seed):
+    ops = attach_outliers(shape_ops(run_model, shape), outlier_lookup(accel, run_model))
+    results, ledger, cycles = run_ops(accel, ops, seed=seed)
+    return ops_frame(ops, results, accel.energy_components), ledger, cycles
+
+
+def _compute(key, accel, model, step, prec, causal, causal_block, seed) -> StepResult:
+    # stacklevel: warn at the caller of sim.simulate_step
+    run_model, notes = resolve_precision(accel, model, prec, file=WHERE, stacklevel=6)
+    block = None
+    if causal:
+        block = causal_block or accel.causal_query_block()
+        if block is None:
+            raise ConfigError(f"a causal_block (queries priced together): arch type "
+                              f"{accel.arch.type!r} names no query block", file=WHERE,
+                              key="causal_block", got="nothing")
+    shape = ragged_shape(step, causal_block=block)
+    frame, ledger, cycles = _run(accel, run_model, shape, seed)
+    _keep_frame(key, frame)
+    kept_model = run_model.model_copy(deep=True)   # the caller may change theirs later
+    by = ledger.by_component() if isinstance(ledger, EnergyLedger) else dict(ledger)
+    energy = {c: float(by.get(c, 0.0)) for c in accel.components(by)}
+    return StepResult(
+        prefill=step.prefill, decode=step.decode,
+        precision=(run_model.precision.wbits, run_model.precision.abits), causal=causal,
+        causal_block=block, seed=seed, tokens=shape.tokens, sequences=shape.sequences,
+        cycles=int(cycles), compute_cycles=int(frame.compute_cycles.sum()),
+        stall_cycles=int(frame.stall_cycles.sum()), macs=int(frame.macs.sum()),
+        seconds=accel.clock.seconds(int(cycles)), energy_pj=MappingProxyType(energy),
+        dram_read_bytes=int(frame.dram_read_bytes.sum()),
+        dram_write_bytes=int(frame.dram_write_bytes.sum()), notes=tuple(notes),
+        _ops=_OpsTable(key, lambda: _run(accel, kept_model, shape, seed)[0]))
+
