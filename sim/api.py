@@ -66,15 +66,18 @@ class GemmResult:
 
 def simulate_gemm(arch, M: int, K: int, N: int, *, dataflow: str = "ws", wbits: int = 8,
                   abits: int = 8, array: tuple[int, int] | None = None,
-                  convention: str = "strata", trace: TraceRecorder | None = None) -> GemmResult:
+                  convention: str = "strata", trace: TraceRecorder | None = None,
+                  compress: bool = True) -> GemmResult:
     """Simulate ``O[M,N] = A[M,K] @ W[K,N]`` with all operands in DRAM.
 
     ``array=(rows, cols)`` overrides the arch's array; ``convention="scalesim"`` counts the
-    array's compute cycles the way SCALE-Sim v3 does (no overlap between folds).
+    array's compute cycles the way SCALE-Sim v3 does (no overlap between folds);
+    ``compress=False`` simulates repeated tiles and folds in full (the same result, slower).
     """
     accel = accelerator_for(arch)
     r: OpResult = accel.gemm(M, K, N, wbits=wbits, abits=abits, dataflow=dataflow, array=array,
-                             convention=convention, place=OperandPlacement(), trace=trace)
+                             convention=convention, place=OperandPlacement(), trace=trace,
+                             compress=compress)
     rows_cols = tuple(array) if array is not None else (accel.arch.array.rows, accel.arch.array.cols)
     return GemmResult(M=M, K=K, N=N, dataflow=dataflow, array=rows_cols, convention=convention,
                       cycles=r.cycles, compute_cycles=r.compute_cycles,
@@ -126,16 +129,18 @@ class ModelResult:
 def simulate_model(arch, model, *, phase: str = "prefill", batch: int = 1,
                    seq_len: int | None = None, context: int | None = None, steps: int = 1,
                    decode_batch: int = 0, trace: TraceRecorder | None = None,
-                   progress=None) -> ModelResult:
+                   progress=None, compress: bool = True) -> ModelResult:
     """Simulate one model step on an accelerator; ``steps`` > 1 chains decode steps whose
-    context grows by one token each (the per-op table then holds sums over the steps)."""
+    context grows by one token each (the per-op table then holds sums over the steps);
+    ``compress=False`` simulates repeated tiles and folds in full (the same result, slower)."""
     return _simulate(accelerator_for(arch), load_model(model), phase=phase, batch=batch,
                      seq_len=seq_len, context=context, steps=steps, decode_batch=decode_batch,
-                     trace=trace, progress=progress)
+                     trace=trace, progress=progress, compress=compress)
 
 
 def _simulate(accel, model, *, phase, batch, seq_len, context, steps, decode_batch,
-              trace=None, progress=None, start_cycle: int = 0, track_prefix: str = "") -> ModelResult:
+              trace=None, progress=None, start_cycle: int = 0, track_prefix: str = "",
+              compress: bool = True) -> ModelResult:
     if steps > 1 and phase != "decode":
         raise ValueError(f"steps > 1 only makes sense for phase 'decode', got phase {phase!r}")
     first_ops, sums, ledger, now = None, None, EnergyLedger(), start_cycle
@@ -145,7 +150,7 @@ def _simulate(accel, model, *, phase, batch, seq_len, context, steps, decode_bat
         ops = attach_outliers(step_ops(model, phase, batch=batch, seq_len=seq_len, context=ctx,
                                        decode_batch=decode_batch), outliers)
         results, led, now = run_ops(accel, ops, trace=trace, start_cycle=now,
-                                    track_prefix=track_prefix)
+                                    track_prefix=track_prefix, compress=compress)
         if sums is None:
             first_ops, sums = ops, [dict(r) for r in results]
         else:
@@ -242,7 +247,8 @@ def run(experiment, overrides=None, *, trace: bool | None = None, progress: bool
             res = _simulate(accel, cfg.model, phase=r.phase, batch=r.batch, seq_len=r.seq_len,
                             context=r.context, steps=r.steps, decode_batch=r.decode_batch,
                             trace=recorder, progress=bar.update if bar is not None else None,
-                            start_cycle=now, track_prefix=f"{prefix}{r.name}: ")
+                            start_cycle=now, track_prefix=f"{prefix}{r.name}: ",
+                            compress=cfg.compress)
             now += res.cycles       # runs follow one another on the trace's time axis
             rows.append({"variant": variant, "run": r.name, **res.summary()})
             op_frames.append(res.ops.assign(variant=variant, run=r.name))

@@ -595,6 +595,7 @@ class ExperimentConfig(_Hashable):
     runs: list[RunConfig] = Field(min_length=1)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
     variants: list[VariantConfig] = Field(default_factory=list)  # design points to compare
+    compress: bool = True   # False: simulate repeated tiles and folds in full (a check)
 
     @field_validator("arch", mode="before")
     @classmethod

@@ -81,12 +81,13 @@ def attach_outliers(ops: list[dict], lookup) -> list[dict]:
     return ops
 
 
-def run_op(accel, op: dict) -> OpResult:
+def run_op(accel, op: dict, compress: bool = True) -> OpResult:
     """Time one graph node (all ``count`` instances are accounted by the caller)."""
     kind = op["kind"]
     if kind in ("gemm", "attention"):
         return accel.gemm(op["M"], op["K"], op["N"], wbits=op["wbits"], abits=op["abits"],
-                          place=_placement(accel, op), outliers=op.get("outliers"))
+                          place=_placement(accel, op), outliers=op.get("outliers"),
+                          compress=compress)
     if kind == "vector":
         on_chip = accel.arch.memory.l2.size_kb * 1024 / 2
         where = "l2" if op["bytes"] <= on_chip else "dram"
@@ -122,7 +123,8 @@ def _result_columns(r: OpResult, n: int) -> dict:
 
 
 def run_ops(accel, ops: list[dict], *, trace: TraceRecorder | None = None,
-            start_cycle: int = 0, track_prefix: str = "") -> tuple[list[dict], EnergyLedger, int]:
+            start_cycle: int = 0, track_prefix: str = "",
+            compress: bool = True) -> tuple[list[dict], EnergyLedger, int]:
     """Run ops in order; returns (result columns per op, summed ledger, end cycle).
 
     Decoder blocks repeat, so each distinct op is evaluated once and its energy merged once,
@@ -135,7 +137,7 @@ def run_ops(accel, ops: list[dict], *, trace: TraceRecorder | None = None,
         key = _op_key(op)
         cols = columns.get(key)
         if cols is None:
-            r = results[key] = run_op(accel, op)
+            r = results[key] = run_op(accel, op, compress)
             cols = columns[key] = _result_columns(r, max(int(op.get("count") or 1), 1))
             times[key] = 0
         times[key] += 1
