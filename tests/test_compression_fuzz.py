@@ -23,10 +23,13 @@ import pytest
 
 import sim.hw.microscopiq as msq_module
 from sim.config import load_arch
+from sim.hw.recon_ref import simulate_recon_folds
+from sim.hw.recon_stream import exact_prefix_groups, recon_stream_cycles
 from sim.hw.registry import build_accelerator
 from sim.hw.systolic import _stationary_issue
 from sim.hw import tile_pipeline
 from sim.hw.tile_pipeline import PortSpec, find_repeat, run_tiles, simulate_tiles
+from tile_pipeline_ref import reference_tiles
 
 TILE_STREAMS = 3000
 RECON_STREAMS = 1200
@@ -96,6 +99,47 @@ def test_tile_compression_equals_full_simulation(chunk, monkeypatch):
     assert not mismatches, mismatches[:3]
     assert engaged >= 0.85 * len(seeds)            # measured: 97 % of streams skip copies
     assert skipped >= 0.5 * tiles                  # measured: two thirds of all tiles
+
+
+def test_tile_transient_that_looks_periodic():
+    # found by the fuzzer: 20 copies of one tile (1-cycle read, 1-cycle compute, write-backs
+    # over both ports). Copies 2..4 start one cycle apart, but only because the write-backs
+    # have not yet begun to compete with the reads on the DRAM port; the steady state
+    # alternates +1, +3 cycles (period 2 tiles). Extrapolating the early shift gave 56 cycles
+    # instead of 72. The state key sees the queue differ; the period-2 repeat is skipped.
+    X = np.asarray([[64, 0, 1, 1, 1, 24]] * 20 + [[1, 200, 2, 2, 0, 200]], dtype=np.int64)
+    ports = PortSpec(64.0, 0, 8.0, 2)
+    full = simulate_tiles(X, ports)
+    assert full.total == reference_tiles(X, ports).total == 72      # cycle-stepped twin
+    assert same_result(run_tiles(X, ports), full)
+    assert tile_pipeline._simulate(X, ports, None, False, find_repeat(X))[1] > 0
+
+
+def test_recon_stream_whose_requests_outlast_many_groups():
+    # found by the fuzzer: union throttle, every other row of 16 an outlier row, 2 row folds
+    # of T = 2. A group's window is 33 advances (loader-bound), but a request interval ends
+    # up to 187 advances after its group's start (throttle 7 * 20 + row 14 + C - 1 + T + the
+    # second fold's start 16), so a window meets the intervals of the 5 groups before it and
+    # contention builds up: 0, 0, 4, 4, 4, 8, 8, ... stall cycles per group. Groups 2 and 3
+    # are alike, and extending group 3 gave 212 extra cycles instead of 240. Exact: price
+    # g0 + L + 3 = 0 + 5 + 3 groups, then extend.
+    R, C, FR, FC, T = 16, 16, 2, 12, 2
+    group = np.zeros((FR, R), dtype=bool)
+    group[:, ::2] = True
+    issue = _stationary_issue(T, R, C, FR * FC)[1].copy()
+    stream = np.tile(group, (FC, 1))
+    # the cycle-stepped reference of the whole stream
+    ref = simulate_recon_folds(T, [np.flatnonzero(f) for f in stream], R, C, 2, issue=issue,
+                               throttle="union")
+    assert ref.extra_cycles == 240
+    assert np.reshape(ref.fold_stalls, (FC, FR)).sum(axis=1).tolist()[:6] == [0, 0, 4, 4, 4, 8]
+    assert exact_prefix_groups(T, group, R, C, FC, issue, "union") == 8
+    extended = accelerator(2, "union")._stream(T, group, R, C, FC, issue)
+    assert extended[0].tolist() == list(ref.fold_extra)
+    assert extended[1].tolist() == list(ref.fold_stalls)
+    assert extended[3].tolist() == list(ref.fold_conflicts)
+    whole = recon_stream_cycles(T, stream, R, C, 2, issue, "union")
+    assert np.array_equal(extended[2], whole.fold_bubbles)
 
 
 # ------------------------------------------------------------------------ ReCoN fold stream ----

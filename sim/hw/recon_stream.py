@@ -157,21 +157,18 @@ def exact_prefix_groups(T: int, group_mask, rows: int, cols: int, groups: int, i
     """
     mask = fold_mask(group_mask, rows)
     FR = mask.shape[0]
-    if FR == 0 or groups < 1:
-        return None
-    T, R, C, _ = validate_shape(T, rows, cols, 1)
+    T, _, C, _ = validate_shape(T, rows, cols, 1)
     F = FR * groups
     issue = np.asarray(issue, dtype=np.int64)
     if issue.shape != (F,):
         raise ConfigError(f"{F} issue times", key="recon.issue", got=repr(issue.shape))
-    delta = (C - 1) + recon_depth(C)
-    off = throttle_offsets(mask, delta, throttle)
+    if FR == 0 or groups < 4:                   # G >= 3, and a shorter stream gains nothing
+        return None
+    off = throttle_offsets(mask, (C - 1) + recon_depth(C), throttle)
     # gaps of one group, the last fold's to the next group's first: the stream's, repeated
     period_gaps = _start_gaps(T, off[np.r_[np.arange(FR), 0]])
     S = _max_plus_scan(issue, np.resize(period_gaps, F - 1))
     PS = _max_plus_scan(issue, np.full(F - 1, T, dtype=np.int64))
-    if groups < 2:
-        return None
     f0 = max(_periodic_from(S, FR), _periodic_from(PS, FR))
     g0 = -(-f0 // FR)
     if g0 + 1 >= groups:

@@ -37,12 +37,14 @@ first" is the same as "write-backs before reads" on a tie. ``tests/tile_pipeline
 steps the same rules cycle by cycle; the tests check both agree exactly.
 
 Repeats: a big GEMM is thousands of identical tiles (one column group after another). The
-pipeline is deterministic and shift-invariant, so once a block of ``P`` tiles runs in steady
-state, another copy of the block only adds a constant ``delta`` to every later time. We find
-the longest run of a repeating block, simulate a shortened sequence with a few copies, check
-that the per-tile times of the last copies really moved by one constant (else simulate the
-whole sequence), and add the removed copies' time and stalls back. Tests check the compressed
-result equals the full simulation exactly.
+pipeline is deterministic and shift-invariant, so once its complete state at a block boundary
+(port queues in arbitration order, transfers in flight, port holds, the array, which fetched
+tiles are ready) repeats an earlier boundary's up to a time shift, the copies in between repeat
+too, and whole periods of them are skipped (:class:`_Skipper`); until then, and when it never
+repeats, every tile is simulated. Nothing is inferred from per-tile times alone: those can
+shift by a constant over a few copies while a queue is still growing or the state alternates.
+:func:`run_tiles` with ``compress=False`` (and :func:`simulate_tiles`) simulate every tile;
+``tests/test_compression_fuzz.py`` checks both agree in every field on random streams.
 """
 from __future__ import annotations
 
