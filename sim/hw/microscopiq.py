@@ -20,8 +20,8 @@ energy). On top, for every weight GEMM whose outlier statistics are known:
   predecessor's slower tail, ``union`` folds share one throttle and do not), and the last
   fold's extra depth. Because the row-fold draws repeat in every column group, a long stream
   is priced from its first column groups and extended where that is provably exact
-  (:func:`sim.hw.recon_stream.exact_prefix_groups`; else it is priced whole). ``recon_busy_cycles`` (the busiest unit) is
-  checked <= the op's cycles on every op.
+  (:func:`sim.hw.recon_stream.exact_prefix_groups`; else it is priced whole).
+  ``recon_busy_cycles`` (the busiest unit) is checked <= the op's cycles on every op.
 * **Energy and area.** Each row pass moves C values through the network's stages (charged per
   switch); the area adds ``units`` networks of ``C * (log2 C + 1)`` switches and their sync
   buffers.
