@@ -176,7 +176,8 @@ def random_recon_stream(rng: random.Random):
         share = rng.choice([0.2, 0.5, 0.8])
     else:
         units = rng.randint(1, 8)
-        R, C, FC = units * rng.choice([1, 2, 4, 8]), rng.choice([2, 4, 8, 16, 64]), rng.randint(3, 40)
+        R, C = units * rng.choice([1, 2, 4, 8]), rng.choice([2, 4, 8, 16, 64])
+        FC = rng.randint(3, 40)
         throttle = rng.choice(["per_fold", "union"])
         T = rng.choice([1, 1, 2, 3, 5, 8, 16, 40, 64, 200, 1000])
         share = rng.choice([0.0, 0.05, 0.2, 0.5, 0.8, 1.0])
