@@ -82,18 +82,19 @@ class GemmResult:
 def simulate_gemm(arch, M: int, K: int, N: int, *, dataflow: str = "ws", wbits: int = 8,
                   abits: int = 8, array: tuple[int, int] | None = None,
                   convention: str = "strata", trace: TraceRecorder | None = None,
-                  seed: int = 0) -> GemmResult:
+                  seed: int = 0, compress: bool = True) -> GemmResult:
     """Simulate ``O[M,N] = A[M,K] @ W[K,N]`` with all operands in DRAM.
 
     ``array=(rows, cols)`` overrides the arch's array; ``convention="scalesim"`` counts the
     array's compute cycles the way SCALE-Sim v3 does (no overlap between folds). ``seed``
-    seeds the op's random draws (where the accelerator makes any). The result is the
+    seeds the op's random draws (where the accelerator makes any); ``compress=False``
+    simulates repeated tiles and folds in full (the same result, slower). The result is the
     caller's own: changing it changes nothing cached.
     """
     accel = accelerator_for(arch)
     r: OpResult = accel.gemm(M, K, N, wbits=wbits, abits=abits, dataflow=dataflow, array=array,
                              convention=convention, place=OperandPlacement(), trace=trace,
-                             seed=seed)
+                             seed=seed, compress=compress)
     own = getattr(accel.arch, "array", None)
     rows_cols = (tuple(array) if array is not None
                  else (own.rows, own.cols) if own is not None else None)
@@ -147,10 +148,12 @@ class ModelResult:
 def simulate_model(arch, model, *, phase: str = "prefill", batch: int = 1,
                    seq_len: int | None = None, context: int | None = None, steps: int = 1,
                    decode_batch: int = 0, trace: TraceRecorder | None = None,
-                   progress=None, seed: int = 0, precision=None) -> ModelResult:
+                   progress=None, seed: int = 0, precision=None,
+                   compress: bool = True) -> ModelResult:
     """Simulate one model step on an accelerator; ``steps`` > 1 chains decode steps whose
     context grows by one token each (the per-op table then holds sums over the steps).
-    ``seed`` seeds every random draw (an experiment passes its ``seed``).
+    ``seed`` seeds every random draw (an experiment passes its ``seed``); ``compress=False``
+    simulates repeated tiles and folds in full (the same result, slower).
 
     ``precision`` (``'w4a8'``, ``(4, 8)`` or ``{wbits, abits}``) replaces the model's precision
     (``layer_precision`` rules still apply); a model precision the arch lacks falls back to the
@@ -159,12 +162,12 @@ def simulate_model(arch, model, *, phase: str = "prefill", batch: int = 1,
     model, _ = resolve_precision(accel, load_model(model), precision)
     return _simulate(accel, model, phase=phase, batch=batch,
                      seq_len=seq_len, context=context, steps=steps, decode_batch=decode_batch,
-                     trace=trace, progress=progress, seed=seed)
+                     trace=trace, progress=progress, seed=seed, compress=compress)
 
 
 def _simulate(accel, model, *, phase, batch, seq_len, context, steps, decode_batch,
               trace=None, progress=None, start_cycle: int = 0, track_prefix: str = "",
-              seed: int = 0) -> ModelResult:
+              seed: int = 0, compress: bool = True) -> ModelResult:
     if steps > 1 and phase != "decode":
         raise ValueError(f"steps > 1 only makes sense for phase 'decode', got phase {phase!r}")
     first_ops, sums, ledger, now = None, None, EnergyLedger(), start_cycle
@@ -174,7 +177,7 @@ def _simulate(accel, model, *, phase, batch, seq_len, context, steps, decode_bat
         ops = attach_outliers(step_ops(model, phase, batch=batch, seq_len=seq_len, context=ctx,
                                        decode_batch=decode_batch), outliers)
         results, led, now = run_ops(accel, ops, trace=trace, start_cycle=now,
-                                    track_prefix=track_prefix, seed=seed)
+                                    track_prefix=track_prefix, seed=seed, compress=compress)
         if sums is None:
             first_ops, sums = ops, [dict(r) for r in results]
         else:
@@ -298,7 +301,7 @@ def run(experiment, overrides=None, *, trace: bool | None = None, progress: bool
                             context=r.context, steps=r.steps, decode_batch=r.decode_batch,
                             trace=recorder, progress=bar.update if bar is not None else None,
                             start_cycle=now, track_prefix=f"{prefix}{r.name}: ",
-                            seed=cfg.seed)
+                            seed=cfg.seed, compress=cfg.compress)
             now += res.cycles       # runs follow one another on the trace's time axis
             results.append((variant, r.name, res))
         area_rows += [{"variant": variant, "component": c, "area_um2": v}

@@ -178,14 +178,29 @@ def test_throttles_in_a_decode_gemv():
                                                   (200, 1000, 3000, 4, "union"),
                                                   (16, 512, 8192, 4, "per_fold")])
 def test_long_streams_are_extended_exactly(monkeypatch, M, K, N, wbits, throttle):
-    # pricing the first column groups and extending them equals pricing the whole stream
+    # pricing the first column groups and extending them equals pricing the whole stream:
+    # two fresh accelerators (no shared memo), one extending, one pricing every fold
     import sim.hw.microscopiq as msq_module
+    from sim.hw.registry import build_accelerator
+    extended = []
+
+    def probe(*args, **kw):
+        g = exact_prefix_groups(*args, **kw)
+        extended.append(g)
+        return g
+
+    exact_prefix_groups = msq_module.exact_prefix_groups
+    monkeypatch.setattr(msq_module, "exact_prefix_groups", probe)
     w = outliers(0.1, 0.5, 0.75)
-    a = msq(**{"recon.throttle": throttle})
-    short = a.gemm(M, K, N, wbits=wbits, abits=4, outliers=w)
-    monkeypatch.setattr(msq_module, "STREAM_GROUPS", 10 ** 6)
-    whole = msq(**{"recon.throttle": throttle}).gemm(M, K, N, wbits=wbits, abits=4, outliers=w)
+    arch = load_arch("microscopiq-64x64", overrides={"recon.throttle": throttle})
+    short = build_accelerator(arch).gemm(M, K, N, wbits=wbits, abits=4, outliers=w)
+    assert extended and all(g is not None for g in extended)     # the extension engaged
+    probed = len(extended)
+    whole = build_accelerator(arch).gemm(M, K, N, wbits=wbits, abits=4, outliers=w,
+                                         compress=False)
+    assert len(extended) == probed                  # the whole stream was priced fold by fold
     assert (short.cycles, short.counters) == (whole.cycles, whole.counters)
+    assert short.energy_pj == whole.energy_pj
     assert short.counters["recon_accesses"] > 0
 
 

@@ -11,6 +11,7 @@ from sim.api import accelerator_for
 from sim.config import load_arch
 from sim.core import Clock, TraceRecorder
 from sim.hw.accelerator import WeightOutliers
+from sim.hw.registry import build_accelerator
 from sim.hw.memory_plan import OperandPlacement, plan_gemm
 from sim.hw.systolic import array_timing
 from sim.hw.tile_pipeline import PortSpec, _row_ids, find_repeat, run_tiles, simulate_tiles
@@ -160,10 +161,12 @@ def test_compression_exact_on_microscopiq_tiles(M, K, N, monkeypatch):
     # ReCoN stretches the folds that hold outliers: per-tile durations vary along the stream
     seen = []
     monkeypatch.setattr(accelerator_module, "run_tiles",
-                        lambda X, ports, trace=None: seen.append((X, ports)) or run_tiles(X, ports))
-    accel = accelerator_for(load_arch("microscopiq-64x64"))
+                        lambda X, ports, trace=None, compress=True:
+                        seen.append((X, ports)) or run_tiles(X, ports, trace, compress))
+    accel = build_accelerator(load_arch("microscopiq-64x64"))     # fresh: no memo hides a call
     accel.gemm(M, K, N, wbits=4, abits=4,
                outliers=WeightOutliers(0.09, ((64, 0.5), (128, 0.8))))
+    assert seen                                     # the probe saw the GEMM's tile stream
     for X, ports in seen:
         assert len(np.unique(X[:, 2])) > 1
         assert same_result(run_tiles(X, ports), simulate_tiles(X, ports))

@@ -661,6 +661,7 @@ class ExperimentConfig(_Hashable):
     runs: FrozenList[RunConfig] = Field(min_length=1)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
     variants: FrozenList[VariantConfig] = Field(default_factory=tuple)  # design points to compare
+    compress: bool = True   # False: simulate repeated tiles and folds in full (a check)
 
     @field_validator("arch", mode="before")
     @classmethod

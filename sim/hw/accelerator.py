@@ -61,6 +61,7 @@ class GemmOperands:
     wbits: int
     abits: int
     macs_per_cycle: float
+    compress: bool = True      # False: hooks price repeats in full (the exactness check)
 
 
 @dataclass(frozen=True)
@@ -187,17 +188,19 @@ class SystolicAccelerator(Accelerator):
              dataflow: str | None = None, array: tuple[int, int] | None = None,
              convention: str = "strata", place: OperandPlacement = OperandPlacement(),
              outliers: WeightOutliers | None = None,
-             trace: TraceRecorder | None = None, seed: int = 0) -> OpResult:
+             trace: TraceRecorder | None = None, seed: int = 0,
+             compress: bool = True) -> OpResult:
         """One GEMM; ``outliers`` describes the weight matrix for outlier-aware accelerators
         (a plain systolic array computes every weight alike and ignores it). ``seed`` is the
         experiment's seed: with :func:`op_seed` it seeds every random draw of the op (none on
-        a plain array). The result is memoized on every argument, seed included."""
+        a plain array). ``compress=False`` simulates every repeated tile and fold in full (same
+        result, for checking). The result is memoized on every argument, seed included."""
         dataflow = dataflow or self.arch.array.dataflow
         if dataflow not in DATAFLOWS:
             raise ValueError(f"dataflow must be one of {DATAFLOWS}, got {dataflow!r}")
         rows, cols = array if array is not None else (self.arch.array.rows, self.arch.array.cols)
         key = (int(M), int(K), int(N), int(wbits), int(abits), dataflow, int(rows), int(cols),
-               convention, place, outliers, int(seed))
+               convention, place, outliers, int(seed), bool(compress))
         if trace is not None:          # a traced run records spans, so it is never memoized
             return self._gemm_uncached(*key, trace=trace)
         return self._gemm(*key)
@@ -246,10 +249,10 @@ class SystolicAccelerator(Accelerator):
         """Charge the energy of the events ``fold_extra_cycles`` counted."""
 
     def _gemm_uncached(self, M, K, N, wbits, abits, dataflow, rows, cols, convention, place,
-                       outliers=None, seed=0, trace=None) -> OpResult:
+                       outliers=None, seed=0, compress=True, trace=None) -> OpResult:
         m = self.arch.mode(wbits, abits).macs_per_cycle
         wstore = self.stored_weight_bits(wbits, outliers)
-        operands = GemmOperands(M, K, N, wbits, abits, m)
+        operands = GemmOperands(M, K, N, wbits, abits, m, compress)
 
         def roofline(parts):
             """(cycles estimate, DRAM bytes): the mapper is latency first, then traffic."""
@@ -278,7 +281,7 @@ class SystolicAccelerator(Accelerator):
                 for k, v in events.items():
                     counters[k] = counters.get(k, 0) + v
             spans.append(span)
-        pipe = self._run_pipeline(plans, np.concatenate(spans), trace)
+        pipe = self._run_pipeline(plans, np.concatenate(spans), trace, compress)
         total = pipe.total
         compute = sum(t.total for t, _ in parts) + extra_total
         require(total >= compute, f"{self.arch.name} ({self.arch.type})",
@@ -319,7 +322,7 @@ class SystolicAccelerator(Accelerator):
                             folds=sum(t.mapping.folds for t, _ in parts),
                             chunks=len(parts), energy=led, counters=counters)
 
-    def _run_pipeline(self, plans, spans, trace):
+    def _run_pipeline(self, plans, spans, trace, compress=True):
         """Fetch / compute / drain of the memory tiles (see :mod:`sim.hw.tile_pipeline`)."""
         def cat(name):
             return np.concatenate([getattr(p, name) for p in plans])
@@ -328,7 +331,7 @@ class SystolicAccelerator(Accelerator):
         dur = np.maximum(spans, np.ceil(port / sram_bpc).astype(np.int64))
         X = np.stack([cat("fetch_dram"), cat("fill"), dur, spans, cat("drain"),
                       cat("store_dram")], axis=1).astype(np.int64)
-        return run_tiles(X, self.ports, trace)
+        return run_tiles(X, self.ports, trace, compress)
 
     # ------------------------------------------------------------------- vector / memory ----
     def vector(self, elements: int, ops_per_element: float, in_bytes: int, out_bytes: int,

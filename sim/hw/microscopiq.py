@@ -20,9 +20,9 @@ energy). On top, for every weight GEMM whose outlier statistics are known:
   flight, the controller's throttle (``recon.throttle``: ``per_fold`` folds wait behind a
   predecessor's slower tail, ``union`` folds share one throttle and do not), and the last
   fold's extra depth. Because the row-fold draws repeat in every column group, a long stream
-  is priced from its first ``STREAM_GROUPS`` groups and extended, after checking that it has
-  become periodic (else it is priced whole). ``recon_busy_cycles`` (the busiest unit) is
-  checked <= the op's cycles on every op.
+  is priced from its first column groups and extended where that is provably exact
+  (:func:`sim.hw.recon_stream.exact_prefix_groups`; else it is priced whole).
+  ``recon_busy_cycles`` (the busiest unit) is checked <= the op's cycles on every op.
 * **Energy and area.** Each row pass moves C values through the network's stages (charged per
   switch); the area adds ``units`` networks of ``C * (log2 C + 1)`` switches and their sync
   buffers.
@@ -45,7 +45,7 @@ from ..config.schema import StrictModel, SystolicArchConfig
 from ..core import EnergyLedger
 from .accelerator import GemmOperands, SystolicAccelerator, WeightOutliers
 from .recon import recon_depth
-from .recon_stream import recon_stream_cycles
+from .recon_stream import exact_prefix_groups, recon_stream_cycles
 from .registry import register
 
 # the types this module registers (read by sim.hw.registry without importing the module)
@@ -53,7 +53,6 @@ ACCELERATOR_TYPES = ("microscopiq",)
 TECH_SECTIONS = ("recon",)          # technology-table sections its types read
 
 PATTERNS = 64
-STREAM_GROUPS = 5      # column groups priced before a long fold stream is extrapolated
 
 PosInt = Annotated[int, Field(gt=0)]
 PosFloat = Annotated[float, Field(gt=0)]
@@ -148,7 +147,7 @@ class MicroScopiQAccelerator(SystolicAccelerator):
         group = masks[np.arange(FR) % draws]
         group[-1, mp.last_rows:] = False
         extra, stalls, bubbles, conflicts = self._stream(T, group, R, C, FC,
-                                                         timing.issue_times())
+                                                         timing.issue_times(), gemm.compress)
         per_unit = group.reshape(FR, self.units, R // self.units).sum(axis=(0, 2))
         depth = int(bubbles[-1])                   # the last fold's outputs leave that late
         counters = {"recon_accesses": int(T * FC * group.sum()),
@@ -159,14 +158,16 @@ class MicroScopiQAccelerator(SystolicAccelerator):
                     "recon_busy_cycles": int(T * FC * per_unit.max())}   # the busiest unit
         return extra, counters
 
-    def _stream(self, T, group, R, C, FC, issue):
+    def _stream(self, T, group, R, C, FC, issue, compress=True):
         """Per-fold extra, stall, bubble and conflict counts of FC column groups of the FR
         row folds in ``group`` (:func:`sim.hw.recon_stream.recon_stream_cycles`).
 
-        A long stream is priced from its first STREAM_GROUPS column groups: groups 0..2 as
-        priced, every middle group as group 3, the last as group 4. That is exact when the
-        stream is periodic by then, which is checked (group 3 repeats group 2, and the plain
-        schedule's intervals repeat); otherwise the whole stream is priced."""
+        With ``compress``, a long stream is priced from its first ``G`` column groups when
+        :func:`sim.hw.recon_stream.exact_prefix_groups` proves that they determine it
+        (scan and plain schedule periodic, no request interval of a pre-periodic group
+        reaching the copied windows): groups ``0 .. G-2`` as priced, every later group but
+        the last as group ``G-2``, the last as group ``G-1``. Otherwise, or with
+        ``compress=False``, the whole stream is priced."""
         FR = len(group)
 
         def price(groups):
@@ -174,16 +175,12 @@ class MicroScopiQAccelerator(SystolicAccelerator):
                                     issue[:groups * FR], self.throttle)
             return s.fold_extra, s.fold_stalls, s.fold_bubbles, s.fold_conflicts
 
-        if FC <= STREAM_GROUPS:
+        G = exact_prefix_groups(T, group, R, C, FC, issue, self.throttle) if compress else None
+        if G is None:
             return price(FC)
-        short = price(STREAM_GROUPS)
-        g2, g3, g4 = (slice(i * FR, (i + 1) * FR) for i in (2, 3, 4))
-        gaps = np.diff(issue)[2 * FR:]                  # from group 2 on, one group's repeat
-        periodic = (all(np.array_equal(x[g2], x[g3]) for x in short)
-                    and np.array_equal(gaps, np.resize(gaps[:FR], len(gaps))))
-        if not periodic:
-            return price(FC)
-        return tuple(np.concatenate([x[:3 * FR], np.tile(x[g3], FC - 4), x[g4]])
+        short = price(G)
+        rep = slice((G - 2) * FR, (G - 1) * FR)
+        return tuple(np.concatenate([x[:(G - 1) * FR], np.tile(x[rep], FC - G), x[(G - 1) * FR:]])
                      for x in short)
 
     def extra_energy(self, gemm: GemmOperands, ledger: EnergyLedger, counters: dict,

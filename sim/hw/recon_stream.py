@@ -46,7 +46,8 @@ import numpy as np
 from sim.config.errors import ConfigError
 from sim.hw.recon import recon_depth, validate_shape
 
-__all__ = ["ReconStream", "recon_stream_cycles", "fold_mask", "THROTTLES"]
+__all__ = ["ReconStream", "recon_stream_cycles", "fold_mask", "THROTTLES",
+           "throttle_offsets", "exact_prefix_groups"]
 
 THROTTLES = ("per_fold", "union")
 
@@ -100,6 +101,98 @@ def _max_plus_scan(issue: np.ndarray, gap: np.ndarray) -> np.ndarray:
     return P + np.maximum.accumulate(issue - P)
 
 
+def throttle_offsets(mask: np.ndarray, delta: int, throttle: str) -> np.ndarray:
+    """``off[f, k]`` (int64 ``[F, rows + 1]``): the throttle of row ``k`` of fold ``f``, row
+    ``rows`` being the oAct port; ``delta`` per outlier row above (``per_fold``: the fold's own,
+    ``union``: every row any fold of the stream routes to ReCoN)."""
+    if throttle not in THROTTLES:
+        raise ConfigError(f"one of {', '.join(THROTTLES)}", key="recon.throttle",
+                          got=repr(throttle))
+    off = np.zeros((mask.shape[0], mask.shape[1] + 1), dtype=np.int64)
+    if throttle == "per_fold":
+        np.cumsum(mask, axis=1, out=off[:, 1:])
+    else:
+        off[:, 1:] = np.cumsum(mask.any(axis=0))
+    off *= delta
+    return off
+
+
+def _start_gaps(T: int, off: np.ndarray) -> np.ndarray:
+    """Least start-to-start interval of each fold and its successor: ``T`` plus the
+    predecessor's slower tail, ``max_k (off_f[k] - off_{f+1}[k])`` (>= 0: row 0 has none)."""
+    return T + (off[:-1] - off[1:]).max(axis=1)
+
+
+def exact_prefix_groups(T: int, group_mask, rows: int, cols: int, groups: int, issue,
+                        throttle: str = "per_fold") -> int | None:
+    """How many leading column groups determine a stream of ``groups`` repeats of the row
+    folds ``group_mask`` exactly, or None when no prefix shorter than the stream does.
+
+    The stream is ``np.tile(group_mask, (groups, 1))`` with the plain starts ``issue``; its
+    pricing :func:`recon_stream_cycles` (the ``fold_*`` arrays) is split into per-group
+    *windows*: group ``h`` owns the advances from its first fold's start ``S`` to the next
+    group's (the last group: onward). What a window costs is fixed by (1) the starts ``S``
+    and the plain starts ``PS`` of its folds and of the next group's first fold, relative to
+    its own start, and (2) the request intervals that cover its advances. With ``G``
+    returned, a stream of any length equals: groups ``0 .. G-2`` as the ``G``-group prefix
+    prices them, every later group but the last as its group ``G-2``, the last as its group
+    ``G-1``. That holds because:
+
+    * the throttle offsets repeat with the row folds (for ``union`` the union of one group is
+      the union of the stream), hence so do the gaps of the max-plus scan;
+    * ``S`` and ``PS`` are computed here for the whole stream (``O(folds)``, no intervals):
+      from fold ``f0`` on, ``S[f + FR] - S[f] = D`` and ``PS[f + FR] - PS[f]`` are
+      constants (a scan's lag need not settle: it can drain for many groups before it
+      clamps, so this is checked over the whole stream, not guessed from a few groups);
+      group ``g0 = ceil(f0 / FR)`` and every later one is a copy of the previous one
+      shifted by ``D``;
+    * a request interval of fold ``i`` of a group, row ``k``, ends ``e = (S_i - S_0) + k +
+      off_i[k] + C - 1 + T`` advances after its group's start. In the periodic part windows
+      are ``D`` long, so intervals reach ``L = ceil(max e / D) - 1`` windows ahead, and
+      those of earlier groups no further (``S`` grows with ``f``, ``e`` repeats with the row
+      fold). A window ``w >= g0 + L + 1`` therefore sees only intervals of the periodic
+      groups ``w - L .. w``: all such windows are copies, and the last one differs only by
+      having no successor. ``G = g0 + L + 3`` puts the representative window ``G - 2`` and
+      the last ``G - 1`` in that range.
+    """
+    mask = fold_mask(group_mask, rows)
+    FR = mask.shape[0]
+    T, _, C, _ = validate_shape(T, rows, cols, 1)
+    F = FR * groups
+    issue = np.asarray(issue, dtype=np.int64)
+    if issue.shape != (F,):
+        raise ConfigError(f"{F} issue times", key="recon.issue", got=repr(issue.shape))
+    if FR == 0 or groups < 4:                   # G >= 3, and a shorter stream gains nothing
+        return None
+    off = throttle_offsets(mask, (C - 1) + recon_depth(C), throttle)
+    # gaps of one group, the last fold's to the next group's first: the stream's, repeated
+    period_gaps = _start_gaps(T, off[np.r_[np.arange(FR), 0]])
+    S = _max_plus_scan(issue, np.resize(period_gaps, F - 1))
+    PS = _max_plus_scan(issue, np.full(F - 1, T, dtype=np.int64))
+    f0 = max(_periodic_from(S, FR), _periodic_from(PS, FR))
+    g0 = -(-f0 // FR)
+    if g0 + 1 >= groups:
+        return None
+    D = int(S[(g0 + 1) * FR] - S[g0 * FR])
+    i_idx, k_idx = np.nonzero(mask)
+    if i_idx.size:
+        ends = (S[g0 * FR + i_idx] - S[g0 * FR]) + k_idx + off[i_idx, k_idx] + (C - 1) + T
+        reach = -(-int(ends.max()) // D) - 1
+    else:
+        reach = 0
+    G = g0 + reach + 3
+    return G if G < groups else None
+
+
+def _periodic_from(x: np.ndarray, period: int) -> int:
+    """Smallest ``f0`` with ``x[f + period] - x[f]`` one constant for every ``f >= f0``."""
+    d = x[period:] - x[:-period]
+    if d.size == 0:
+        return 0
+    differ = np.flatnonzero(d != d[-1])
+    return int(differ[-1]) + 1 if differ.size else 0
+
+
 def recon_stream_cycles(T: int, fold_outlier_rows, rows: int, cols: int, units: int = 1,
                         issue=None, throttle: str = "per_fold") -> ReconStream:
     """ReCoN cost of folds ``f = 0..F-1`` streamed back to back (see the module docstring).
@@ -123,17 +216,8 @@ def recon_stream_cycles(T: int, fold_outlier_rows, rows: int, cols: int, units: 
     delta = (C - 1) + depth
 
     # throttle of every fold (row R = the oAct port) and the controller's start times
-    if throttle not in THROTTLES:
-        raise ConfigError(f"one of {', '.join(THROTTLES)}", key="recon.throttle",
-                          got=repr(throttle))
-    off = np.zeros((F, R + 1), dtype=np.int64)
-    if throttle == "per_fold":
-        np.cumsum(mask, axis=1, out=off[:, 1:])
-    else:                    # one throttle for the stream: every row any fold routes to ReCoN
-        off[:, 1:] = np.cumsum(mask.any(axis=0))
-    off *= delta
-    gap = T + (off[:-1] - off[1:]).max(axis=1)
-    S = _max_plus_scan(issue, gap)
+    off = throttle_offsets(mask, delta, throttle)
+    S = _max_plus_scan(issue, _start_gaps(T, off))
     PS = _max_plus_scan(issue, np.full(F - 1, T, dtype=np.int64))        # plain starts
 
     # request intervals [first completion, + T) of every (fold, outlier row), in advances

@@ -37,12 +37,14 @@ first" is the same as "write-backs before reads" on a tie. ``tests/tile_pipeline
 steps the same rules cycle by cycle; the tests check both agree exactly.
 
 Repeats: a big GEMM is thousands of identical tiles (one column group after another). The
-pipeline is deterministic and shift-invariant, so once a block of ``P`` tiles runs in steady
-state, another copy of the block only adds a constant ``delta`` to every later time. We find
-the longest run of a repeating block, simulate a shortened sequence with a few copies, check
-that the per-tile times of the last copies really moved by one constant (else simulate the
-whole sequence), and add the removed copies' time and stalls back. Tests check the compressed
-result equals the full simulation exactly.
+pipeline is deterministic and shift-invariant, so once its complete state at a block boundary
+(port queues in arbitration order, transfers in flight, port holds, the array, which fetched
+tiles are ready) repeats an earlier boundary's up to a time shift, the copies in between repeat
+too, and whole periods of them are skipped (:class:`_Skipper`); until then, and when it never
+repeats, every tile is simulated. Nothing is inferred from per-tile times alone: those can
+shift by a constant over a few copies while a queue is still growing or the state alternates.
+:func:`run_tiles` with ``compress=False`` (and :func:`simulate_tiles`) simulate every tile;
+``tests/test_compression_fuzz.py`` checks both agree in every field on random streams.
 """
 from __future__ import annotations
 
@@ -58,7 +60,6 @@ from ..core import TraceRecorder
 from ..core.clock import check_cycles, hold_cycles_array
 
 FIELDS = ("fetch_dram", "fill", "dur", "span", "drain", "store")
-KEEP_COPIES = 6          # copies of the repeating block kept in the shortened simulation
 MIN_COPIES = 8           # compress only runs at least this long
 SHORT_PERIODS = 64      # periods tried exhaustively; longer ones come from recurrence gaps
 
@@ -147,7 +148,14 @@ def simulate_tiles(X: np.ndarray, ports: PortSpec, trace: TraceRecorder | None =
     pick its next request. Nothing a port starts can land in the same cycle (a hold is at
     least one cycle), so this order is exact.
     """
-    X = _check_tiles(X)
+    return _simulate(_check_tiles(X), ports, trace, record, None)[0]
+
+
+def _simulate(X: np.ndarray, ports: PortSpec, trace: TraceRecorder | None, record: bool,
+              repeat: tuple[int, int, int] | None) -> tuple[PipelineResult, int]:
+    """:func:`simulate_tiles` on checked tiles; with ``repeat = (a, P, k)`` (tiles
+    ``a .. a + k*P - 1`` are ``k`` copies of one block) it skips copies once the pipeline's
+    state repeats (see :class:`_Skipper`). Returns the result and the tiles skipped."""
     n = len(X)
     holds = _port_holds(X, ports)
     dram = _Port("dram", ports.dram_latency, X, holds["dram"])
@@ -214,6 +222,37 @@ def simulate_tiles(X: np.ndarray, ports: PortSpec, trace: TraceRecorder | None =
         else:
             drained[j] = t
 
+    # skipping repeats: at block boundaries (the array has just finished the tile before one)
+    # the state is recorded relative to the cycle and the boundary tile; see _Skipper
+    skip = _Skipper(repeat) if repeat is not None and trace is None and not record else None
+    boundary = skip.boundary if skip is not None else -1
+
+    def checkpoint(t):
+        """At a block boundary: record the state, or, if it was seen before, jump."""
+        nonlocal array_done, current, prev_end, stall, boundary
+        b = current
+        jump = skip.visit(t, b, stall, ready[b] >= 0, ready[b + 1] >= 0,
+                          array_done - t if array_done != _NEVER else -1, dram, l2)
+        boundary = skip.boundary
+        if jump is None:
+            return t
+        dt, dj, dstall = jump
+        for port in (dram, l2):     # a uniform shift keeps the heap a heap
+            port.queue[:] = [(at + dt, j + dj, way) for at, j, way in port.queue]
+            flying = [(at + dt, j + dj, way) for at, j, way in port.fly]
+            port.fly.clear()
+            port.fly.extend(flying)
+            port.free += dt
+        for j in (b, b + 1):
+            if ready[j] >= 0:
+                ready[j + dj] = ready[j] + dt
+        current = b + dj
+        if array_done != _NEVER:
+            array_done += dt
+        prev_end += dt
+        stall += dstall
+        return t + dt
+
     t = 0
     for j in range(min(n, 2)):
         fetch(j, 0)
@@ -233,6 +272,8 @@ def simulate_tiles(X: np.ndarray, ports: PortSpec, trace: TraceRecorder | None =
                 store(j, t)
         while array_done == t:
             finish(t)
+            if current == boundary:
+                t = checkpoint(t)
         if dram.queue and dram.free <= t:
             dram.grant(t, trace)
         if l2.queue and l2.free <= t:
@@ -244,11 +285,81 @@ def simulate_tiles(X: np.ndarray, ports: PortSpec, trace: TraceRecorder | None =
             break
         t = following
     dram_busy, l2_busy = _busy(holds)
-    return PipelineResult(total=t, stall_memory=stall,
-                          stall_sram=int(np.sum(X[:, 2] - X[:, 3])), array_end=prev_end,
-                          dram_busy=dram_busy, l2_busy=l2_busy,
-                          times=np.array([ready, start, end, drained], dtype=np.int64).T
-                          if record else None)
+    result = PipelineResult(total=t, stall_memory=stall,
+                            stall_sram=int(np.sum(X[:, 2] - X[:, 3])), array_end=prev_end,
+                            dram_busy=dram_busy, l2_busy=l2_busy,
+                            times=np.array([ready, start, end, drained], dtype=np.int64).T
+                            if record else None)
+    return result, skip.skipped if skip is not None else 0
+
+
+class _Skipper:
+    """Exact skipping of repeated blocks: copies ``c = 0 .. k-1`` of a block of ``P`` tiles
+    start at tiles ``b_c = a + c*P``.
+
+    The pipeline is deterministic, and its rules do not change when every time moves by a
+    constant and every tile index by a multiple of ``P`` inside the repeat (equal rows of X).
+    So its future is fixed by its *state*: at boundary ``b`` (the array has just finished tile
+    ``b - 1`` and, in the same cycle ``t``, nothing else has happened since the landings), that
+    is the array's remaining time on tile ``b`` (or idle), which of tiles ``b`` and ``b + 1``
+    (the only ones fetched and not computed) are ready, and per port the cycles its hold has
+    left, the transfers in flight (landing cycle and tile, relative to ``t`` and ``b``) and the
+    waiting requests in the order the arbiter will serve them (with whether each arrived in
+    cycle ``t``: an earlier one beats any later request, one of cycle ``t`` is compared by tile
+    with requests of the same cycle). Prefix sums such as the stall count do not steer the
+    future. When the state at ``b_c`` equals the state at an earlier ``b_c0`` (same key, all
+    tiles it names inside the repeat), the run from ``b_c0`` to ``b_c`` repeats with period
+    ``c - c0`` copies for as long as every tile it touches lies inside the repeat: a segment
+    between two boundaries touches tiles up to the second boundary's ``b + 1`` (a finish
+    fetches two tiles ahead). Whole periods are skipped up to the last boundary with that
+    property; every skipped period adds its cycles and stalls. Nothing is extrapolated from
+    times that merely look regular."""
+
+    __slots__ = ("a", "P", "last", "boundary", "seen", "skipped")
+
+    def __init__(self, repeat: tuple[int, int, int]) -> None:
+        a, P, k = repeat
+        self.a, self.P = a, P
+        # the last copy whose boundary segment stays inside the repeat: b_c + 1 < a + k*P
+        self.last = k - 1 if P >= 2 else k - 2
+        c = 0 if a >= 1 else 1                  # a boundary needs a tile before it
+        self.boundary = a + c * P if c < self.last else -1
+        self.seen: dict[tuple, tuple[int, int, int]] = {}
+        self.skipped = 0
+
+    def visit(self, t, b, stall, ready0, ready1, busy, dram, l2):
+        """Record the state at boundary ``b`` (cycle ``t``); return ``(cycles, tiles, stall)``
+        to add when a whole number of periods can be skipped, else None."""
+        P = self.P
+        c = (b - self.a) // P
+        low = b
+        parts = [busy, ready0, ready1]
+        for port in (dram, l2):
+            queue = sorted(port.queue)
+            fly = port.fly
+            for _, j, _ in queue:
+                low = min(low, j)
+            for _, j, _ in fly:
+                low = min(low, j)
+            parts.append(max(port.free - t, 0))
+            parts.append(tuple((j - b, way, at == t) for at, j, way in queue))
+            parts.append(tuple((at - t, j - b, way) for at, j, way in fly))
+        key = tuple(parts)
+        self.boundary = self.a + (c + 1) * P if c + 1 < self.last else -1
+        if low < self.a:                        # names a tile before the repeat: no base
+            return None
+        before = self.seen.get(key)
+        if before is None:
+            self.seen[key] = (c, t, stall)
+            return None
+        c0, t0, stall0 = before
+        q = c - c0
+        periods = (self.last - c) // q
+        self.boundary = -1                      # one jump; the rest runs as simulated
+        if periods == 0:
+            return None
+        self.skipped = periods * q * P
+        return periods * (t - t0), periods * q * P, periods * (stall - stall0)
 
 
 def _row_ids(X: np.ndarray) -> np.ndarray:
@@ -326,38 +437,11 @@ def _busy(holds) -> tuple[int, int]:
     return tuple(int(sum(h.sum() for h in holds[name])) for name in ("dram", "l2"))
 
 
-def run_tiles(X: np.ndarray, ports: PortSpec, trace: TraceRecorder | None = None) -> PipelineResult:
-    """The pipeline over all tiles, simulating repeated blocks only a few times when exact
-    (a traced run simulates every tile, so that every span is recorded)."""
+def run_tiles(X: np.ndarray, ports: PortSpec, trace: TraceRecorder | None = None,
+              compress: bool = True) -> PipelineResult:
+    """The pipeline over all tiles, equal to :func:`simulate_tiles` in every field; with
+    ``compress`` (and no ``trace``, which records every span) copies of the longest repeated
+    block are skipped once the pipeline's complete state repeats (:class:`_Skipper`)."""
     X = _check_tiles(X)
-    rep = None if trace is not None else find_repeat(X)
-    if rep is None:
-        return simulate_tiles(X, ports, trace)
-    a, P, k = rep
-    keep = KEEP_COPIES
-    short = np.concatenate([X[:a + keep * P], X[a + k * P:]])
-    res = simulate_tiles(short, ports, record=True)
-    t = res.times
-    # three kept copies before the last one (whose drains meet the suffix) must be shifted
-    # copies of each other, tile by tile
-    c = [t[a + i * P: a + (i + 1) * P] for i in range(keep - 4, keep - 1)]
-    d1, d2 = c[1] - c[0], c[2] - c[1]
-    delta = int(d2[0, 2])
-    stall_mem_per_copy = _copy_stall(t, a + (keep - 2) * P, P)
-    if not (np.all(d1 == delta) and np.all(d2 == delta)) or \
-            stall_mem_per_copy != _copy_stall(t, a + (keep - 3) * P, P):
-        return simulate_tiles(X, ports)
-    extra = k - keep
-    block = X[a:a + P]
-    dram_busy, l2_busy = port_busy(X, ports)
-    return PipelineResult(total=res.total + extra * delta,
-                          stall_memory=res.stall_memory + extra * stall_mem_per_copy,
-                          stall_sram=res.stall_sram + extra * int(np.sum(block[:, 2] - block[:, 3])),
-                          array_end=res.array_end + extra * delta,
-                          dram_busy=dram_busy, l2_busy=l2_busy)
-
-
-def _copy_stall(t: np.ndarray, first: int, P: int) -> int:
-    """Cycles the array waited for data over tiles first..first+P-1 (start minus previous end)."""
-    prev_end = t[first - 1: first + P - 1, 2]
-    return int(np.sum(t[first:first + P, 1] - prev_end))
+    rep = find_repeat(X) if compress and trace is None else None
+    return _simulate(X, ports, trace, False, rep)[0]

@@ -89,14 +89,16 @@ def attach_outliers(ops: list[dict], lookup) -> list[dict]:
     return ops
 
 
-def run_op(accel, op: dict, seed: int = 0) -> OpResult:
+def run_op(accel, op: dict, seed: int = 0, compress: bool = True) -> OpResult:
     """Time one graph node (all ``count`` instances are accounted by the caller). A node kind
     outside gemm/attention/vector/memory goes to the method the accelerator declared for it
-    in ``operators``, which receives the node (and the seed)."""
+    in ``operators``, which receives the node (and the seed). ``compress=False`` simulates
+    repeated tiles and folds in full."""
     kind = op["kind"]
     if kind in ("gemm", "attention"):
         return accel.gemm(op["M"], op["K"], op["N"], wbits=op["wbits"], abits=op["abits"],
-                          place=_placement(accel, op), outliers=op.get("outliers"), seed=seed)
+                          place=_placement(accel, op), outliers=op.get("outliers"), seed=seed,
+                          compress=compress)
     if kind == "vector":
         on_chip = accel.on_chip_bytes() / 2
         where = "l2" if op["bytes"] <= on_chip else "dram"
@@ -135,7 +137,7 @@ def _result_columns(r: OpResult, n: int) -> dict:
 
 def run_ops(accel, ops: list[dict], *, trace: TraceRecorder | None = None,
             start_cycle: int = 0, track_prefix: str = "",
-            seed: int = 0) -> tuple[list[dict], EnergyLedger, int]:
+            seed: int = 0, compress: bool = True) -> tuple[list[dict], EnergyLedger, int]:
     """Run ops in order; returns (result columns per op, summed ledger, end cycle). ``seed``
     (the experiment's) goes to every op, which derives its draws from it and its content.
 
@@ -149,7 +151,7 @@ def run_ops(accel, ops: list[dict], *, trace: TraceRecorder | None = None,
         key = _op_key(op)
         cols = columns.get(key)
         if cols is None:
-            r = results[key] = run_op(accel, op, seed)
+            r = results[key] = run_op(accel, op, seed, compress)
             cols = columns[key] = _result_columns(r, max(int(op.get("count") or 1), 1))
             times[key] = 0
         times[key] += 1
