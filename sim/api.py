@@ -9,7 +9,14 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+import numbers
+from contextlib import contextmanager
+
 from .config import ConfigError, load_arch, load_experiment, load_model
+from .config.errors import InvalidValue, did_you_mean, short_repr
+from .config.loader import load_validated
+from .config.schema import MAX_SIZE, RunConfig, check_positions
+from .hw.systolic import DATAFLOWS
 from .core import EnergyLedger, TraceRecorder
 from .hw.accelerator import COMPONENTS, OpResult
 from .hw.memory_plan import OperandPlacement
@@ -27,6 +34,51 @@ def accelerator_for(arch):
     if key not in _ACCEL_CACHE:
         _ACCEL_CACHE[key] = build_accelerator(arch)
     return _ACCEL_CACHE[key]
+
+
+# -------------------------------------------------------------------- argument checks ----
+def _api_int(fn: str, key: str, value, minimum: int = 1) -> int:
+    """An integer argument of an API call (numpy integers too; not bool, float or str), in
+    ``minimum..MAX_SIZE``: a ConfigError naming the call and the argument otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"an integer >= {minimum}", file=f"<{fn}()>", key=key,
+                          got=short_repr(value))
+    if not minimum <= value <= MAX_SIZE:
+        raise ConfigError(f"an integer in {minimum}..{MAX_SIZE} (sizes are bounded so that "
+                          "cycle and byte counts stay exact in 64-bit integers)",
+                          file=f"<{fn}()>", key=key, got=short_repr(value))
+    return int(value)
+
+
+def _api_choice(fn: str, key: str, value, choices) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ConfigError(f"one of {', '.join(map(repr, choices))}", file=f"<{fn}()>", key=key,
+                          got=short_repr(value), hint=did_you_mean(str(value), choices))
+    return value
+
+
+@contextmanager
+def _blame_arch(arch, prefix: str = "", run: tuple | None = None):
+    """A hardware-layer ConfigError about an arch key (``memory.sram.weight_kb``) names the
+    arch file (and ``arch.`` in an experiment); one about a size (a GEMM too large) names the
+    run (file, key) when there is one."""
+    try:
+        yield
+    except ConfigError as e:
+        if e.file is None and e.key and e.key.split(".")[0] in type(arch).model_fields:
+            raise ConfigError(e.expected, file=arch.origin or "<arch>", key=prefix + e.key,
+                              got=e.got, hint=e.hint) from None
+        if e.file is None and e.key is None and run is not None:
+            raise ConfigError(e.expected, file=run[0], key=run[1], got=e.got,
+                              hint=e.hint) from None
+        raise
+
+
+def _run_args(fn: str, phase, batch, seq_len, context, steps, decode_batch):
+    """The run arguments of simulate_model, checked as a ``runs:`` entry of a YAML file is."""
+    data = {"name": "api", "phase": phase, "batch": batch, "seq_len": seq_len,
+            "context": context, "steps": steps, "decode_batch": decode_batch}
+    return load_validated(data, RunConfig, source=f"<{fn}()>")
 
 
 # ----------------------------------------------------------------------------------- GEMM ----
@@ -72,9 +124,21 @@ def simulate_gemm(arch, M: int, K: int, N: int, *, dataflow: str = "ws", wbits: 
     ``array=(rows, cols)`` overrides the arch's array; ``convention="scalesim"`` counts the
     array's compute cycles the way SCALE-Sim v3 does (no overlap between folds).
     """
+    fn = "simulate_gemm"
+    M, K, N = (_api_int(fn, k, v) for k, v in (("M", M), ("K", K), ("N", N)))
+    wbits, abits = _api_int(fn, "wbits", wbits), _api_int(fn, "abits", abits)
+    _api_choice(fn, "dataflow", dataflow, DATAFLOWS)
+    _api_choice(fn, "convention", convention, ("strata", "scalesim"))
+    if array is not None:
+        if not isinstance(array, (tuple, list)) or len(array) != 2:
+            raise ConfigError("(rows, cols)", file=f"<{fn}()>", key="array",
+                              got=short_repr(array))
+        array = (_api_int(fn, "array.rows", array[0]), _api_int(fn, "array.cols", array[1]))
     accel = accelerator_for(arch)
-    r: OpResult = accel.gemm(M, K, N, wbits=wbits, abits=abits, dataflow=dataflow, array=array,
-                             convention=convention, place=OperandPlacement(), trace=trace)
+    with _blame_arch(accel.arch):
+        r: OpResult = accel.gemm(M, K, N, wbits=wbits, abits=abits, dataflow=dataflow,
+                                 array=array, convention=convention, place=OperandPlacement(),
+                                 trace=trace)
     rows_cols = tuple(array) if array is not None else (accel.arch.array.rows, accel.arch.array.cols)
     return GemmResult(M=M, K=K, N=N, dataflow=dataflow, array=rows_cols, convention=convention,
                       cycles=r.cycles, compute_cycles=r.compute_cycles,
@@ -129,9 +193,20 @@ def simulate_model(arch, model, *, phase: str = "prefill", batch: int = 1,
                    progress=None) -> ModelResult:
     """Simulate one model step on an accelerator; ``steps`` > 1 chains decode steps whose
     context grows by one token each (the per-op table then holds sums over the steps)."""
-    return _simulate(accelerator_for(arch), load_model(model), phase=phase, batch=batch,
-                     seq_len=seq_len, context=context, steps=steps, decode_batch=decode_batch,
-                     trace=trace, progress=progress)
+    r = _run_args("simulate_model", phase, batch, seq_len, context, steps, decode_batch)
+    model = load_model(model)
+    try:
+        check_positions(model, r.phase, r.seq_len, r.context, r.steps)
+    except InvalidValue as e:
+        raise ConfigError(e.expected, file="<simulate_model()>", key=".".join(e.loc),
+                          got=e.got) from None
+    phase, batch, seq_len, context = r.phase, r.batch, r.seq_len, r.context
+    steps, decode_batch = r.steps, r.decode_batch
+    accel = accelerator_for(arch)
+    with _blame_arch(accel.arch):
+        return _simulate(accel, model, phase=phase, batch=batch, seq_len=seq_len,
+                         context=context, steps=steps, decode_batch=decode_batch, trace=trace,
+                         progress=progress)
 
 
 def _simulate(accel, model, *, phase, batch, seq_len, context, steps, decode_batch,
@@ -238,11 +313,13 @@ def run(experiment, overrides=None, *, trace: bool | None = None, progress: bool
     rows, op_frames, energy_rows, area_rows, now = [], [], [], [], 0
     for variant, cfg, accel in points:
         prefix = f"{variant}: " if exp.variants else ""
-        for r in cfg.runs:
-            res = _simulate(accel, cfg.model, phase=r.phase, batch=r.batch, seq_len=r.seq_len,
-                            context=r.context, steps=r.steps, decode_batch=r.decode_batch,
-                            trace=recorder, progress=bar.update if bar is not None else None,
-                            start_cycle=now, track_prefix=f"{prefix}{r.name}: ")
+        for i, r in enumerate(cfg.runs):
+            with _blame_arch(cfg.arch, "arch.", (exp.origin or "<experiment>", f"runs.{i}")):
+                res = _simulate(accel, cfg.model, phase=r.phase, batch=r.batch, seq_len=r.seq_len,
+                                context=r.context, steps=r.steps,
+                                decode_batch=r.decode_batch, trace=recorder,
+                                progress=bar.update if bar is not None else None,
+                                start_cycle=now, track_prefix=f"{prefix}{r.name}: ")
             now += res.cycles       # runs follow one another on the trace's time axis
             rows.append({"variant": variant, "run": r.name, **res.summary()})
             op_frames.append(res.ops.assign(variant=variant, run=r.name))

@@ -613,6 +613,10 @@ def parse_overrides(items: Iterable[str] | None) -> list[tuple[str, Any]]:
 
 
 def _normalize_overrides(overrides: Any) -> list[tuple[tuple[str, ...], Any]]:
+    if isinstance(overrides, (str, bytes)):   # iterating would read one character at a time
+        raise ConfigError("a list of 'key.path=value' overrides (or a mapping)", file=SET_SOURCE,
+                          got=f"a single string {short_repr(overrides)}",
+                          hint=f"wrap it in a list: [{overrides!r}]")
     if not overrides:
         return []
     if isinstance(overrides, Mapping):

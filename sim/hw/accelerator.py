@@ -24,10 +24,11 @@ import numpy as np
 
 from ..core import Clock, EnergyLedger, TraceRecorder
 from ..core.clock import hold_cycles_array
-from .memory_plan import OperandPlacement, plan_gemm
+from .memory_plan import (OperandPlacement, check_buffers_fit, check_chunk_count,
+                          check_gemm_size, plan_gemm)
 from .registry import register
 from .tile_pipeline import PortSpec, run_tiles
-from .systolic import DATAFLOWS, array_timing
+from .systolic import DATAFLOWS, array_timing, map_gemm
 
 COMPONENTS = ("pe_array", "recon", "sram", "l2", "dram", "noc", "vector", "static")
 
@@ -217,6 +218,7 @@ class SystolicAccelerator:
         fit = int(self.sram_kb["weight" if split_n else "ifmap"] * 1024 / 2 // unit_bytes)
         options = [[(M, K, N)]]
         if 1 <= fit < full:
+            check_chunk_count(M, K, N, -(-full // fit))   # before the list is built
             sizes = [fit] * (full // fit) + ([full % fit] if full % fit else [])
             options.append([(M, K, s) if split_n else (s, K, N) for s in sizes])
         return options
@@ -250,6 +252,7 @@ class SystolicAccelerator:
     def _gemm_uncached(self, M, K, N, wbits, abits, dataflow, rows, cols, convention, place,
                        outliers=None, trace=None) -> OpResult:
         m = self.arch.mode(wbits, abits).macs_per_cycle
+        check_gemm_size(map_gemm(M, K, N, rows, cols, dataflow, m), M, K, N, m)
         wstore = self.stored_weight_bits(wbits, outliers)
         operands = GemmOperands(M, K, N, wbits, abits, m)
 
@@ -262,7 +265,12 @@ class SystolicAccelerator:
         candidates = [self._schedule(shapes, wstore, abits, dataflow, rows, cols, m, convention,
                                      place)
                       for shapes in self._outer_tilings(M, K, N, wbits, abits, dataflow)]
-        parts = min(candidates, key=roofline)
+        fitting = [c for c in candidates
+                   if all(all(v <= self.sram_kb[b] * 512 for b, v in p.fold_bytes.items())
+                          for _, p in c)]
+        if not fitting:        # the smallest tiling's first misfit names the buffer
+            check_buffers_fit(candidates[-1][0][1], self.sram_kb)
+        parts = min(fitting, key=roofline)
 
         # compute span of each memory tile on its sub-GEMM's ideal-memory fold schedule, plus
         # whatever else the folds pass through (e.g. ReCoN)
