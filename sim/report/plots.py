@@ -222,9 +222,18 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def check_plot_names(names, file=None) -> None:
+    """ConfigError (key ``outputs.plots.<i>``) for a name no plot is registered under."""
+    from ..config import ConfigError
+    from ..config.errors import did_you_mean
+    for i, n in enumerate(names):
+        if n not in _PLOTS:
+            raise ConfigError(f"a plot name ({', '.join(plot_names())})", file=file,
+                              key=f"outputs.plots.{i}", got=repr(n),
+                              hint=did_you_mean(n, plot_names()))
+
+
 def write_plots(result, out_dir: Path, names=None) -> list[Path]:
     names = list(names if names is not None else result.experiment.outputs.plots)
-    unknown = [n for n in names if n not in _PLOTS]
-    if unknown:
-        raise ValueError(f"unknown plot(s) {unknown}; available: {plot_names()}")
+    check_plot_names(names, result.experiment.origin)
     return [_PLOTS[n](result, out_dir / f"{n}.png") for n in names]
