@@ -32,7 +32,8 @@ def accelerator_for(arch):
     arch = load_arch(arch)
     key = arch.hash()
     if key not in _ACCEL_CACHE:
-        _ACCEL_CACHE[key] = build_accelerator(arch)
+        with _blame((arch, "")):
+            _ACCEL_CACHE[key] = build_accelerator(arch)
     return _ACCEL_CACHE[key]
 
 
@@ -58,20 +59,34 @@ def _api_choice(fn: str, key: str, value, choices) -> str:
 
 
 @contextmanager
-def _blame_arch(arch, prefix: str = "", run: tuple | None = None):
-    """A hardware-layer ConfigError about an arch key (``memory.sram.weight_kb``) names the
-    arch file (and ``arch.`` in an experiment); one about a size (a GEMM too large) names the
-    run (file, key) when there is one."""
+def _blame(*owners, run: tuple | None = None):
+    """Name the file and key of a ConfigError raised below the config layer.
+
+    ``owners`` are (config, key prefix) pairs: an error about one of a config's keys
+    (``memory.sram.weight_kb``, ``technology``, ``outlier_profile``) that names no file, or
+    names the config's own file, is blamed on that file with the prefix (``arch.`` when the
+    arch is written inside the experiment file). An error about a size (a GEMM too large) names
+    ``run`` = (file, key) when there is one."""
     try:
         yield
     except ConfigError as e:
-        if e.file is None and e.key and e.key.split(".")[0] in type(arch).model_fields:
-            raise ConfigError(e.expected, file=arch.origin or "<arch>", key=prefix + e.key,
-                              got=e.got, hint=e.hint) from None
+        top = e.key.split(".")[0] if e.key else None
+        for cfg, prefix in owners:
+            origin = cfg.origin or f"<{type(cfg).__name__}>"
+            if top in type(cfg).model_fields and e.file in (None, cfg.origin) \
+                    and not e.key.startswith(prefix or "\0"):
+                raise ConfigError(e.expected, file=origin, key=prefix + e.key, got=e.got,
+                                  hint=e.hint) from None
         if e.file is None and e.key is None and run is not None:
             raise ConfigError(e.expected, file=run[0], key=run[1], got=e.got,
                               hint=e.hint) from None
         raise
+
+
+def _owners(exp, cfg):
+    """(config, prefix) of an experiment's arch and model for :func:`_blame`."""
+    return [(c, f"{field}." if c.origin == exp.origin else "")
+            for field, c in (("arch", cfg.arch), ("model", cfg.model))]
 
 
 def _run_args(fn: str, phase, batch, seq_len, context, steps, decode_batch):
@@ -135,7 +150,7 @@ def simulate_gemm(arch, M: int, K: int, N: int, *, dataflow: str = "ws", wbits: 
                               got=short_repr(array))
         array = (_api_int(fn, "array.rows", array[0]), _api_int(fn, "array.cols", array[1]))
     accel = accelerator_for(arch)
-    with _blame_arch(accel.arch):
+    with _blame((accel.arch, "")):
         r: OpResult = accel.gemm(M, K, N, wbits=wbits, abits=abits, dataflow=dataflow,
                                  array=array, convention=convention, place=OperandPlacement(),
                                  trace=trace)
@@ -203,7 +218,7 @@ def simulate_model(arch, model, *, phase: str = "prefill", batch: int = 1,
     phase, batch, seq_len, context = r.phase, r.batch, r.seq_len, r.context
     steps, decode_batch = r.steps, r.decode_batch
     accel = accelerator_for(arch)
-    with _blame_arch(accel.arch):
+    with _blame((accel.arch, ""), (model, "")):
         return _simulate(accel, model, phase=phase, batch=batch, seq_len=seq_len,
                          context=context, steps=steps, decode_batch=decode_batch, trace=trace,
                          progress=progress)
@@ -302,7 +317,10 @@ def run(experiment, overrides=None, *, trace: bool | None = None, progress: bool
     """Run every ``runs:`` entry of an experiment (a name, a path, a dict or a config), for
     every design point in ``variants:`` if it has any. Every table has a ``variant`` column."""
     exp = load_experiment(experiment, overrides=overrides)
-    points = [(name, cfg, accelerator_for(cfg.arch)) for name, cfg in design_points(exp)]
+    points = []
+    for name, cfg in design_points(exp):
+        with _blame(*_owners(exp, cfg)):
+            points.append((name, cfg, accelerator_for(cfg.arch)))
     want_trace = exp.outputs.trace if trace is None else trace
     recorder = TraceRecorder(exp.name) if want_trace else None
     total_steps = len(points) * sum(r.steps for r in exp.runs)
@@ -314,7 +332,7 @@ def run(experiment, overrides=None, *, trace: bool | None = None, progress: bool
     for variant, cfg, accel in points:
         prefix = f"{variant}: " if exp.variants else ""
         for i, r in enumerate(cfg.runs):
-            with _blame_arch(cfg.arch, "arch.", (exp.origin or "<experiment>", f"runs.{i}")):
+            with _blame(*_owners(exp, cfg), run=(exp.origin or "<experiment>", f"runs.{i}")):
                 res = _simulate(accel, cfg.model, phase=r.phase, batch=r.batch, seq_len=r.seq_len,
                                 context=r.context, steps=r.steps,
                                 decode_batch=r.decode_batch, trace=recorder,
