@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 from .config import ConfigError, load_arch, load_experiment, load_model
 from .config.errors import InvalidValue, did_you_mean, short_repr
-from .config.loader import load_validated
+from .config.loader import load_validated, source_of
 from .config.schema import MAX_SIZE, RunConfig, check_positions
 from .hw.systolic import DATAFLOWS
 from .core import EnergyLedger, TraceRecorder
@@ -32,7 +32,7 @@ def accelerator_for(arch):
     arch = load_arch(arch)
     key = arch.hash()
     if key not in _ACCEL_CACHE:
-        with _blame((arch, "")):
+        with _blame((arch, None)):
             _ACCEL_CACHE[key] = build_accelerator(arch)
     return _ACCEL_CACHE[key]
 
@@ -59,34 +59,38 @@ def _api_choice(fn: str, key: str, value, choices) -> str:
 
 
 @contextmanager
-def _blame(*owners, run: tuple | None = None):
+def _blame(*owners, run: tuple | None = None, exp=None):
     """Name the file and key of a ConfigError raised below the config layer.
 
-    ``owners`` are (config, key prefix) pairs: an error about one of a config's keys
+    ``owners`` are (config, field) pairs: an error about one of a config's keys
     (``memory.sram.weight_kb``, ``technology``, ``outlier_profile``) that names no file, or
-    names the config's own file, is blamed on that file with the prefix (``arch.`` when the
-    arch is written inside the experiment file). An error about a size (a GEMM too large) names
-    ``run`` = (file, key) when there is one."""
+    names the config's own file, is blamed on the source that wrote the key: the config's own
+    file (key as written there), or, inside experiment ``exp``, the experiment file or
+    ``--set`` (key ``<field>.<key>``). An error about a size (a GEMM too large) names ``run`` =
+    (file, key) when there is one."""
     try:
         yield
     except ConfigError as e:
         top = e.key.split(".")[0] if e.key else None
-        for cfg, prefix in owners:
+        for cfg, fld in owners:
+            if top not in type(cfg).model_fields or e.file not in (None, cfg.origin):
+                continue
             origin = cfg.origin or f"<{type(cfg).__name__}>"
-            if top in type(cfg).model_fields and e.file in (None, cfg.origin) \
-                    and not e.key.startswith(prefix or "\0"):
-                raise ConfigError(e.expected, file=origin, key=prefix + e.key, got=e.got,
-                                  hint=e.hint) from None
+            file, key = origin, e.key
+            if exp is not None and fld:
+                src = source_of(exp, (fld, *e.key.split(".")))
+                if src is not None and (src != cfg.origin or cfg.origin == exp.origin):
+                    file, key = src, f"{fld}.{e.key}"
+            raise ConfigError(e.expected, file=file, key=key, got=e.got, hint=e.hint) from None
         if e.file is None and e.key is None and run is not None:
             raise ConfigError(e.expected, file=run[0], key=run[1], got=e.got,
                               hint=e.hint) from None
         raise
 
 
-def _owners(exp, cfg):
-    """(config, prefix) of an experiment's arch and model for :func:`_blame`."""
-    return [(c, f"{field}." if c.origin == exp.origin else "")
-            for field, c in (("arch", cfg.arch), ("model", cfg.model))]
+def _owners(cfg):
+    """(config, field) of an experiment's arch and model for :func:`_blame`."""
+    return [(cfg.arch, "arch"), (cfg.model, "model")]
 
 
 def _run_args(fn: str, phase, batch, seq_len, context, steps, decode_batch):
@@ -150,7 +154,7 @@ def simulate_gemm(arch, M: int, K: int, N: int, *, dataflow: str = "ws", wbits: 
                               got=short_repr(array))
         array = (_api_int(fn, "array.rows", array[0]), _api_int(fn, "array.cols", array[1]))
     accel = accelerator_for(arch)
-    with _blame((accel.arch, "")):
+    with _blame((accel.arch, None)):
         r: OpResult = accel.gemm(M, K, N, wbits=wbits, abits=abits, dataflow=dataflow,
                                  array=array, convention=convention, place=OperandPlacement(),
                                  trace=trace)
@@ -218,7 +222,7 @@ def simulate_model(arch, model, *, phase: str = "prefill", batch: int = 1,
     phase, batch, seq_len, context = r.phase, r.batch, r.seq_len, r.context
     steps, decode_batch = r.steps, r.decode_batch
     accel = accelerator_for(arch)
-    with _blame((accel.arch, ""), (model, "")):
+    with _blame((accel.arch, None), (model, None)):
         return _simulate(accel, model, phase=phase, batch=batch, seq_len=seq_len,
                          context=context, steps=steps, decode_batch=decode_batch, trace=trace,
                          progress=progress)
@@ -319,7 +323,7 @@ def run(experiment, overrides=None, *, trace: bool | None = None, progress: bool
     exp = load_experiment(experiment, overrides=overrides)
     points = []
     for name, cfg in design_points(exp):
-        with _blame(*_owners(exp, cfg)):
+        with _blame(*_owners(cfg), exp=cfg):
             points.append((name, cfg, accelerator_for(cfg.arch)))
     want_trace = exp.outputs.trace if trace is None else trace
     recorder = TraceRecorder(exp.name) if want_trace else None
@@ -332,7 +336,7 @@ def run(experiment, overrides=None, *, trace: bool | None = None, progress: bool
     for variant, cfg, accel in points:
         prefix = f"{variant}: " if exp.variants else ""
         for i, r in enumerate(cfg.runs):
-            with _blame(*_owners(exp, cfg), run=(exp.origin or "<experiment>", f"runs.{i}")):
+            with _blame(*_owners(cfg), exp=cfg, run=(exp.origin or "<experiment>", f"runs.{i}")):
                 res = _simulate(accel, cfg.model, phase=r.phase, batch=r.batch, seq_len=r.seq_len,
                                 context=r.context, steps=r.steps,
                                 decode_batch=r.decode_batch, trace=recorder,

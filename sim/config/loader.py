@@ -34,6 +34,7 @@ from .errors import ConfigError, InvalidValue, did_you_mean, short_repr
 from .schema import ArchConfig, ExperimentConfig, ModelConfig
 
 __all__ = [
+    "source_of",
     "repo_root",
     "data_dir",
     "list_shipped",
@@ -885,6 +886,8 @@ def load_validated(
 def _set_origins(obj: BaseModel, prov: Prov, root: str) -> None:
     if hasattr(obj, "_origin"):
         obj._origin = _display(root)
+    if hasattr(obj, "_sources"):
+        obj._sources = dict(prov)
     for field in _config_refs(type(obj)):
         sub = getattr(obj, field, None)
         if sub is not None and hasattr(sub, "_origin"):
@@ -969,3 +972,13 @@ class TableFolder:
         if key not in self._cache:
             self._cache[key] = load_validated(path, self.model_cls)
         return self._cache[key]
+
+
+def source_of(cfg: BaseModel, loc: Iterable) -> str | None:
+    """The file (as shown to users) or ``--set`` that wrote key path ``loc`` of a loaded
+    config, or None when it is not known."""
+    prov = getattr(cfg, "_sources", None)
+    if not prov:
+        return None
+    parts = tuple(int(p) if isinstance(p, str) and p.isdigit() else p for p in loc)
+    return _display(_source_of(prov, parts))

@@ -80,6 +80,9 @@ class _Hashable(StrictModel):
 
     # File the config was loaded from (set by the loader), for messages raised after loading.
     _origin: str | None = PrivateAttr(default=None)
+    # key path -> the file (or --set) that wrote it, kept by the loader so that an error found
+    # after validation (a buffer too small for a GEMM) can still name where the value came from
+    _sources: dict | None = PrivateAttr(default=None)
 
     @property
     def origin(self) -> str | None:
