@@ -270,7 +270,7 @@ class SystolicAccelerator:
                           for _, p in c)]
         if not fitting:        # the smallest tiling's first misfit names the buffer
             check_buffers_fit(candidates[-1][0][1], self.sram_kb)
-        parts = min(fitting, key=roofline)
+        parts = min(candidates, key=roofline)
 
         # compute span of each memory tile on its sub-GEMM's ideal-memory fold schedule, plus
         # whatever else the folds pass through (e.g. ReCoN)
