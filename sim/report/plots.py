@@ -65,12 +65,14 @@ def _ms(seconds: float) -> str:
     ms = seconds * 1e3
     if ms >= 1000:
         return f"{ms / 1000:.3g} s" if ms < 1e6 else f"{ms / 1000:,.0f} s"
+    if ms < 0.01:
+        return f"{ms * 1000:.3g} µs"
     return f"{ms:.3g} ms"
 
 
 def _mj(pj: float) -> str:
     mj = pj * 1e-9
-    return f"{mj:.3g} mJ" if mj < 1e4 else f"{mj:,.0f} mJ"
+    return f"{mj:.3g} mJ" if mj < 1000 else f"{mj:,.0f} mJ"
 
 
 def _latency_segments(result, groups, totals):
@@ -102,8 +104,9 @@ def _latency_segments(result, groups, totals):
 
 
 def _xticks(ax, x, labels, many):
-    if many:
-        ax.set_xticks(x, labels, rotation=45, ha="right", rotation_mode="anchor", fontsize=8)
+    if many:                      # one line per label, turned and anchored at its bar
+        labels = [lab.replace("\n", " · ") for lab in labels]
+        ax.set_xticks(x, labels, rotation=40, ha="right", rotation_mode="anchor", fontsize=8)
     else:
         ax.set_xticks(x, labels, fontsize=10)
 
@@ -121,9 +124,9 @@ def breakdown(result, path: Path) -> Path:
     seconds = dict(zip(key, runs.seconds))
     many = len(groups) > 6               # many design points: panels stacked, labels turned
     if many:
-        label_lines = max(g[2].count("\n") + 1 for g in groups)
+        longest = max(len(g[2]) for g in groups)     # turned labels need room below
         fig, (ax_t, ax_e) = plt.subplots(2, 1, figsize=(max(10, 0.6 * len(groups) + 4),
-                                                        9 + 0.4 * label_lines))
+                                                        8 + 0.08 * longest))
     else:
         fig, (ax_t, ax_e) = plt.subplots(1, 2, figsize=(max(11, 1.6 * len(groups) + 7), 4.8))
     note = dict(fontsize=7, rotation=90) if many else dict(fontsize=9)
