@@ -83,7 +83,11 @@ for key in ARCH_FLOAT + ARCH_NONNEG_FLOAT:
     for name, (value, expected) in FLOAT_BAD.items():
         case(f"set-{key}-{name}", "set", [f"{key}={value}"], "--set", key, expected)
 for key in ARCH_FLOAT:
-    case(f"set-{key}-zero", "set", [f"{key}=0"], "--set", key, "a number > 0")
+    case(f"set-{key}-zero", "set", [f"{key}=0"], "--set", key, "a number >= 1e-09")
+    case(f"set-{key}-tiny", "set", [f"{key}=1e-300"], "--set", key, "a number >= 1e-09")
+for key in ("arch.memory.dram.bandwidth_gbps", "arch.memory.l2.bytes_per_cycle",
+            "arch.memory.sram.bytes_per_cycle"):     # in range alone, too slow for the run
+    case(f"set-{key}-too-slow", "set", [f"{key}=1e-9"], "--set", key, "take at most 2^53")
 
 # ------------------------------------------------------------- the defects of issue 7 (must 7) ----
 case("steps-on-prefill", "set", ["runs.0.steps=2"], "--set", "runs.0.steps",
@@ -198,6 +202,9 @@ case("set-layer-precision-range", "set",
 case("set-layer-precision-bits", "set",
      ["model.layer_precision=[{wbits: 64, abits: 8}]"], "model.layer_precision.0.wbits", "<= 32")
 case("set-precision-zero", "set", ["model.precision.wbits=0"], "model.precision.wbits", ">= 1")
+case("bandwidth-per-cycle-too-slow", "set", ["arch.clock_ghz=1e9",
+                                              "arch.memory.dram.bandwidth_gbps=1e-3"],
+     "arch.memory.dram.bandwidth_gbps", "2^53 cycles")
 case("set-outlier-share", "set", ["model.outlier_channel_share=1.5"],
      "model.outlier_channel_share", "<= 1")
 case("set-variants-bad-key", "set", ["variants=[{name: a, set: {arch.array.rowz: 4}}]"],

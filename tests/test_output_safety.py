@@ -181,3 +181,22 @@ def test_sram_check_uses_the_fold_that_the_plan_keeps():
     with pytest.raises(sim.ConfigError):
         sim.simulate_gemm(sim.load_arch("quickstart", [f"memory.sram.weight_kb={kb - 0.01}"]),
                           64, 64, 64)
+
+
+def test_breakdown_merges_small_categories_into_other(tmp_path):
+    """Operator categories under MIN_SHARE_PCT of every run become one "other" segment, so no
+    bar segment is a sliver; large ones keep their own segment."""
+    from sim.report.plots import MIN_SHARE_PCT, _groups, _latency_segments
+    r = sim.run("quickstart", overrides=["model.num_layers=1", "runs.0.seq_len=8",
+                                         "runs.1.context=8"])
+    groups = _groups(r)
+    totals = dict(zip(zip(r.runs.variant, r.runs.run), r.runs.cycles))
+    segs = _latency_segments(r, groups, totals)
+    labels = [s[0] for s in segs]
+    for label, _, comp, stall in segs:
+        share = [c + s for c, s in zip(comp, stall)]
+        if not label.startswith("other"):
+            assert max(share) >= MIN_SHARE_PCT, (label, share)
+    shares = [sum(c + s for c, s in zip(seg[2], seg[3])) for seg in segs]
+    assert sum(shares) == pytest.approx(100.0 * len(groups), rel=1e-6)   # nothing dropped
+    assert "FFN" in labels

@@ -40,14 +40,17 @@ __all__ = [
 ]
 
 # Bounds on every size read from a config. Integers stay below 2**31 (a signed 32-bit index),
-# so that products of a few of them (M*K, bytes per tile, cycles) stay exact in int64; floats
-# must be finite and at most 1e9 (a clock of 1e9 GHz, 1e9 GB/s, 1e9 KB already lie far past any
-# real hardware), so that conversions to cycles and bytes stay within int64.
+# so that products of a few of them (M*K, bytes per tile, cycles) stay exact in int64; positive
+# numbers must be finite and lie in [1e-9, 1e9] (a clock of 1e9 GHz or of 1 Hz, 1e9 GB/s, 1e9 KB
+# lie far past any real hardware), so that conversions between cycles, seconds and bytes stay
+# finite. Rates that are in range one by one but too slow together for an op are refused where
+# the op is priced (sim.hw.memory_plan.check_transfer).
 MAX_SIZE = 2**31 - 1
+MIN_FLOAT = 1e-9
 MAX_FLOAT = 1e9
 PosInt = Annotated[int, Field(gt=0, le=MAX_SIZE)]
 NonNegInt = Annotated[int, Field(ge=0, le=MAX_SIZE)]
-PosFloat = Annotated[float, Field(gt=0, le=MAX_FLOAT, allow_inf_nan=False)]
+PosFloat = Annotated[float, Field(ge=MIN_FLOAT, le=MAX_FLOAT, allow_inf_nan=False)]
 NonNegFloat = Annotated[float, Field(ge=0, le=MAX_FLOAT, allow_inf_nan=False)]
 Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
 Name = Annotated[str, Field(min_length=1)]

@@ -215,3 +215,12 @@ def check_buffers_fit(plan: "MemoryPlan", sram_kb: dict) -> None:
             raise ConfigError(f"an SRAM buffer that holds one fold's {buf} data in each half "
                               f"(double-buffered): at least {kb:.4g} KB for this GEMM",
                               key=f"memory.sram.{buf}_kb", got=f"{sram_kb[buf]:g}")
+
+
+def check_transfer(nbytes: float, bytes_per_cycle: float, key: str, value: float) -> None:
+    """ConfigError (naming the rate's key) when moving ``nbytes`` at ``bytes_per_cycle`` takes
+    more than MAX_CYCLES cycles: cycle counts past that are no longer exact (or overflow)."""
+    if nbytes and nbytes / bytes_per_cycle > MAX_CYCLES:
+        from ..config.errors import ConfigError   # the error type of bad input lives in config
+        raise ConfigError(f"a rate at which this op's {nbytes:,.0f} bytes take at most 2^53 "
+                          "cycles (exact in float64)", key=key, got=f"{value:g}")
