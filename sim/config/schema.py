@@ -16,7 +16,7 @@ import json
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from .errors import ConfigError, InvalidValue, did_you_mean, short_repr
 
@@ -50,7 +50,17 @@ MIN_FLOAT = 1e-9
 MAX_FLOAT = 1e9
 PosInt = Annotated[int, Field(gt=0, le=MAX_SIZE)]
 NonNegInt = Annotated[int, Field(ge=0, le=MAX_SIZE)]
-PosFloat = Annotated[float, Field(ge=MIN_FLOAT, le=MAX_FLOAT, allow_inf_nan=False)]
+
+
+def _not_tiny(x: float) -> float:
+    if x < MIN_FLOAT:
+        raise InvalidValue(f"a number >= {MIN_FLOAT:g} (sizes are bounded so that cycle and "
+                           "byte counts stay finite)", got=short_repr(x))
+    return x
+
+
+PosFloat = Annotated[float, Field(gt=0, le=MAX_FLOAT, allow_inf_nan=False),
+                     AfterValidator(_not_tiny)]
 NonNegFloat = Annotated[float, Field(ge=0, le=MAX_FLOAT, allow_inf_nan=False)]
 Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
 Name = Annotated[str, Field(min_length=1)]
