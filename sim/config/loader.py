@@ -282,8 +282,10 @@ def _parse_yaml(p: Path) -> dict:
         raise ConfigError(f"a YAML file of at most {MAX_YAML_BYTES // 2**20} MiB", file=label,
                           got=f"{st.st_size:,} bytes")
     try:
-        with open(p, "rb") as f:
-            raw = f.read(MAX_YAML_BYTES + 1)
+        with open(p, "rb") as f:       # at most one byte past the limit, however it grew
+            raw = f.read(min(st.st_size, MAX_YAML_BYTES) + 1)
+            if len(raw) > st.st_size:
+                raw += f.read(MAX_YAML_BYTES + 1 - len(raw))
         if len(raw) > MAX_YAML_BYTES:
             raise ConfigError(f"a YAML file of at most {MAX_YAML_BYTES // 2**20} MiB",
                               file=label, got="a larger file")
