@@ -9,9 +9,15 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+import numbers
+from contextlib import contextmanager
+
 from .config import ConfigError, load_arch, load_experiment, load_model
-from .config.loader import LRU
+from .config.errors import InvalidValue, did_you_mean, short_repr
+from .config.loader import LRU, load_validated, source_of
+from .config.schema import MAX_SIZE, RunConfig, check_positions
 from .config.tech import load_tech
+from .hw.systolic import DATAFLOWS
 from .core import EnergyLedger, TraceRecorder
 from .hw.interface import OpResult, energy_by_component, merge_component_orders
 from .hw.memory_plan import OperandPlacement
@@ -34,13 +40,77 @@ def accelerator_for(arch):
     and its technology table's content hash (a table edited on disk is re-read and gives a
     new accelerator). Configs are frozen, so a caller cannot change a cached one."""
     arch = load_arch(arch)
-    tech = load_tech(arch.technology)
-    key = (arch.hash(), tech.hash())
-    accel = _ACCEL_CACHE.get(key)
-    if accel is None:
-        accel = build_accelerator(arch, tech)
-        _ACCEL_CACHE.put(key, accel)
+    with _blame((arch, None)):          # a missing tech file names the arch's key
+        tech = load_tech(arch.technology)
+        key = (arch.hash(), tech.hash())
+        accel = _ACCEL_CACHE.get(key)
+        if accel is None:
+            accel = build_accelerator(arch, tech)
+            _ACCEL_CACHE.put(key, accel)
     return accel
+
+
+# -------------------------------------------------------------------- argument checks ----
+def _api_int(fn: str, key: str, value, minimum: int = 1) -> int:
+    """An integer argument of an API call (numpy integers too; not bool, float or str), in
+    ``minimum..MAX_SIZE``: a ConfigError naming the call and the argument otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"an integer >= {minimum}", file=f"<{fn}()>", key=key,
+                          got=short_repr(value))
+    if not minimum <= value <= MAX_SIZE:
+        raise ConfigError(f"an integer in {minimum}..{MAX_SIZE} (sizes are bounded so that "
+                          "cycle and byte counts stay exact in 64-bit integers)",
+                          file=f"<{fn}()>", key=key, got=short_repr(value))
+    return int(value)
+
+
+def _api_choice(fn: str, key: str, value, choices) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ConfigError(f"one of {', '.join(map(repr, choices))}", file=f"<{fn}()>", key=key,
+                          got=short_repr(value), hint=did_you_mean(str(value), choices))
+    return value
+
+
+@contextmanager
+def _blame(*owners, run: tuple | None = None, exp=None):
+    """Name the file and key of a ConfigError raised below the config layer.
+
+    ``owners`` are (config, field) pairs: an error about one of a config's keys
+    (``memory.sram.weight_kb``, ``technology``, ``outlier_profile``) that names no file, or
+    names the config's own file, is blamed on the source that wrote the key: the config's own
+    file (key as written there), or, inside experiment ``exp``, the experiment file or
+    ``--set`` (key ``<field>.<key>``). An error about a size (a GEMM too large) names ``run`` =
+    (file, key) when there is one."""
+    try:
+        yield
+    except ConfigError as e:
+        top = e.key.split(".")[0] if e.key else None
+        for cfg, fld in owners:
+            if top not in type(cfg).model_fields or e.file not in (None, cfg.origin):
+                continue
+            origin = cfg.origin or f"<{type(cfg).__name__}>"
+            file, key = origin, e.key
+            if exp is not None and fld:
+                src = source_of(exp, (fld, *e.key.split(".")))
+                if src is not None and (src != cfg.origin or cfg.origin == exp.origin):
+                    file, key = src, f"{fld}.{e.key}"
+            raise ConfigError(e.expected, file=file, key=key, got=e.got, hint=e.hint) from None
+        if e.file is None and e.key is None and run is not None:
+            raise ConfigError(e.expected, file=run[0], key=run[1], got=e.got,
+                              hint=e.hint) from None
+        raise
+
+
+def _owners(cfg):
+    """(config, field) of an experiment's arch and model for :func:`_blame`."""
+    return [(cfg.arch, "arch"), (cfg.model, "model")]
+
+
+def _run_args(fn: str, phase, batch, seq_len, context, steps, decode_batch):
+    """The run arguments of simulate_model, checked as a ``runs:`` entry of a YAML file is."""
+    data = {"name": "api", "phase": phase, "batch": batch, "seq_len": seq_len,
+            "context": context, "steps": steps, "decode_batch": decode_batch}
+    return load_validated(data, RunConfig, source=f"<{fn}()>")
 
 
 # ----------------------------------------------------------------------------------- GEMM ----
@@ -91,10 +161,21 @@ def simulate_gemm(arch, M: int, K: int, N: int, *, dataflow: str = "ws", wbits: 
     simulates repeated tiles and folds in full (the same result, slower). The result is the
     caller's own: changing it changes nothing cached.
     """
+    fn = "simulate_gemm"
+    M, K, N = (_api_int(fn, k, v) for k, v in (("M", M), ("K", K), ("N", N)))
+    wbits, abits = _api_int(fn, "wbits", wbits), _api_int(fn, "abits", abits)
+    _api_choice(fn, "dataflow", dataflow, DATAFLOWS)
+    _api_choice(fn, "convention", convention, ("strata", "scalesim"))
+    if array is not None:
+        if not isinstance(array, (tuple, list)) or len(array) != 2:
+            raise ConfigError("(rows, cols)", file=f"<{fn}()>", key="array",
+                              got=short_repr(array))
+        array = (_api_int(fn, "array.rows", array[0]), _api_int(fn, "array.cols", array[1]))
     accel = accelerator_for(arch)
-    r: OpResult = accel.gemm(M, K, N, wbits=wbits, abits=abits, dataflow=dataflow, array=array,
-                             convention=convention, place=OperandPlacement(), trace=trace,
-                             seed=seed, compress=compress)
+    with _blame((accel.arch, None)):
+        r: OpResult = accel.gemm(M, K, N, wbits=wbits, abits=abits, dataflow=dataflow,
+                                 array=array, convention=convention, place=OperandPlacement(),
+                                 trace=trace, seed=seed, compress=compress)
     own = getattr(accel.arch, "array", None)
     rows_cols = (tuple(array) if array is not None
                  else (own.rows, own.cols) if own is not None else None)
@@ -158,11 +239,21 @@ def simulate_model(arch, model, *, phase: str = "prefill", batch: int = 1,
     ``precision`` (``'w4a8'``, ``(4, 8)`` or ``{wbits, abits}``) replaces the model's precision
     (``layer_precision`` rules still apply); a model precision the arch lacks falls back to the
     arch's native one with a ``PrecisionFallback`` warning (see ``sim.workload.precision``)."""
+    r = _run_args("simulate_model", phase, batch, seq_len, context, steps, decode_batch)
+    model = load_model(model)
+    try:
+        check_positions(model, r.phase, r.seq_len, r.context, r.steps)
+    except InvalidValue as e:
+        raise ConfigError(e.expected, file="<simulate_model()>", key=".".join(e.loc),
+                          got=e.got) from None
+    phase, batch, seq_len, context = r.phase, r.batch, r.seq_len, r.context
+    steps, decode_batch = r.steps, r.decode_batch
     accel = accelerator_for(arch)
-    model, _ = resolve_precision(accel, load_model(model), precision)
-    return _simulate(accel, model, phase=phase, batch=batch,
-                     seq_len=seq_len, context=context, steps=steps, decode_batch=decode_batch,
-                     trace=trace, progress=progress, seed=seed, compress=compress)
+    model, _ = resolve_precision(accel, model, precision)
+    with _blame((accel.arch, None), (model, None)):
+        return _simulate(accel, model, phase=phase, batch=batch, seq_len=seq_len,
+                         context=context, steps=steps, decode_batch=decode_batch, trace=trace,
+                         progress=progress, seed=seed, compress=compress)
 
 
 def _simulate(accel, model, *, phase, batch, seq_len, context, steps, decode_batch,
@@ -283,7 +374,10 @@ def run(experiment, overrides=None, *, trace: bool | None = None, progress: bool
     """Run every ``runs:`` entry of an experiment (a name, a path, a dict or a config), for
     every design point in ``variants:`` if it has any. Every table has a ``variant`` column."""
     exp = load_experiment(experiment, overrides=overrides)
-    points = [(name, cfg, accelerator_for(cfg.arch)) for name, cfg in design_points(exp)]
+    points = []
+    for name, cfg in design_points(exp):
+        with _blame(*_owners(cfg), exp=cfg):
+            points.append((name, cfg, accelerator_for(cfg.arch)))
     want_trace = exp.outputs.trace if trace is None else trace
     recorder = TraceRecorder(exp.name) if want_trace else None
     total_steps = len(points) * sum(r.steps for r in exp.runs)
@@ -297,11 +391,13 @@ def run(experiment, overrides=None, *, trace: bool | None = None, progress: bool
         for i, r in enumerate(cfg.runs):
             model, _ = resolve_precision(accel, cfg.model, r.precision, file=exp.origin,
                                          key=f"runs.{i}.precision")
-            res = _simulate(accel, model, phase=r.phase, batch=r.batch, seq_len=r.seq_len,
-                            context=r.context, steps=r.steps, decode_batch=r.decode_batch,
-                            trace=recorder, progress=bar.update if bar is not None else None,
-                            start_cycle=now, track_prefix=f"{prefix}{r.name}: ",
-                            seed=cfg.seed, compress=cfg.compress)
+            with _blame(*_owners(cfg), exp=cfg, run=(exp.origin or "<experiment>", f"runs.{i}")):
+                res = _simulate(accel, model, phase=r.phase, batch=r.batch, seq_len=r.seq_len,
+                                context=r.context, steps=r.steps,
+                                decode_batch=r.decode_batch, trace=recorder,
+                                progress=bar.update if bar is not None else None,
+                                start_cycle=now, track_prefix=f"{prefix}{r.name}: ",
+                                seed=cfg.seed, compress=cfg.compress)
             now += res.cycles       # runs follow one another on the trace's time axis
             results.append((variant, r.name, res))
         area_rows += [{"variant": variant, "component": c, "area_um2": v}

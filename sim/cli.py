@@ -1,20 +1,38 @@
 """The ``strata`` command (also ``python -m sim``).
 
-    strata run EXP.yaml [--set key=value ...] [--out DIR] [--trace] [--plots DIR]
+    strata run EXP.yaml [--set key=value ...] [--out DIR] [--force] [--trace] [--plots DIR]
     strata list [archs|models|experiments]
+    strata --version
 
 Every user mistake ends in one ``error:`` line naming the file, the key and what was expected,
 and exit status 2; never a traceback.
+
+Outputs are written into a temporary folder beside the target and renamed into place once every
+file is complete, so an interrupted or failed run never leaves truncated files, and a rerun
+replaces the earlier run's files in one step instead of mixing with them.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+from . import __version__
 from .config import ConfigError, data_dir, list_shipped
+
+# A folder holding these is an earlier run's results: a rerun may replace it.
+RESULT_MARKERS = ("summary.json", "config.json")
+
+RUN_EPILOG = """\
+outputs: the files go to --out DIR (default results/<experiment name>/). They are written into
+a temporary folder beside DIR and moved into place when all are complete, so a failed or
+interrupted run leaves DIR as it was. If DIR holds an earlier run's results (summary.json), it is
+replaced as a whole; any other non-empty DIR is refused unless --force is given (then its
+contents are replaced too). The experiment name must be a plain file name (no '/' or '..')."""
 
 KINDS = {"archs": "arch", "models": "workloads", "experiments": "experiments"}
 
@@ -22,13 +40,18 @@ KINDS = {"archs": "arch", "models": "workloads", "experiments": "experiments"}
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="strata", description="Cycle-level simulator of "
                                 "heterogeneous hardware for LLM inference.")
+    p.add_argument("--version", action="version", version=f"strata {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="run an experiment YAML and write CSVs, a summary and plots")
+    r = sub.add_parser("run", help="run an experiment YAML and write CSVs, a summary and plots",
+                       epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("experiment", help="experiment file, or the name of a shipped experiment")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set arch.array.rows=32 (repeatable)")
     r.add_argument("--out", type=Path, default=None,
-                   help="output folder (default: results/<experiment name>)")
+                   help="output folder (default: results/<experiment name>); see below")
+    r.add_argument("--force", action="store_true",
+                   help="replace the contents of a non-empty --out folder that does not hold "
+                        "an earlier run's results")
     r.add_argument("--trace", action="store_true",
                    help="also write a Chrome-trace timeline (trace.json, opens in Perfetto)")
     r.add_argument("--plots", type=Path, default=None, metavar="DIR",
@@ -50,48 +73,126 @@ def _cmd_list(what: str | None) -> int:
 def _cmd_run(args) -> int:
     from . import api
     from .config import load_experiment
-    from .report.plots import plot_names, write_plots
-    from .report.tables import write_tables
+
+    from .report.plots import check_plot_names
 
     exp = load_experiment(args.experiment, overrides=args.overrides or None)
-    unknown = [n for n in exp.outputs.plots if n not in plot_names()]
-    if unknown:
-        raise ConfigError(f"plot names from {plot_names()}", file=exp.origin,
-                          key="outputs.plots", got=repr(unknown[0]))
-    out = args.out or Path("results") / exp.name
+    check_plot_names(exp.outputs.plots, exp.origin)
+    out = args.out if args.out is not None else Path("results") / exp.name
+    _check_out(out, args.force, "--out" if args.out is not None else "results/<name>")
+    if args.plots is not None:
+        _check_out(args.plots, True, "--plots", replace=False)
     t0 = time.perf_counter()
-    result = api.run(exp, trace=args.trace or None, progress=True)
+    result = api.run(exp, trace=args.trace or None, progress=sys.stderr.isatty())
     wall = time.perf_counter() - t0
-    written = write_tables(result, out)
-    figs = write_plots(result, out)
-    written += figs
-    if result.trace is not None:
-        written.append(result.trace.write(out / "trace.json", api.accelerator_for(exp.arch).clock))
+    written, figs = _write_outputs(result, out, api.accelerator_for(exp.arch).clock)
     if args.plots is not None:
         args.plots.mkdir(parents=True, exist_ok=True)
         for f in figs:
-            shutil.copyfile(f, args.plots / f"{exp.name}_{f.name}")
+            _copy_whole(out / f, args.plots / f"{exp.name}_{f}")
     _print_runs(result, wall)
-    print(f"wrote {len(written)} files to {out}/: " + ", ".join(p.name for p in written))
+    print(f"wrote {len(written)} files to {out}{os.sep}: " + ", ".join(written))
     return 0
+
+
+def _check_out(out: Path, force: bool, key: str, replace: bool = True) -> None:
+    """Refuse an output folder that is a file, lies under a file, cannot be created or written,
+    or (for results) is a non-empty folder without an earlier run's results (unless --force)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError("a folder for the results", file=str(out), key=key,
+                          got="an existing file")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError("a folder for the results", file=str(out), key=key,
+                          got=f"a path under the file {parent}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError("a folder that can be written", file=str(out), key=key,
+                          got=f"no write permission in {parent}")
+    if replace and out.is_dir() and any(out.iterdir()) and not force \
+            and not any((out / m).is_file() for m in RESULT_MARKERS):
+        raise ConfigError("an empty folder or an earlier run's results (summary.json)",
+                          file=str(out), key=key, got="a folder with other files",
+                          hint="pass --force to replace its contents, or choose another --out")
+
+
+def _write_outputs(result, out: Path, clock) -> tuple[list[str], list[str]]:
+    """Write every file into a temporary folder beside ``out``, then put it in place of
+    ``out`` in one rename (the earlier folder, if any, is moved aside first and removed)."""
+    from .report.plots import write_plots
+    from .report.tables import write_tables
+
+    tmp = None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)        # mkdtemp makes it private; results are not
+        written = write_tables(result, tmp)
+        figs = write_plots(result, tmp)
+        written += figs
+        if result.trace is not None:
+            written.append(result.trace.write(tmp / "trace.json", clock))
+        old = None
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.rename(out, old / out.name)
+        os.rename(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise ConfigError("a folder where the results can be written", file=str(out),
+                          key="--out", got=f"{e.strerror or e} ({e.filename or out})") from None
+    except BaseException:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return [p.name for p in written], [p.name for p in figs]
+
+
+def _copy_whole(src: Path, dst: Path) -> None:
+    """Copy to a temporary name beside ``dst`` and rename: never a half-written file."""
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError("a folder where the figures can be written", file=str(dst.parent),
+                          key="--plots", got=f"{e.strerror or e}") from None
 
 
 def _print_runs(result, wall: float) -> None:
     exp = result.experiment
     print(f"{exp.name}: {exp.model.name} on {exp.arch.name} "
           f"({result.arch_description}) — simulated in {wall:.2f} s")
-    many = bool(exp.variants)
-    vw = max([len(v.name) for v in exp.variants] + [7]) + 2 if many else 0
-    head = (f"  {'variant':<{vw}}" if many else "  ") + (
-        f"{'run':<12}{'phase':<9}{'tokens':>8}{'latency ms':>13}{'tokens/s':>11}"
-        f"{'stall':>8}{'util':>7}{'energy mJ':>12}{'mJ/token':>11}")
-    print(head)
-    for r in result.runs.to_dict(orient="records"):
+    print(format_table(result.runs, many=bool(exp.variants)))
+
+
+def format_table(runs, many: bool) -> str:
+    """The runs as an aligned text table; every column as wide as its widest cell (+2)."""
+    cols = ([("variant", "<")] if many else []) + [("run", "<"), ("phase", "<")] + [
+        (c, ">") for c in ("tokens", "latency ms", "tokens/s", "stall", "util", "energy mJ",
+                           "mJ/token")]
+    rows = []
+    for r in runs.to_dict(orient="records"):
         stall = r["stall_cycles"] / r["cycles"] if r["cycles"] else 0.0
-        lead = f"  {r['variant']:<{vw}}" if many else "  "
-        print(f"{lead}{r['run']:<12}{r['phase']:<9}{r['tokens']:>8}{r['seconds'] * 1e3:>13.3f}"
-              f"{r['tokens_per_s']:>11.1f}{stall:>8.1%}{r['utilization']:>7.1%}"
-              f"{r['energy_total_j'] * 1e3:>12.3f}{r['energy_per_token_mj']:>11.3f}")
+        cells = ([str(r["variant"])] if many else []) + [
+            str(r["run"]), str(r["phase"]), str(r["tokens"]), f"{r['seconds'] * 1e3:.3f}",
+            f"{r['tokens_per_s']:.1f}", f"{stall:.1%}", f"{r['utilization']:.1%}",
+            f"{r['energy_total_j'] * 1e3:.3f}", f"{r['energy_per_token_mj']:.3f}"]
+        rows.append(cells)
+    widths = [max([len(name)] + [len(row[i]) for row in rows]) for i, (name, _) in
+              enumerate(cols)]
+    lines = []
+    for cells in [[name for name, _ in cols]] + rows:
+        parts = [f"{c:{align}{w}}" for c, (_, align), w in zip(cells, cols, widths)]
+        lines.append("  " + "  ".join(parts).rstrip())
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -106,6 +207,10 @@ def main(argv=None) -> int:
     except OSError as e:          # e.g. an output folder that cannot be written
         where = f" {e.filename}" if getattr(e, "filename", None) else ""
         print(f"error:{where}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    except OverflowError as e:    # a combination of sizes past what the model can count
+        print(f"error: expected sizes whose cycle and byte counts fit in 64-bit integers, "
+              f"got an overflow ({e})", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

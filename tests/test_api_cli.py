@@ -57,7 +57,7 @@ def test_decode_steps_grow_context_and_sum():
     assert 2.9 * one.cycles < three.cycles < 3.1 * one.cycles
     qk = three.ops[three.ops.name == "L0.qk"].iloc[0]
     assert qk.N == 257            # first step's shape is reported; cycles are the sum
-    with pytest.raises(ValueError, match="steps"):
+    with pytest.raises(sim.ConfigError, match="steps"):
         sim.simulate_model("quickstart", "llama-2-7b", phase="prefill", seq_len=8, steps=2)
 
 

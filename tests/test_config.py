@@ -470,19 +470,19 @@ def test_valid_arch_and_mode_properties():
 
 def test_model_defaults_and_precision_for():
     rules = [
-        {"layers": "all", "ops": ["down"], "wbits": 4, "abits": 8},
+        {"layers": "all", "ops": ["down_proj"], "wbits": 4, "abits": 8},
         {"layers": [0, 3], "wbits": 8, "abits": 8},
-        {"layers": "1-2", "ops": ["qkv", "down"], "wbits": 2, "abits": 4},
+        {"layers": "1-2", "ops": ["q_proj", "down_proj"], "wbits": 2, "abits": 4},
         {"layers": 3, "ops": ["lm_head"], "wbits": 16, "abits": 16},
     ]
     m = load_model(dict(MODEL, precision={"wbits": 4, "abits": 4}, layer_precision=rules))
     assert isinstance(m, ModelConfig)
     assert m.head_dim == 32 and m.qkv_bias is False
-    assert m.precision_for(0, "up") == (8, 8)  # rule 2 (later rules win)
-    assert m.precision_for(0, "down") == (8, 8)
-    assert m.precision_for(1, "down") == (2, 4)
-    assert m.precision_for(1, "up") == (4, 4)  # model default
-    assert m.precision_for(2, "qkv") == (2, 4)
+    assert m.precision_for(0, "up_proj") == (8, 8)  # rule 2 (later rules win)
+    assert m.precision_for(0, "down_proj") == (8, 8)
+    assert m.precision_for(1, "down_proj") == (2, 4)
+    assert m.precision_for(1, "up_proj") == (4, 4)  # model default
+    assert m.precision_for(2, "q_proj") == (2, 4)
     assert m.precision_for(3, "lm_head") == (16, 16)
     assert m.layer_precision[3].layers == (3,)   # lists are held as tuples (frozen)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import stat
 import types
 import typing
 from collections import OrderedDict
@@ -34,6 +35,7 @@ from .errors import ConfigError, InvalidValue, did_you_mean, short_repr
 from .schema import ArchConfig, ExperimentConfig, ModelConfig
 
 __all__ = [
+    "source_of",
     "repo_root",
     "data_dir",
     "list_shipped",
@@ -75,8 +77,26 @@ def repo_root() -> Path:
     """The folder holding ``sim/``, ``arch/``, ``workloads/``...; $STRATA_HOME overrides it."""
     env = os.environ.get("STRATA_HOME")
     if env:
-        return Path(env).expanduser().resolve()
+        home = _resolve(Path(env).expanduser(), "$STRATA_HOME")
+        if not home.is_dir():
+            raise ConfigError("a folder holding Strata's data (arch/, workloads/, experiments/)",
+                              key="$STRATA_HOME", got=short_repr(env),
+                              hint="no such folder; unset it to use the installed data")
+        if not any((home / k).is_dir() for k in DATA_KINDS):
+            raise ConfigError("a folder holding Strata's data (arch/, workloads/, experiments/)",
+                              key="$STRATA_HOME", got=short_repr(env),
+                              hint="it has none of " + ", ".join(f"{k}/" for k in DATA_KINDS))
+        return home
     return Path(__file__).resolve().parents[2]
+
+
+def _resolve(p: Path, file: str | None = None, key: str | None = None) -> Path:
+    """``p.resolve()``, with a symlink loop reported as a ConfigError instead of a traceback."""
+    try:
+        return p.resolve()
+    except (RuntimeError, OSError) as exc:      # RuntimeError: "Symlink loop" (Python < 3.13)
+        raise ConfigError("a path that is not a symbolic-link loop", file=file or str(p),
+                          key=key, got=short_repr(str(exc))) from None
 
 
 def data_dir(kind: str) -> Path:
@@ -192,7 +212,7 @@ def read_yaml(path: str | os.PathLike) -> dict:
     p = Path(path).expanduser()
     try:
         st = p.stat()
-        key = (str(p.resolve()), st.st_mtime_ns, st.st_size)
+        key = (str(_resolve(p)), st.st_mtime_ns, st.st_size)
     except OSError:
         key = None
     cached = _PARSED.get(key) if key is not None else None
@@ -204,20 +224,101 @@ def read_yaml(path: str | os.PathLike) -> dict:
     return data
 
 
-def _parse_yaml(p: Path) -> dict:
-    label = _display(str(p.resolve()))
-    if not p.exists():
-        raise ConfigError("an existing YAML file", file=label, got="no such file")
-    if p.is_dir():
-        raise ConfigError("a YAML file", file=label, got="a directory")
+# Bounds on one YAML document. A config is a few KB; 16 MiB leaves room for generated ones. An
+# alias makes a value appear again without being written again, so a few lines can stand for
+# billions of values (an "alias bomb"); every later step walks the expanded document, so it is
+# the expanded size that is bounded.
+MAX_YAML_BYTES = 16 * 2**20
+MAX_YAML_VALUES = 1_000_000
+
+
+def _file_kind(mode: int) -> str:
+    for test, word in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return word
+    return "not a regular file"
+
+
+def _expanded_size(root: yaml.Node, label: str | None) -> int:
+    """Values in the document once every alias is expanded (iterative: no recursion limit);
+    ConfigError past MAX_YAML_VALUES or on an alias that contains itself."""
+    size: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+
+    def children(node):
+        if isinstance(node, yaml.SequenceNode):
+            return node.value
+        if isinstance(node, yaml.MappingNode):
+            return [x for pair in node.value for x in pair]
+        return []
+
+    while stack:
+        node, done = stack.pop()
+        nid = id(node)
+        if done:
+            on_path.discard(nid)
+            size[nid] = 1 + sum(size[id(c)] for c in children(node))
+            if size[nid] > MAX_YAML_VALUES:
+                raise ConfigError(f"a document of at most {MAX_YAML_VALUES:,} values with its "
+                                  "aliases (*name) expanded", file=label,
+                                  got=f"more (aliases nested from line {node.start_mark.line + 1})")
+            continue
+        if nid in size:
+            continue
+        if nid in on_path:
+            raise ConfigError("aliases that do not contain themselves", file=label,
+                              got=f"a recursive alias at line {node.start_mark.line + 1}")
+        on_path.add(nid)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children(node) if id(c) not in size)
+    return size[id(root)]
+
+
+def _load_bounded(text: str, label: str | None) -> Any:
+    loader = _YamlLoader(text)
     try:
-        text = p.read_text(encoding="utf-8")
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, label)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _parse_yaml(p: Path) -> dict:
+    label = _display(str(_resolve(p)))
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise ConfigError("an existing YAML file", file=label, got="no such file") from None
+    except OSError as exc:
+        raise ConfigError("a readable YAML file", file=label,
+                          got=exc.strerror or str(exc)) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ConfigError("a YAML file", file=label, got="a directory")
+    if not stat.S_ISREG(st.st_mode):   # a FIFO or a device would block or never end
+        raise ConfigError("a regular YAML file", file=label, got=_file_kind(st.st_mode))
+    if st.st_size > MAX_YAML_BYTES:
+        raise ConfigError(f"a YAML file of at most {MAX_YAML_BYTES // 2**20} MiB", file=label,
+                          got=f"{st.st_size:,} bytes")
+    try:
+        with open(p, "rb") as f:       # at most one byte past the limit, however it grew
+            raw = f.read(min(st.st_size, MAX_YAML_BYTES) + 1)
+            if len(raw) > st.st_size:
+                raw += f.read(MAX_YAML_BYTES + 1 - len(raw))
+        if len(raw) > MAX_YAML_BYTES:
+            raise ConfigError(f"a YAML file of at most {MAX_YAML_BYTES // 2**20} MiB",
+                              file=label, got="a larger file")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError("UTF-8 text", file=label, got=f"undecodable byte at offset {exc.start}")
     except OSError as exc:
         raise ConfigError("a readable file", file=label, got=exc.strerror or str(exc))
     try:
-        data = yaml.load(text, Loader=_YamlLoader)
+        data = _load_bounded(text, label)
     except yaml.YAMLError as exc:
         raise ConfigError("valid YAML", file=label, got=_yaml_problem(exc)) from None
     if data is None:
@@ -334,12 +435,12 @@ def _find_ref(
                 "a path to an existing YAML file", file=_display(file), key=key,
                 got=short_repr(ref), hint=f"no file at {p}",
             )
-        return p.resolve()
+        return _resolve(p, _display(file), key)
     folder = data_dir(kind)
     for suffix in (".yaml", ".yml"):
         p = folder / f"{ref}{suffix}"
         if p.is_file():
-            return p.resolve()
+            return _resolve(p, _display(file), key)
     names = list_shipped(kind)
     word = _KIND_WORD.get(kind, kind)
     listing = ", ".join(names) if names else f"none in {folder}"
@@ -565,6 +666,10 @@ def parse_overrides(items: Iterable[str] | None) -> list[tuple[str, Any]]:
 
 
 def _normalize_overrides(overrides: Any) -> list[tuple[tuple[str, ...], Any]]:
+    if isinstance(overrides, (str, bytes)):   # iterating would read one character at a time
+        raise ConfigError("a list of 'key.path=value' overrides (or a mapping)", file=SET_SOURCE,
+                          got=f"a single string {short_repr(overrides)}",
+                          hint=f"wrap it in a list: [{overrides!r}]")
     if not overrides:
         return []
     if isinstance(overrides, Mapping):
@@ -725,7 +830,11 @@ def _describe(err: dict, model_cls: type,
     }
     if kind in bounds:
         sign, name = bounds[kind]
-        return loc, f"{_scalar_word(model_cls, loc, data)} {sign} {ctx.get(name)}", got, None
+        bound = ctx.get(name)
+        text = f"{bound:g}" if isinstance(bound, float) else str(bound)
+        why = (" (sizes are bounded so that cycle and byte counts stay exact in 64-bit "
+               "integers)") if kind == "less_than_equal" else ""
+        return loc, f"{_scalar_word(model_cls, loc, data)} {sign} {text}{why}", got, None
     if kind == "literal_error":
         choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
         value = err.get("input")
@@ -805,7 +914,7 @@ def load_validated(
     elif isinstance(ref, Mapping):
         root = source or "<dict>"
         if source and os.path.isfile(source):
-            root = str(Path(source).resolve())
+            root = str(_resolve(Path(source)))
         data = _plain(copy.deepcopy(dict(ref)))
         prov = _label_tree(data, root)
         data, prov = _expand(data, prov, _dir_of(root), kind, [])
@@ -815,7 +924,7 @@ def load_validated(
                 and not p.is_file():
             target = _find_ref(ref, kind, Path.cwd(), None, None)
         else:
-            target = p.resolve()
+            target = _resolve(p)
         root = str(target)
         data, prov = _load_tree(target, kind, [target])
     else:
@@ -836,6 +945,8 @@ def load_validated(
 def _set_origins(obj: BaseModel, prov: Prov, root: str) -> None:
     if hasattr(obj, "_origin"):
         obj._origin = _display(root)
+    if hasattr(obj, "_sources"):
+        obj._sources = dict(prov)
     for field in _config_refs(type(obj)):
         sub = getattr(obj, field, None)
         if sub is not None and hasattr(sub, "_origin"):
@@ -893,11 +1004,11 @@ class TableFolder:
         text = os.fspath(ref)
         p = Path(text).expanduser()
         if p.suffix in (".yaml", ".yml") or os.sep in text or "/" in text or p.is_file():
-            return p.resolve()
+            return _resolve(p, key=self.key)
         for suffix in (".yaml", ".yml"):
             candidate = self.folder() / f"{text}{suffix}"
             if candidate.is_file():
-                return candidate.resolve()
+                return _resolve(candidate, key=self.key)
         names = self.names()
         raise ConfigError(f"{self.what} ({', '.join(names)}) or a path to one", key=self.key,
                           got=short_repr(text), hint=did_you_mean(text, names))
@@ -927,3 +1038,13 @@ class TableFolder:
             table = load_validated(path, self.model_cls)
             self._cache.put(key, table)
         return table
+
+
+def source_of(cfg: BaseModel, loc: Iterable) -> str | None:
+    """The file (as shown to users) or ``--set`` that wrote key path ``loc`` of a loaded
+    config, or None when it is not known."""
+    prov = getattr(cfg, "_sources", None)
+    if not prov:
+        return None
+    parts = tuple(int(p) if isinstance(p, str) and p.isdigit() else p for p in loc)
+    return _display(_source_of(prov, parts))

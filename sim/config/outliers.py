@@ -425,7 +425,7 @@ def outliers_dir() -> Path:
 
 
 _PROFILES = TableFolder(outliers_dir, OutlierProfile,
-                        "an outlier profile shipped in workloads/outliers", key="outliers",
+                        "an outlier profile shipped in workloads/outliers", key="outlier_profile",
                         allow_mapping=True)
 
 

@@ -48,11 +48,42 @@ __all__ = [
     "StrictModel",
 ]
 
-PosInt = Annotated[int, Field(gt=0)]
-NonNegInt = Annotated[int, Field(ge=0)]
-PosFloat = Annotated[float, Field(gt=0)]
-NonNegFloat = Annotated[float, Field(ge=0)]
+# Bounds on every size read from a config. Integers stay below 2**31 (a signed 32-bit index),
+# so that products of a few of them (M*K, bytes per tile, cycles) stay exact in int64; positive
+# numbers must be finite and lie in [1e-9, 1e9] (a clock of 1e9 GHz or of 1 Hz, 1e9 GB/s, 1e9 KB
+# lie far past any real hardware), so that conversions between cycles, seconds and bytes stay
+# finite. Rates that are in range one by one but too slow together for an op are refused where
+# the op is priced (sim.hw.memory_plan.check_transfer).
+MAX_SIZE = 2**31 - 1
+MIN_FLOAT = 1e-9
+MAX_FLOAT = 1e9
+PosInt = Annotated[int, Field(gt=0, le=MAX_SIZE)]
+NonNegInt = Annotated[int, Field(ge=0, le=MAX_SIZE)]
+
+
+def _not_tiny(x: float) -> float:
+    if x < MIN_FLOAT:
+        raise InvalidValue(f"a number >= {MIN_FLOAT:g} (sizes are bounded so that cycle and "
+                           "byte counts stay finite)", got=short_repr(x))
+    return x
+
+
+PosFloat = Annotated[float, Field(gt=0, le=MAX_FLOAT, allow_inf_nan=False),
+                     AfterValidator(_not_tiny)]
+NonNegFloat = Annotated[float, Field(ge=0, le=MAX_FLOAT, allow_inf_nan=False)]
+Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
 Name = Annotated[str, Field(min_length=1)]
+# A name that is also used as a file or folder name (experiment outputs): one safe path
+# component, so that outputs stay inside the folder they are written to.
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$")
+
+
+def _safe_file_name(v: str) -> str:
+    if not _SAFE_NAME.match(v) or v in (".", ".."):
+        raise InvalidValue("a file-name-safe name (letters, digits, '_', '-', '.', '+'; no '/', "
+                           "not starting with '.' or '-', at most 128 characters)",
+                           got=short_repr(v))
+    return v
 PEBits = Literal[2, 4, 8, 16]
 PrecisionBits = Annotated[int, Field(ge=1, le=32)]
 
@@ -112,6 +143,9 @@ class _Hashable(StrictModel):
     _origin: str | None = PrivateAttr(default=None)
     # memoized content hash (the config is frozen, so it cannot go stale)
     _content_hash: str | None = PrivateAttr(default=None)
+    # key path -> the file (or --set) that wrote it, kept by the loader so that an error found
+    # after validation (a buffer too small for a GEMM) can still name where the value came from
+    _sources: dict | None = PrivateAttr(default=None)
 
     @property
     def origin(self) -> str | None:
@@ -506,6 +540,16 @@ class LayerPrecision(StrictModel):
         return layer in self.indices(num_layers)
 
 
+#: Every op name a model's operator graph can carry, in block order (sim.workload.graph.OPS
+#: is the same list; a test keeps the two equal).
+OP_NAMES = (
+    "embed",
+    "norm_attn", "q_proj", "k_proj", "v_proj", "qk", "softmax", "av", "o_proj", "residual_attn",
+    "norm_ffn", "gate_proj", "up_proj", "act", "down_proj", "residual_ffn",
+    "final_norm", "lm_head",
+)
+
+
 class ModelConfig(_Hashable):
     """A transformer model's shapes (workloads/*.yaml)."""
 
@@ -559,7 +603,13 @@ class ModelConfig(_Hashable):
                     f"num_heads {self.num_heads}, so head_dim must be given",
                     loc=("head_dim",),
                 )
+        names = self.op_names()
         for i, rule in enumerate(self.layer_precision):
+            for j, op in enumerate(rule.ops or ()):
+                if op not in names:
+                    raise InvalidValue(f"an op name of this model ({', '.join(names)})",
+                                       loc=("layer_precision", i, "ops", j), got=repr(op),
+                                       hint=did_you_mean(op, names))
             bad = [x for x in rule.indices(self.num_layers) if x >= self.num_layers]
             if bad:
                 raise InvalidValue(
@@ -568,6 +618,10 @@ class ModelConfig(_Hashable):
                     got=short_repr(rule.layers),
                 )
         return self
+
+    def op_names(self) -> tuple[str, ...]:
+        """The op names this model's graphs carry (``layer_precision.ops`` picks among them)."""
+        return tuple(op for op in OP_NAMES if not (op == "gate_proj" and self.ffn == "plain"))
 
     def precision_for(self, layer: int, op: str) -> tuple[int, int]:
         """(wbits, abits) of ``op`` in ``layer``: the last matching layer_precision rule, else
@@ -615,6 +669,19 @@ class RunConfig(StrictModel):
 
     @model_validator(mode="after")
     def _phase_needs(self) -> "RunConfig":
+        # keys that a phase does not read are errors rather than silently ignored
+        unused = []
+        if self.phase == "decode" and self.seq_len is not None:
+            unused.append(("seq_len", self.seq_len, "a decode step runs one new token per "
+                           "sequence; use batch and context"))
+        if self.phase != "decode" and self.steps != 1:
+            unused.append(("steps", self.steps, "only a decode run chains steps"))
+        if self.phase != "mixed" and self.decode_batch != 0:
+            unused.append(("decode_batch", self.decode_batch, "only a mixed run has decode "
+                           "sequences beside its prefill chunk"))
+        for key, value, why in unused:
+            raise InvalidValue(f"no {key} for a {self.phase} run ({why})", loc=(key,),
+                               got=short_repr(value))
         if self.phase in ("prefill", "mixed") and self.seq_len is None:
             raise InvalidValue(
                 f"an integer > 0 (a {self.phase} run needs seq_len, the prefill tokens per "
@@ -627,6 +694,25 @@ class RunConfig(StrictModel):
                 loc=("context",),
             )
         return self
+
+
+def run_positions(phase: str, seq_len: int | None, context: int | None, steps: int) -> tuple:
+    """(key, positions): the largest token position a run reaches and the key that sets it."""
+    ctx = context or 0
+    if phase == "decode":
+        return ("context", ctx + steps)
+    return ("seq_len", ctx + (seq_len or 0))
+
+
+def check_positions(model: "ModelConfig", phase: str, seq_len, context, steps,
+                    loc: tuple = ()) -> None:
+    """A run may not reach past the model's ``max_position`` (its context window)."""
+    key, n = run_positions(phase, seq_len, context, steps)
+    if n > model.max_position:
+        what = {"decode": "context + steps", "prefill": "context + seq_len",
+                "mixed": "context + seq_len"}[phase]
+        raise InvalidValue(f"{what} <= the model's max_position ({model.max_position} tokens "
+                           f"for {model.name})", loc=loc + (key,), got=str(n))
 
 
 class OutputsConfig(StrictModel):
@@ -655,7 +741,7 @@ class ExperimentConfig(_Hashable):
 
     name: Name
     description: str = ""
-    seed: NonNegInt = 0
+    seed: Seed = 0
     arch: SerializeAsAny[ArchConfig]  # validated as the subclass its type registered
     model: ModelConfig
     runs: FrozenList[RunConfig] = Field(min_length=1)
@@ -688,6 +774,29 @@ class ExperimentConfig(_Hashable):
                 exc.key = exc.key or "model"
                 raise
         return v
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_file_name(cls, v: str) -> str:
+        return _safe_file_name(v)   # results/<name>/ and <name>_<plot>.png are paths
+
+    @model_validator(mode="after")
+    def _runs_fit_the_model(self) -> "ExperimentConfig":
+        for i, run in enumerate(self.runs):
+            check_positions(self.model, run.phase, run.seq_len, run.context, run.steps,
+                            loc=("runs", i))
+        return self
+
+    @field_validator("outputs")
+    @classmethod
+    def _unique_plots(cls, outputs: "OutputsConfig") -> "OutputsConfig":
+        seen: dict[str, int] = {}
+        for i, name in enumerate(outputs.plots):
+            if name in seen:
+                raise InvalidValue("a plot name listed once", loc=("plots", i), got=repr(name),
+                                   hint=f"also outputs.plots.{seen[name]}")
+            seen[name] = i
+        return outputs
 
     @field_validator("runs")
     @classmethod

@@ -28,10 +28,11 @@ from ..core import EnergyLedger, TraceRecorder
 from ..core.clock import hold_cycles_array
 from ..core.invariants import require
 from .interface import Accelerator, OpResult
-from .memory_plan import OperandPlacement, plan_gemm
+from .memory_plan import (OperandPlacement, check_buffers_fit, check_chunk_count,
+                          check_gemm_size, check_transfer, plan_gemm)
 from .registry import register
 from .tile_pipeline import PortSpec, run_tiles
-from .systolic import DATAFLOWS, array_timing
+from .systolic import DATAFLOWS, array_timing, map_gemm
 
 # the types this module registers (read by sim.hw.registry without importing the module)
 ACCELERATOR_TYPES = ("systolic",)
@@ -217,6 +218,7 @@ class SystolicAccelerator(Accelerator):
         fit = int(self.sram_kb["weight" if split_n else "ifmap"] * 1024 / 2 // unit_bytes)
         options = [[(M, K, N)]]
         if 1 <= fit < full:
+            check_chunk_count(M, K, N, -(-full // fit))   # before the list is built
             sizes = [fit] * (full // fit) + ([full % fit] if full % fit else [])
             options.append([(M, K, s) if split_n else (s, K, N) for s in sizes])
         return options
@@ -251,6 +253,7 @@ class SystolicAccelerator(Accelerator):
     def _gemm_uncached(self, M, K, N, wbits, abits, dataflow, rows, cols, convention, place,
                        outliers=None, seed=0, compress=True, trace=None) -> OpResult:
         m = self.arch.mode(wbits, abits).macs_per_cycle
+        check_gemm_size(map_gemm(M, K, N, rows, cols, dataflow, m), M, K, N, m)
         wstore = self.stored_weight_bits(wbits, outliers)
         operands = GemmOperands(M, K, N, wbits, abits, m, compress)
 
@@ -263,7 +266,15 @@ class SystolicAccelerator(Accelerator):
         candidates = [self._schedule(shapes, wstore, abits, dataflow, rows, cols, m, convention,
                                      place)
                       for shapes in self._outer_tilings(M, K, N, wbits, abits, dataflow)]
+        fitting = [c for c in candidates
+                   if all(all(v <= self.sram_kb[b] * 512 for b, v in p.fold_bytes.items())
+                          for _, p in c)]
+        if not fitting:        # the smallest tiling's first misfit names the buffer
+            check_buffers_fit(candidates[-1][0][1], self.sram_kb)
         parts = min(candidates, key=roofline)
+        self._check_rates(sum(p.total("fetch_dram") + p.total("store_dram") for _, p in parts),
+                          sum(p.total("fill") + p.total("drain") for _, p in parts),
+                          sum(p.total("array_reads") + p.total("array_writes") for _, p in parts))
 
         # compute span of each memory tile on its sub-GEMM's ideal-memory fold schedule, plus
         # whatever else the folds pass through (e.g. ReCoN)
@@ -322,6 +333,17 @@ class SystolicAccelerator(Accelerator):
                             folds=sum(t.mapping.folds for t, _ in parts),
                             chunks=len(parts), energy=led, counters=counters)
 
+    def _check_rates(self, dram_bytes, l2_bytes, sram_bytes=0) -> None:
+        """An op whose bytes would take more than 2^53 cycles on a port is refused (the rates'
+        keys are named); see memory_plan.check_transfer."""
+        mem = self.arch.memory
+        check_transfer(dram_bytes, self.dram_bytes_per_cycle, "memory.dram.bandwidth_gbps",
+                       mem.dram.bandwidth_gbps)
+        check_transfer(l2_bytes, mem.l2.bytes_per_cycle, "memory.l2.bytes_per_cycle",
+                       mem.l2.bytes_per_cycle)
+        check_transfer(sram_bytes, mem.sram.bytes_per_cycle, "memory.sram.bytes_per_cycle",
+                       mem.sram.bytes_per_cycle)
+
     def _run_pipeline(self, plans, spans, trace, compress=True):
         """Fetch / compute / drain of the memory tiles (see :mod:`sim.hw.tile_pipeline`)."""
         def cat(name):
@@ -342,6 +364,7 @@ class SystolicAccelerator(Accelerator):
         compute = -(-ops // self.arch.vector.lanes)
         dram_r = in_bytes if place.a_src == "dram" else 0
         dram_w = out_bytes if place.o_dst == "dram" else 0
+        self._check_rates(dram_r + dram_w, in_bytes + out_bytes)
         l2_busy = int(hold_cycles_array(in_bytes + out_bytes, mem.l2.bytes_per_cycle))
         dram_busy = int(hold_cycles_array(dram_r + dram_w, self.dram_bytes_per_cycle))
         total = max(compute, l2_busy, dram_busy) + (self.dram_latency if dram_r else 0)
@@ -363,6 +386,7 @@ class SystolicAccelerator(Accelerator):
     def memory_op(self, read_bytes: int, write_bytes: int = 0) -> OpResult:
         """A pure DRAM -> L2 move (e.g. an embedding gather): bandwidth plus latency."""
         mem, t = self.arch.memory, self.tech
+        self._check_rates(read_bytes + write_bytes, read_bytes)
         busy = int(hold_cycles_array(read_bytes + write_bytes, self.dram_bytes_per_cycle))
         total = busy + self.dram_latency
         led = EnergyLedger()

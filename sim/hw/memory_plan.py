@@ -36,6 +36,13 @@ from .systolic import ArrayMapping
 
 ACC_BYTES = 4   # partial sums are 32-bit integers
 
+# Size limits of one GEMM. The timing model keeps a dozen int64 values per fold and per memory
+# tile, so 2**22 of them is about 400 MB; cycle counts stay below 2**53 so that they are exact
+# in float64 (seconds, utilization). Past either limit a run would exhaust memory or lose
+# exactness, so it is refused up front with these figures in the message.
+MAX_FOLDS = 2**22
+MAX_CYCLES = 2**53
+
 
 @dataclass(frozen=True)
 class OperandPlacement:
@@ -59,6 +66,7 @@ class MemoryPlan:
     store_dram: np.ndarray   # L2 -> DRAM after the tile
     buffer_writes: dict      # per SRAM buffer (ifmap/weight/ofmap): bytes written
     buffer_reads: dict       # per SRAM buffer: bytes read
+    fold_bytes: dict = None  # per SRAM buffer: the most bytes one fold keeps in it
 
     @property
     def tiles(self) -> int:
@@ -165,4 +173,54 @@ def plan_gemm(mp: ArrayMapping, M: int, K: int, N: int, wbits: float, abits: int
                        "ofmap": int(psum_writes.sum() + spill.sum())},
         buffer_reads={stat_buf: int(stat.sum()), stream_buf: int(stream.sum()),
                       "ofmap": int(psum_reads.sum() + drain.sum())},
+        fold_bytes={stat_buf: int(stat.max()), stream_buf: int(stream.max()),
+                    "ofmap": int(out.max())},
     )
+
+
+def _too_large(what: str, got: str):
+    from ..config.errors import ConfigError   # the error type of bad input lives in config
+    return ConfigError(what, got=got, hint="a smaller batch, seq_len or model size")
+
+
+def check_chunk_count(M: int, K: int, N: int, chunks: int) -> None:
+    """ConfigError when the mapper would cut a GEMM into more than MAX_FOLDS chunks (each is
+    at least one memory tile)."""
+    if chunks > MAX_FOLDS:
+        raise _too_large(f"a GEMM of at most {MAX_FOLDS:,} memory tiles (about 100 bytes of "
+                         "simulator state each)", f"{chunks:,} for M={M:,} K={K:,} N={N:,}")
+
+
+def check_gemm_size(mp: ArrayMapping, M: int, K: int, N: int, macs_per_cycle: float) -> None:
+    """ConfigError when a GEMM is too large to simulate: more than MAX_FOLDS folds or more than
+    MAX_CYCLES ideal cycles. ``mp`` is the whole GEMM's mapping."""
+    shape = f"M={M:,} K={K:,} N={N:,} on {mp.rows}x{mp.cols}"
+    if mp.folds > MAX_FOLDS:
+        raise _too_large(f"a GEMM of at most {MAX_FOLDS:,} array folds (about 100 bytes of "
+                         "simulator state each)", f"{mp.folds:,} for {shape}")
+    ideal = M * K * N / (mp.rows * mp.cols * macs_per_cycle)
+    if ideal > MAX_CYCLES:
+        raise _too_large("a GEMM of at most 2^53 cycles (exact in float64)",
+                         f"{ideal:.3g} cycles for {shape}")
+
+
+def check_buffers_fit(plan: "MemoryPlan", sram_kb: dict) -> None:
+    """ConfigError when one fold's data does not fit a half of its double-buffered SRAM: the
+    plan needs every fold's stationary and streamed bytes (and a fold's outputs) resident."""
+    from ..config.errors import ConfigError   # lower layer
+    for buf, need in plan.fold_bytes.items():
+        have = sram_kb[buf] * 1024 / 2
+        if need > have:
+            kb = 2 * need / 1024
+            raise ConfigError(f"an SRAM buffer that holds one fold's {buf} data in each half "
+                              f"(double-buffered): at least {kb:.4g} KB for this GEMM",
+                              key=f"memory.sram.{buf}_kb", got=f"{sram_kb[buf]:g}")
+
+
+def check_transfer(nbytes: float, bytes_per_cycle: float, key: str, value: float) -> None:
+    """ConfigError (naming the rate's key) when moving ``nbytes`` at ``bytes_per_cycle`` takes
+    more than MAX_CYCLES cycles: cycle counts past that are no longer exact (or overflow)."""
+    if nbytes and nbytes / bytes_per_cycle > MAX_CYCLES:
+        from ..config.errors import ConfigError   # the error type of bad input lives in config
+        raise ConfigError(f"a rate at which this op's {nbytes:,.0f} bytes take at most 2^53 "
+                          "cycles (exact in float64)", key=key, got=f"{value:g}")

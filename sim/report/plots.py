@@ -52,73 +52,130 @@ def _title(result, what: str) -> str:
     return f"{base} — {what}" if what else base
 
 
-@register_plot("breakdown")
-def breakdown(result, path: Path) -> Path:
-    """Per run: where the time goes (operator categories, compute vs memory stall) and where the
-    energy goes (components). Bars are shares of each run so that a 1-token decode step and a
-    long prefill read side by side; the absolute totals are printed on the bars."""
-    groups = _groups(result)
-    runs = result.runs
-    key = list(zip(runs.variant, runs.run))
-    totals = dict(zip(key, runs.cycles))
-    seconds = dict(zip(key, runs.seconds))
-    tokens = dict(zip(key, runs.tokens))
-    many = len(groups) > 6               # many design points: panels stacked, labels turned
-    if many:
-        fig, (ax_t, ax_e) = plt.subplots(2, 1, figsize=(max(12, 0.75 * len(groups) + 3), 10))
-    else:
-        fig, (ax_t, ax_e) = plt.subplots(1, 2, figsize=(12, 4.8))
-    note = dict(fontsize=7, rotation=90) if many else dict(fontsize=9)
-    x = list(range(len(groups)))
-    labels = [g[2] for g in groups]
-    width = 0.6
+# categories whose share stays below this in every run are drawn as one "other" segment, so
+# that no segment is a sliver too thin to see or label
+MIN_SHARE_PCT = 2.0
 
-    bottom = [0.0] * len(groups)
+
+def _ms(seconds: float) -> str:
+    """A latency for a bar label: ms below one second, else s (never an exponent)."""
+    ms = seconds * 1e3
+    if ms >= 1000:
+        return f"{ms / 1000:.3g} s" if ms < 1e6 else f"{ms / 1000:,.0f} s"
+    if ms < 0.01:
+        return f"{ms * 1000:.3g} µs"
+    return f"{ms:.3g} ms"
+
+
+def _mj(pj: float) -> str:
+    mj = pj * 1e-9
+    return f"{mj:.3g} mJ" if mj < 1000 else f"{mj:,.0f} mJ"
+
+
+def _latency_segments(result, groups, totals):
+    """[(label, colour, compute shares, stall shares)] per operator category, small ones
+    merged into "other (...)"."""
+    segs, small = [], []
     for (cat, ops), color in zip(CATEGORIES.items(), COLORS):
-        for part, hatch, alpha in (("compute_cycles", None, 1.0), ("stall_cycles", "//", 0.45)):
+        parts = []
+        for part in ("compute_cycles", "stall_cycles"):
             vals = []
             for v, r, _ in groups:
                 sel = result.ops[(result.ops.variant == v) & (result.ops.run == r)
                                  & result.ops.op.isin(ops)]
                 t = totals[(v, r)]
                 vals.append(100.0 * float(sel[part].sum()) / t if t else 0.0)
+            parts.append(vals)
+        share = [c + st for c, st in zip(*parts)]
+        if not any(share):
+            continue
+        (segs if max(share) >= MIN_SHARE_PCT else small).append((cat, color, *parts))
+    if len(small) == 1:
+        segs.append(small[0])
+    elif small:
+        comp = [sum(x) for x in zip(*(s[2] for s in small))]
+        stall = [sum(x) for x in zip(*(s[3] for s in small))]
+        names = ", ".join(s[0] for s in small)
+        segs.append((f"other ({names})", "#B0B0B0", comp, stall))
+    return segs
+
+
+def _xticks(ax, x, labels, many):
+    if many:                      # one line per label, turned and anchored at its bar
+        labels = [lab.replace("\n", " · ") for lab in labels]
+        ax.set_xticks(x, labels, rotation=40, ha="right", rotation_mode="anchor", fontsize=8)
+    else:
+        ax.set_xticks(x, labels, fontsize=10)
+
+
+@register_plot("breakdown")
+def breakdown(result, path: Path) -> Path:
+    """Per run: where the time goes (operator categories, compute vs memory stall) and where the
+    energy goes (components). Bars are shares of each run so that a 1-token decode step and a
+    long prefill read side by side; the absolute totals are printed above the bars.
+    Categories and components below MIN_SHARE_PCT in every run are merged into "other"."""
+    groups = _groups(result)
+    runs = result.runs
+    key = list(zip(runs.variant, runs.run))
+    totals = dict(zip(key, runs.cycles))
+    seconds = dict(zip(key, runs.seconds))
+    many = len(groups) > 6               # many design points: panels stacked, labels turned
+    if many:
+        longest = max(len(g[2]) for g in groups)     # turned labels need room below
+        fig, (ax_t, ax_e) = plt.subplots(2, 1, figsize=(max(10, 0.6 * len(groups) + 4),
+                                                        8 + 0.08 * longest))
+    else:
+        fig, (ax_t, ax_e) = plt.subplots(1, 2, figsize=(max(11, 1.6 * len(groups) + 7), 4.8))
+    note = dict(fontsize=7, rotation=90) if many else dict(fontsize=9)
+    top = 135 if many else 112
+    x = list(range(len(groups)))
+    labels = [g[2] for g in groups]
+    width = 0.6
+
+    bottom = [0.0] * len(groups)
+    for label, color, comp, stall in _latency_segments(result, groups, totals):
+        for vals, hatch, alpha, name in ((comp, None, 1.0, label), (stall, "//", 0.45, None)):
             if not any(vals):
                 continue
             ax_t.bar(x, vals, width, bottom=bottom, color=color, alpha=alpha, hatch=hatch,
-                     edgecolor="white", linewidth=0.4,
-                     label=cat if part == "compute_cycles" else None)
+                     edgecolor="white", linewidth=0.4, label=name)
             bottom = [b + v for b, v in zip(bottom, vals)]
-    ax_t.set_xticks(x, labels, rotation=60 if many else 0, fontsize=8 if many else 10)
-    ax_t.set_ylim(0, 125 if many else 112)
+    _xticks(ax_t, x, labels, many)
+    ax_t.set_ylim(0, top)
+    ax_t.set_yticks(range(0, 101, 20))
     ax_t.set_ylabel("share of run latency (%)")
     ax_t.set_title("Latency by operator (hatched: memory stall)")
     ax_t.legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
     for i, (v, r, _) in enumerate(groups):
-        ax_t.annotate(f"{seconds[(v, r)] * 1e3:.4g} ms", (i, 101), ha="center", va="bottom",
-                      **note)
+        ax_t.annotate(_ms(seconds[(v, r)]), (i, 101), ha="center", va="bottom", **note)
 
     energy = result.energy.pivot_table(index=["variant", "run"], columns="component",
                                        values="energy_pj", aggfunc="sum")
-    bottom = [0.0] * len(groups)
+    shares = {}
     # the components in the result's own order (the accelerator's declared ones first)
-    for i, comp in enumerate(dict.fromkeys(result.energy.component)):
+    for comp in [c for c in dict.fromkeys(result.energy.component) if c in energy]:
+        vals = [100.0 * energy.loc[(v, r), comp] / energy.loc[(v, r)].sum()
+                if energy.loc[(v, r)].sum() else 0.0 for v, r, _ in groups]
+        if any(val > 0 for val in vals):
+            shares[comp] = vals
+    small = [c for c, vals in shares.items() if max(vals) < MIN_SHARE_PCT]
+    if len(small) > 1:
+        merged = [sum(x) for x in zip(*(shares.pop(c) for c in small))]
+        shares["other (" + ", ".join(c.replace("_", " ") for c in small) + ")"] = merged
+    bottom = [0.0] * len(groups)
+    for i, comp in enumerate(shares):
         color = COMPONENT_COLORS.get(comp, COLORS[i % len(COLORS)])
-        if comp not in energy:
-            continue
-        vals = [100.0 * energy.loc[(v, r), comp] / energy.loc[(v, r)].sum() for v, r, _ in groups]
-        if not any(val > 0 for val in vals):
-            continue
         ax_e.bar(x, vals, width, bottom=bottom, color=color, label=comp.replace("_", " "))
         bottom = [b + val for b, val in zip(bottom, vals)]
-    ax_e.set_xticks(x, labels, rotation=60 if many else 0, fontsize=8 if many else 10)
-    ax_e.set_ylim(0, 125 if many else 112)
+    _xticks(ax_e, x, labels, many)
+    ax_e.set_ylim(0, top)
+    ax_e.set_yticks(range(0, 101, 20))
     ax_e.set_ylabel("share of run energy (%)")
-    ax_e.set_title("Energy by component")
+    ax_e.set_title("Energy by component (total above each bar)")
     ax_e.legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
     for i, (v, r, _) in enumerate(groups):
-        total_mj = energy.loc[(v, r)].sum() * 1e-9
-        ax_e.annotate(f"{total_mj:.4g} mJ, {total_mj / max(tokens[(v, r)], 1):.3g} mJ/token",
-                      (i, 101), ha="center", va="bottom", **note)
+        ax_e.annotate(_mj(energy.loc[(v, r)].sum()), (i, 101), ha="center", va="bottom",
+                      **note)
 
     fig.suptitle(_title(result, ""), fontsize=11)
     return _save(fig, path)
@@ -220,9 +277,18 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def check_plot_names(names, file=None) -> None:
+    """ConfigError (key ``outputs.plots.<i>``) for a name no plot is registered under."""
+    from ..config import ConfigError
+    from ..config.errors import did_you_mean
+    for i, n in enumerate(names):
+        if n not in _PLOTS:
+            raise ConfigError(f"a plot name ({', '.join(plot_names())})", file=file,
+                              key=f"outputs.plots.{i}", got=repr(n),
+                              hint=did_you_mean(n, plot_names()))
+
+
 def write_plots(result, out_dir: Path, names=None) -> list[Path]:
     names = list(names if names is not None else result.experiment.outputs.plots)
-    unknown = [n for n in names if n not in _PLOTS]
-    if unknown:
-        raise ValueError(f"unknown plot(s) {unknown}; available: {plot_names()}")
+    check_plot_names(names, result.experiment.origin)
     return [_PLOTS[n](result, out_dir / f"{n}.png") for n in names]

@@ -24,7 +24,9 @@ def _jsonable(x):
 def write_tables(result, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, df in (("ops.csv", result.ops), ("energy.csv", result.energy),
+    # ``index`` is the op's position in its step's operator graph (topological order): name it so
+    ops = result.ops.rename(columns={"index": "graph_order"})
+    for name, df in (("ops.csv", ops), ("energy.csv", result.energy),
                      ("runs.csv", result.runs), ("area.csv", result.area)):
         p = out_dir / name
         df.to_csv(p, index=False, float_format="%.6g")
