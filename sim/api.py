@@ -14,7 +14,9 @@ from .core import EnergyLedger, TraceRecorder
 from .hw.accelerator import COMPONENTS, OpResult
 from .hw.memory_plan import OperandPlacement
 from .hw.registry import build_accelerator
-from .workload.execute import add_step, attach_outliers, ops_frame, outlier_lookup, run_ops
+from .io.profiles import profile_info
+from .workload.execute import (add_step, attach_outliers, ops_frame, outlier_lookup,
+                                outlier_profile_for, run_ops)
 from .workload.graph import step_ops
 
 _ACCEL_CACHE: dict[str, object] = {}
@@ -104,6 +106,7 @@ class ModelResult:
     dram_utilization: float      # fraction of the run the DRAM port was transferring
     l2_utilization: float
     ops: pd.DataFrame = field(repr=False)
+    outlier_profile: dict | None = None   # the profile an outlier-aware arch ran with (profile_info)
 
     @property
     def energy_total_pj(self) -> float:
@@ -126,20 +129,22 @@ class ModelResult:
 def simulate_model(arch, model, *, phase: str = "prefill", batch: int = 1,
                    seq_len: int | None = None, context: int | None = None, steps: int = 1,
                    decode_batch: int = 0, trace: TraceRecorder | None = None,
-                   progress=None) -> ModelResult:
+                   progress=None, seed: int = 0) -> ModelResult:
     """Simulate one model step on an accelerator; ``steps`` > 1 chains decode steps whose
-    context grows by one token each (the per-op table then holds sums over the steps)."""
+    context grows by one token each (the per-op table then holds sums over the steps).
+    ``seed`` seeds the synthetic outlier profile of a model that names none."""
     return _simulate(accelerator_for(arch), load_model(model), phase=phase, batch=batch,
                      seq_len=seq_len, context=context, steps=steps, decode_batch=decode_batch,
-                     trace=trace, progress=progress)
+                     trace=trace, progress=progress, seed=seed)
 
 
 def _simulate(accel, model, *, phase, batch, seq_len, context, steps, decode_batch,
-              trace=None, progress=None, start_cycle: int = 0, track_prefix: str = "") -> ModelResult:
+              trace=None, progress=None, start_cycle: int = 0, track_prefix: str = "",
+              seed: int = 0) -> ModelResult:
     if steps > 1 and phase != "decode":
         raise ValueError(f"steps > 1 only makes sense for phase 'decode', got phase {phase!r}")
     first_ops, sums, ledger, now = None, None, EnergyLedger(), start_cycle
-    outliers = outlier_lookup(accel, model)
+    outliers = outlier_lookup(accel, model, seed)
     for step in range(steps):
         ctx = None if context is None else context + step
         ops = attach_outliers(step_ops(model, phase, batch=batch, seq_len=seq_len, context=ctx,
@@ -176,7 +181,8 @@ def _simulate(accel, model, *, phase, batch, seq_len, context, steps, decode_bat
                        utilization=float(macs / busy) if busy else 0.0,
                        dram_utilization=float(ops.dram_busy_cycles.sum() / max(now - start_cycle, 1)),
                        l2_utilization=float(ops.l2_busy_cycles.sum() / max(now - start_cycle, 1)),
-                       ops=ops)
+                       ops=ops, outlier_profile=profile_info(outlier_profile_for(accel, model, seed),
+                                                             model.outlier_profile is None))
 
 
 # ----------------------------------------------------------------------------- experiment ----
@@ -191,6 +197,7 @@ class Result:
     area: pd.DataFrame            # component, area_um2
     trace: TraceRecorder | None = None
     run_records: list = field(default_factory=list, repr=False)   # runs as plain dicts
+    outlier_profiles: dict = field(default_factory=dict)  # variant -> profile_info, where used
 
     def summary(self) -> dict:
         exp = self.experiment
@@ -204,6 +211,7 @@ class Result:
             "area_mm2": {str(k): float(v) * 1e-6
                          for k, v in self.area.groupby("variant", sort=False).area_um2.sum().items()},
             "runs": [dict(r) for r in self.run_records],
+            **({"outlier_profiles": self.outlier_profiles} if self.outlier_profiles else {}),
         }
 
 
@@ -236,13 +244,16 @@ def run(experiment, overrides=None, *, trace: bool | None = None, progress: bool
         from tqdm import tqdm
         bar = tqdm(total=total_steps, desc=exp.name, unit="step", delay=2.0, leave=False)
     rows, op_frames, energy_rows, area_rows, now = [], [], [], [], 0
+    outlier_profiles: dict = {}
     for variant, cfg, accel in points:
         prefix = f"{variant}: " if exp.variants else ""
         for r in cfg.runs:
             res = _simulate(accel, cfg.model, phase=r.phase, batch=r.batch, seq_len=r.seq_len,
                             context=r.context, steps=r.steps, decode_batch=r.decode_batch,
                             trace=recorder, progress=bar.update if bar is not None else None,
-                            start_cycle=now, track_prefix=f"{prefix}{r.name}: ")
+                            start_cycle=now, track_prefix=f"{prefix}{r.name}: ", seed=cfg.seed)
+            if res.outlier_profile is not None:
+                outlier_profiles[variant] = res.outlier_profile
             now += res.cycles       # runs follow one another on the trace's time axis
             rows.append({"variant": variant, "run": r.name, **res.summary()})
             op_frames.append(res.ops.assign(variant=variant, run=r.name))
@@ -257,4 +268,4 @@ def run(experiment, overrides=None, *, trace: bool | None = None, progress: bool
     ops.insert(0, "variant", ops.pop("variant"))
     return Result(experiment=exp, runs=pd.DataFrame(rows), ops=ops,
                   energy=pd.DataFrame(energy_rows), area=pd.DataFrame(area_rows),
-                  trace=recorder, run_records=rows)
+                  trace=recorder, run_records=rows, outlier_profiles=outlier_profiles)

@@ -13,6 +13,7 @@ this module adds the files around it:
   VLM) takes ``prefix=`` to pick one (``prefix="llm."``). Biases and norms are ignored.
 * :func:`render_profile` / :func:`write_profile` -- the YAML text of a profile with a
   provenance and summary header (the bytes depend on the profile alone).
+* :func:`profile_info` -- what a result's summary says about the profile it ran with.
 * :func:`regenerate_shipped` -- writes the shipped profiles of ``workloads/outliers`` again
   from their recipes (``workloads/outliers/recipes``).
 """
@@ -26,9 +27,10 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from sim.config.errors import ConfigError, short_repr
-from sim.config.loader import load_model
+from sim.config.loader import load_model, repo_root
 from sim.config.outliers import (
     BLOCK_OPS,
+    DEFAULT_RECIPE,
     OpOutlierStats,
     OutlierProfile,
     outliers_dir,
@@ -47,7 +49,8 @@ from sim.numerics.outlier_stats import (
 
 from .weights import WeightsFile, canonical_op, sha256_file, weight_files
 
-__all__ = ["profile_from_weights", "regenerate_shipped", "render_profile", "write_profile"]
+__all__ = ["profile_from_weights", "profile_info", "regenerate_shipped", "render_profile",
+           "write_profile"]
 
 
 def _model(model_config: Any) -> ModelConfig:
@@ -261,3 +264,36 @@ def regenerate_shipped(names: str | Iterable[str] | None = None,
     out = Path(folder) if folder is not None else outliers_dir()
     return [write_profile(shipped_profile(n), out / f"{n}.yaml") for n in names]
 
+
+
+# ============================================================================================
+# What a result says about its profile
+# ============================================================================================
+
+
+def profile_info(profile: OutlierProfile | None, generated_for_run: bool) -> dict | None:
+    """The ``outlier_profile`` entry of a result's summary: the profile's name, whether it was
+    generated for this run (the model names none: ``recipe`` says from what), whether it is
+    synthetic (its provenance has generator params) with the generator and seed, the file it
+    was read from otherwise, and its model-average fraction of micro-blocks with outliers."""
+    if profile is None:
+        return None
+    prov = profile.provenance
+    info = {"name": profile.name, "generated_for_this_run": bool(generated_for_run),
+            "synthetic": prov.params is not None, "generator": prov.generator,
+            "seed": prov.seed, "frac_ub_with_outliers": profile.mean("frac_ub_with_outliers")}
+    if generated_for_run:
+        info["recipe"] = f"workloads/outliers/recipes/{DEFAULT_RECIPE}.yaml"
+    else:
+        info["file"] = _shown_path(profile.origin)
+    return info
+
+
+def _shown_path(origin: str | None) -> str | None:
+    """A file inside the repo relative to it (the same on every machine), others as given."""
+    if origin is None:
+        return None
+    try:
+        return Path(origin).resolve().relative_to(repo_root()).as_posix()
+    except ValueError:
+        return origin
