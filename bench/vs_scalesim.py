@@ -168,8 +168,9 @@ def all_cases() -> list[Case]:
 
 
 # ------------------------------------------------------------------------------------------------
-# Closed form of SCALE-Sim's compute cycles (research/peers-run.md section 1, read from
-# scalesim/compute/systolic_compute_{os,ws,is}.py): folds do not overlap.
+# Closed form of SCALE-Sim's compute cycles (read from SCALE-Sim 3.0.0's
+# scalesim/compute/systolic_compute_{os,ws,is}.py, checked against bench/scalesim_reference.csv):
+# folds do not overlap.
 # ------------------------------------------------------------------------------------------------
 
 def scalesim_closed_form(M: int, K: int, N: int, R: int, C: int, dataflow: str) -> int:
