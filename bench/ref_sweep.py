@@ -60,6 +60,13 @@ class Case(NamedTuple):
     abits: int
 
 
+class Group(NamedTuple):
+    """Cases reported together: one dataflow at one mode."""
+
+    dataflow: str
+    macs_per_cycle: float
+
+
 class Outcome(NamedTuple):
     case: Case
     output_exact: bool
@@ -129,14 +136,14 @@ def main(argv: list[str] | None = None) -> int:
 
     groups, agree = Counter(), Counter()
     for o in outcomes:
-        key = (o.case.dataflow, o.case.macs_per_cycle)
+        key = Group(o.case.dataflow, o.case.macs_per_cycle)
         groups[key] += 1
         agree[key] += o.agrees
     print(f"ref_sweep: {args.cases} random GEMMs (seed {args.seed}, M/K/N 1..{args.max_dim}, "
           f"arrays 2..{args.max_array}), {wall:.1f} s with {args.jobs} process(es)")
     print(f"  {'dataflow':<9}{'MACs/PE/cycle':>14}{'cases':>8}{'agree':>8}")
-    for key in sorted(groups, key=lambda k: (DATAFLOWS.index(k[0]), -k[1])):
-        print(f"  {key[0]:<9}{key[1]:>14g}{groups[key]:>8}{agree[key]:>8}")
+    for key in sorted(groups, key=lambda g: (DATAFLOWS.index(g.dataflow), -g.macs_per_cycle)):
+        print(f"  {key.dataflow:<9}{key.macs_per_cycle:>14g}{groups[key]:>8}{agree[key]:>8}")
     bad = [o for o in outcomes if not o.agrees]
     for o in bad[:50]:
         print(f"  MISMATCH {o.case}: output exact {o.output_exact}, reference {o.ref_cycles} "

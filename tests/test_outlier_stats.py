@@ -83,7 +83,7 @@ def test_hand_built_matrix_gives_exact_counts():
     c = count_outliers(w)
     assert (c.ubs, c.ubs_with, c.candidates, c.outliers, c.over_cap, c.adjacent) == (96, 6, 14, 13, 1, 4)
     assert c.per_ub.tolist() == [90, 2, 2, 1, 1]
-    assert c.tiles == {64: [3, 12], 128: [3, 6]}
+    assert c.tiles == {64: (3, 12), 128: (3, 6)}      # (with outliers, total)
     s = measure_matrix(w)
     assert s.shape == [3, 256]
     assert s.frac_ub_with_outliers == pytest.approx(6 / 96)
@@ -126,12 +126,12 @@ def _reference_counts(w, k, micro, macro, widths):
                     adj += 1
     tiles = {}
     for wd in widths:
-        t = [0, 0]
+        with_outliers = total = 0
         for r in range(rows):
             for t0 in range(0, n, wd):
-                t[1] += 1
-                t[0] += bool(mask[r, t0:t0 + wd].any())
-        tiles[wd] = t
+                total += 1
+                with_outliers += bool(mask[r, t0:t0 + wd].any())
+        tiles[wd] = (with_outliers, total)
     return ubs, with_, cand, adj, hist, tiles
 
 

@@ -121,7 +121,8 @@ class OpOutlierStats(_Frozen):
 
     @property
     def num_weights(self) -> int:
-        return self.shape[0] * self.shape[1]
+        k, n = self.shape   # [K, N]
+        return k * n
 
     @property
     def frac_weights_adjacent(self) -> float:

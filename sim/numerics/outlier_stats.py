@@ -48,7 +48,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from collections import OrderedDict
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -71,6 +71,7 @@ __all__ = [
     "DEFAULT_WIDTHS",
     "outlier_mask",
     "OutlierCounts",
+    "TileCount",
     "count_outliers",
     "check_grouping",
     "measure_matrix",
@@ -130,6 +131,13 @@ def _segment_sum(a: np.ndarray, size: int) -> np.ndarray:
     return np.add.reduceat(a.astype(np.int32), _starts(n, size), axis=1)
 
 
+class TileCount(NamedTuple):
+    """Row tiles of one width: how many hold an outlier micro-block, out of how many."""
+
+    with_outliers: int
+    total: int
+
+
 @dataclass
 class OutlierCounts:
     """Integer counts behind the statistics; counts of row chunks add up exactly."""
@@ -144,13 +152,13 @@ class OutlierCounts:
     over_cap: int = 0
     candidates: int = 0  # k-sigma candidates before the micro/2 cap
     adjacent: int = 0  # candidates with a candidate neighbour in their uB
-    tiles: dict[int, list[int]] = field(default_factory=dict)  # width -> [with, total]
+    tiles: dict[int, TileCount] = field(default_factory=dict)  # row-tile width -> counts
 
     def __post_init__(self) -> None:
         if self.per_ub is None:
             self.per_ub = np.zeros(self.micro // 2 + 1, dtype=np.int64)
         for w in self.widths:
-            self.tiles.setdefault(w, [0, 0])
+            self.tiles.setdefault(w, TileCount(0, 0))
 
     def add(self, other: "OutlierCounts") -> None:
         self.weights += other.weights
@@ -162,8 +170,9 @@ class OutlierCounts:
         self.candidates += other.candidates
         self.adjacent += other.adjacent
         for w in self.widths:
-            self.tiles[w][0] += other.tiles[w][0]
-            self.tiles[w][1] += other.tiles[w][1]
+            mine, theirs = self.tiles[w], other.tiles[w]
+            self.tiles[w] = TileCount(mine.with_outliers + theirs.with_outliers,
+                                      mine.total + theirs.total)
 
 
 def check_grouping(micro: int, macro: int, widths: Sequence[int], k_sigma: float) -> None:
@@ -213,7 +222,7 @@ def count_outliers(w: np.ndarray, *, k_sigma: float = 3.0, micro: int = 8, macro
     ub_with = (per_ub > 0).view(np.int8)
     for wd in widths:
         tiles = _segment_sum(ub_with, wd // micro)
-        c.tiles[wd] = [int(np.count_nonzero(tiles)), int(tiles.size)]
+        c.tiles[wd] = TileCount(int(np.count_nonzero(tiles)), int(tiles.size))
     return c
 
 
@@ -225,19 +234,21 @@ def _stats_from_counts(c: OutlierCounts, shape: Sequence[int]) -> OpOutlierStats
     def frac(a: int, b: int) -> float:
         return _round(a / b) if b else 0.0
 
+    k_full, n_full = shape
     cap = c.micro // 2
     if c.ubs_with:
         dist = {i: frac(int(c.per_ub[i]), c.ubs_with) for i in range(1, cap + 1)}
     else:
         dist = {i: 0.0 for i in range(1, cap + 1)}
     return OpOutlierStats(
-        shape=[int(shape[0]), int(shape[1])],
+        shape=[int(k_full), int(n_full)],
         frac_ub_with_outliers=frac(c.ubs_with, c.ubs),
         outliers_per_ub=dist,
         frac_ub_over_cap=frac(c.over_cap, c.ubs),
         frac_weights_outliers=frac(c.outliers, c.weights),
         adjacency=frac(c.adjacent, c.candidates),
-        frac_rowtile_with_outliers={wd: frac(*c.tiles[wd]) for wd in c.widths},
+        frac_rowtile_with_outliers={wd: frac(c.tiles[wd].with_outliers, c.tiles[wd].total)
+                                    for wd in c.widths},
     )
 
 
@@ -464,20 +475,21 @@ def calibrate_base_rate(model_config: Any, family_params: Any, seed: int, *,
         return prof.mean("frac_ub_with_outliers"), trial
 
     lo, hi = math.log(1e-5), math.log(0.1)
-    best = None
+    best, best_value = None, math.inf
     for _ in range(max_iter):
         mid = 0.5 * (lo + hi)
         value, trial = measured(math.exp(mid))
-        if best is None or abs(value - goal) < abs(best[0] - goal):
-            best = (value, trial)
+        if best is None or abs(value - goal) < abs(best_value - goal):
+            best, best_value = trial, value
         if abs(value - goal) <= tol:
             break
         if value < goal:
             lo = mid
         else:
             hi = mid
-    assert best is not None
-    return best[1]
+    if best is None:
+        raise ConfigError("max_iter >= 1", key="max_iter", got=short_repr(max_iter))
+    return best
 
 
 # ============================================================================================
