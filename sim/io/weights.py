@@ -28,7 +28,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
@@ -49,7 +49,15 @@ __all__ = [
 # Safetensors
 # ============================================================================================
 
-_ST_DTYPES = {"F64": ("<f8", 8), "F32": ("<f4", 4), "F16": ("<f2", 2), "BF16": ("<u2", 2)}
+class _StDtype(NamedTuple):
+    """How a safetensors dtype tag is stored: the numpy dtype read, bytes per element."""
+
+    storage: str
+    itemsize: int
+
+
+_ST_DTYPES = {"F64": _StDtype("<f8", 8), "F32": _StDtype("<f4", 4), "F16": _StDtype("<f2", 2),
+              "BF16": _StDtype("<u2", 2)}
 _MAX_HEADER = 100 * 1024 * 1024
 
 
@@ -64,6 +72,15 @@ def _f32_to_bf16(x: np.ndarray) -> np.ndarray:
     out = rounded.astype(np.uint16)
     out[np.isnan(x)] = 0x7FC0
     return out
+
+
+class _Entry(NamedTuple):
+    """One tensor of a safetensors header: dtype tag, shape, byte range in the data buffer."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    begin: int
+    end: int
 
 
 class SafetensorsFile:
@@ -100,14 +117,14 @@ class SafetensorsFile:
         self.metadata = header.pop("__metadata__", None) or {}
         self._data_start = 8 + n
         data_len = size - self._data_start
-        self._entries: dict[str, tuple[str, tuple[int, ...], int, int]] = {}
+        self._entries: dict[str, _Entry] = {}
         for name, entry in header.items():
             self._entries[name] = self._check_entry(name, entry, data_len)
 
     def _bad(self, expected: str, key: str | None = None, got: str | None = None) -> ConfigError:
         return ConfigError(expected, file=self.label, key=key, got=got)
 
-    def _check_entry(self, name: str, entry: Any, data_len: int) -> tuple:
+    def _check_entry(self, name: str, entry: Any, data_len: int) -> _Entry:
         if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
             raise self._bad("{dtype, shape, data_offsets}", key=name, got=short_repr(entry))
         dtype, shape, offs = entry["dtype"], entry["shape"], entry["data_offsets"]
@@ -118,14 +135,15 @@ class SafetensorsFile:
             raise self._bad("a list of non-negative integers", key=f"{name}.shape",
                             got=short_repr(shape))
         if not (isinstance(offs, list) and len(offs) == 2 and all(isinstance(o, int) for o in offs)
-                and 0 <= offs[0] <= offs[1] <= data_len):
+                and 0 <= offs[0] <= offs[1] <= data_len):     # offs = [begin, end]
             raise self._bad(f"[begin, end] within the {data_len}-byte data buffer",
                             key=f"{name}.data_offsets", got=short_repr(offs))
-        nbytes = int(np.prod(shape, dtype=np.int64)) * _ST_DTYPES[dtype][1]
-        if offs[1] - offs[0] != nbytes:
+        begin, end = offs
+        nbytes = int(np.prod(shape, dtype=np.int64)) * _ST_DTYPES[dtype].itemsize
+        if end - begin != nbytes:
             raise self._bad(f"{nbytes} bytes for shape {shape} of {dtype}",
-                            key=f"{name}.data_offsets", got=f"{offs[1] - offs[0]} bytes")
-        return dtype, tuple(shape), offs[0], offs[1]
+                            key=f"{name}.data_offsets", got=f"{end - begin} bytes")
+        return _Entry(dtype, tuple(shape), begin, end)
 
     def keys(self) -> list[str]:
         return list(self._entries)
@@ -134,10 +152,10 @@ class SafetensorsFile:
         return name in self._entries
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return self._entries[name][1]
+        return self._entries[name].shape
 
     def dtype(self, name: str) -> str:
-        return self._entries[name][0]
+        return self._entries[name].dtype
 
     def get(self, name: str) -> np.ndarray:
         if name not in self._entries:
@@ -180,7 +198,7 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]
         if dtype == "BF16":
             blob = _f32_to_bf16(a).astype("<u2").tobytes()
         else:
-            blob = np.ascontiguousarray(a, dtype=_ST_DTYPES[dtype][0]).tobytes()
+            blob = np.ascontiguousarray(a, dtype=_ST_DTYPES[dtype].storage).tobytes()
         header[name] = {"dtype": dtype, "shape": list(a.shape),
                         "data_offsets": [offset, offset + len(blob)]}
         blobs.append(blob)
