@@ -380,6 +380,17 @@ def test_recipes_are_data_and_match_the_shipped_profiles():
         shipped_profile("default")  # leaves model and seed open: not a shipped profile
 
 
+def test_a_bad_recipe_names_file_and_key(tmp_path):
+    text = (recipes_dir() / "llama-2-7b.yaml").read_text(encoding="utf-8")
+    bad = tmp_path / "mine.yaml"
+    bad.write_text(text.replace("base_rate:", "base_rat:"), encoding="utf-8")
+    with pytest.raises(ConfigError) as e:
+        load_synthetic_recipe(bad)
+    assert "mine.yaml" in (e.value.file or "") and e.value.key == "params.base_rat"
+    with pytest.raises(ConfigError, match="default"):
+        load_synthetic_recipe("defualt")        # did-you-mean hint
+
+
 def test_file_formats_live_outside_the_numerics_layer():
     import ast
     import pathlib
