@@ -106,7 +106,7 @@ class ModelResult:
     dram_utilization: float      # fraction of the run the DRAM port was transferring
     l2_utilization: float
     ops: pd.DataFrame = field(repr=False)
-    outlier_profile: dict | None = None   # the profile an outlier-aware arch ran with (profile_info)
+    outlier_profile: dict | None = None   # profile_info of an outlier-aware arch's profile
 
     @property
     def energy_total_pj(self) -> float:
@@ -168,6 +168,7 @@ def _simulate(accel, model, *, phase, batch, seq_len, context, steps, decode_bat
     peak = ops.peak_macs_per_cycle.where(ops.peak_macs_per_cycle > 0, default_peak)
     busy = float((ops.cycles * peak).sum())
     macs = int(ops.macs.sum())
+    profile = profile_info(outlier_profile_for(accel, model, seed), model.outlier_profile is None)
     if phase == "prefill":
         tokens = batch * seq_len
     elif phase == "decode":
@@ -181,8 +182,7 @@ def _simulate(accel, model, *, phase, batch, seq_len, context, steps, decode_bat
                        utilization=float(macs / busy) if busy else 0.0,
                        dram_utilization=float(ops.dram_busy_cycles.sum() / max(now - start_cycle, 1)),
                        l2_utilization=float(ops.l2_busy_cycles.sum() / max(now - start_cycle, 1)),
-                       ops=ops, outlier_profile=profile_info(outlier_profile_for(accel, model, seed),
-                                                             model.outlier_profile is None))
+                       ops=ops, outlier_profile=profile)
 
 
 # ----------------------------------------------------------------------------- experiment ----
