@@ -19,8 +19,8 @@ operand's extreme values planted. A case is therefore a function of (seed, i) al
 result does not depend on ``--jobs``.
 
 It prints the number of cases that agree, per dataflow and mode, and every mismatch; the exit
-status is 0 only when every case agrees. The reference takes about 0.04 s per case on one core
-of the 2-core VM, so 12,000 cases take about 8 minutes in one process.
+status is 0 only when every case agrees. The reference takes about 0.07 s per case on one core
+of the 2-core VM: 4,000 cases (seed 1, all agreeing) took 462 s in one process.
 """
 from __future__ import annotations
 
