@@ -16,6 +16,7 @@ import argparse
 import math
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -23,7 +24,23 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 MODELS = ["llama-2-7b", "llama-2-13b", "llama-3-8b", "opt-6.7b", "vila-7b"]
-MSQ = ("MicroScopiQ v1", "MicroScopiQ v2")
+V1, V2 = "MicroScopiQ v1", "MicroScopiQ v2"
+MSQ = (V1, V2)
+
+
+class PaperSpeedup(NamedTuple):
+    """The paper's speedup of one MicroScopiQ version over the baselines."""
+
+    mean: float
+    best: float
+
+
+class Row(NamedTuple):
+    """One line of the printout."""
+
+    target: str
+    paper: str
+    strata: str
 
 
 def result_tables(stem: str, cached: bool) -> dict[str, pd.DataFrame]:
@@ -60,17 +77,19 @@ def main(argv=None) -> int:
                     speed.setdefault((v, run), []).append(r.seconds[base] / r.seconds[v])
                     energy.setdefault((v, run), []).append(
                         r.energy_total_j[base] / r.energy_total_j[v])
-    paper = {"MicroScopiQ v1": (1.50, 3.0), "MicroScopiQ v2": (2.47, 3.0)}
+    paper = {V1: PaperSpeedup(mean=1.50, best=3.0), V2: PaperSpeedup(mean=2.47, best=3.0)}
     runs = sorted({run for _, run in speed})
     for v in MSQ:
         for run in runs:
             s, e = speed[(v, run)], energy[(v, run)]
-            rows.append((f"{v} mean speedup ({run})", f"{paper[v][0]:.2f}x", f"{geomean(s):.2f}x"))
-            rows.append((f"{v} best speedup ({run})", f"~{paper[v][1]:.0f}x", f"{max(s):.2f}x"))
+            rows.append(Row(f"{v} mean speedup ({run})", f"{paper[v].mean:.2f}x",
+                            f"{geomean(s):.2f}x"))
+            rows.append(Row(f"{v} best speedup ({run})", f"~{paper[v].best:.0f}x",
+                            f"{max(s):.2f}x"))
             # the paper states the energy figures for v2 only
-            pe_, pb_ = ("~1.5x", "~2x") if v == MSQ[1] else ("(not given)", "(not given)")
-            rows.append((f"{v} mean energy reduction ({run})", pe_, f"{geomean(e):.2f}x"))
-            rows.append((f"{v} best energy reduction ({run})", pb_, f"{max(e):.2f}x"))
+            pe_, pb_ = ("~1.5x", "~2x") if v == V2 else ("(not given)", "(not given)")
+            rows.append(Row(f"{v} mean energy reduction ({run})", pe_, f"{geomean(e):.2f}x"))
+            rows.append(Row(f"{v} best energy reduction ({run})", pb_, f"{max(e):.2f}x"))
 
     units = result_tables("microscopiq_recon_units", args.cached)
     r, a = units["runs"], units["area"]
@@ -78,32 +97,32 @@ def main(argv=None) -> int:
     names = list(dict.fromkeys(r.variant))
     for run in r.run.unique():
         lat = r[r.run == run].set_index("variant").seconds
-        rows.append((f"ReCoN 1/2/4/8 latency ({run})", "1 / 0.85 / 0.82 / 0.79",
-                     " / ".join(f"{lat[n] / lat[names[0]]:.2f}" for n in names)))
-    rows.append(("ReCoN 1/2/4/8 compute area", "1 / 1.17 / 1.31 / 1.58",
-                 " / ".join(f"{compute[n] / compute[names[0]]:.3f}" for n in names)))
+        rows.append(Row(f"ReCoN 1/2/4/8 latency ({run})", "1 / 0.85 / 0.82 / 0.79",
+                        " / ".join(f"{lat[n] / lat[names[0]]:.2f}" for n in names)))
+    rows.append(Row("ReCoN 1/2/4/8 compute area", "1 / 1.17 / 1.31 / 1.58",
+                    " / ".join(f"{compute[n] / compute[names[0]]:.3f}" for n in names)))
 
     ch = result_tables("microscopiq_outlier_channels", args.cached)["runs"]
     shares = [v for v in dict.fromkeys(ch.variant) if v != "INT8"]
     for run in ch.run.unique():
         lat = ch[ch.run == run].set_index("variant").seconds
-        rows.append((f"v1 speedup over INT8 by outlier placement ({run})",
-                     "(" + " / ".join(shares) + ")",
-                     " / ".join(f"{lat['INT8'] / lat[s]:.2f}x" for s in shares)))
+        rows.append(Row(f"v1 speedup over INT8 by outlier placement ({run})",
+                        "(" + " / ".join(shares) + ")",
+                        " / ".join(f"{lat['INT8'] / lat[s]:.2f}x" for s in shares)))
 
     e = result_tables("microscopiq_iso_accuracy_llama-2-7b", True)["energy"]
     for run in e.run.unique():
         sel = e[(e.variant == "MicroScopiQ v1") & (e.run == run)].set_index("component").energy_pj
         pe, mem, recon = sel["pe_array"], sel["sram"] + sel["l2"] + sel["noc"], sel["recon"]
         tot = pe + mem + recon
-        rows.append((f"LLaMA-2-7B v1 power split PE/mem/ReCoN ({run})", "56 / 37 / 6 %",
-                     f"{100 * pe / tot:.0f} / {100 * mem / tot:.0f} / {100 * recon / tot:.1f} %"))
+        rows.append(Row(f"LLaMA-2-7B v1 power split PE/mem/ReCoN ({run})", "56 / 37 / 6 %",
+                        f"{100 * pe / tot:.0f} / {100 * mem / tot:.0f} / {100 * recon / tot:.1f} %"))
         # how far the on-chip memory energy per byte would have to fall for the paper's
         # PE : memory ratio (56.23 : 36.80)
-        rows.append((f"  on-chip memory pJ/byte scale giving 56:37 ({run})", "1",
-                     f"1/{mem / pe * 56.23 / 36.80:.1f}"))
+        rows.append(Row(f"  on-chip memory pJ/byte scale giving 56:37 ({run})", "1",
+                        f"1/{mem / pe * 56.23 / 36.80:.1f}"))
 
-    w = max(len(x[0]) for x in rows)
+    w = max(len(row.target) for row in rows)
     print(f"{'target':<{w}}  {'paper':>24}  strata")
     for what, p, s in rows:
         print(f"{what:<{w}}  {p:>24}  {s}")

@@ -45,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import NamedTuple
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,8 +169,9 @@ def all_cases() -> list[Case]:
 
 
 # ------------------------------------------------------------------------------------------------
-# Closed form of SCALE-Sim's compute cycles (research/peers-run.md section 1, read from
-# scalesim/compute/systolic_compute_{os,ws,is}.py): folds do not overlap.
+# Closed form of SCALE-Sim's compute cycles (read from SCALE-Sim 3.0.0's
+# scalesim/compute/systolic_compute_{os,ws,is}.py, checked against bench/scalesim_reference.csv):
+# folds do not overlap.
 # ------------------------------------------------------------------------------------------------
 
 def scalesim_closed_form(M: int, K: int, N: int, R: int, C: int, dataflow: str) -> int:
@@ -376,7 +378,14 @@ def run_scalesim(cases: list[Case], jobs: int = 1, progress=None) -> dict[int, d
     return results
 
 
-def read_reference(path: Path = REF_CSV) -> dict[tuple, tuple[int, float]]:
+class ScaleSimRun(NamedTuple):
+    """What the bench keeps of one SCALE-Sim run."""
+
+    cycles: int     # compute cycles (the report's Total Cycles, 0 stalls)
+    wall_s: float   # SCALE-Sim's wall time
+
+
+def read_reference(path: Path = REF_CSV) -> dict[tuple, ScaleSimRun]:
     if not path.exists():
         sys.exit(f"[vs_scalesim] {path} not found: run the bench without --cached first")
     ref = {}
@@ -384,11 +393,11 @@ def read_reference(path: Path = REF_CSV) -> dict[tuple, tuple[int, float]]:
         for row in csv.DictReader(f):
             key = (row["name"], int(row["M"]), int(row["K"]), int(row["N"]), int(row["rows"]),
                    int(row["cols"]), row["dataflow"])
-            ref[key] = (int(row["scalesim_cycles"]), float(row["scalesim_wall_s"]))
+            ref[key] = ScaleSimRun(int(row["scalesim_cycles"]), float(row["scalesim_wall_s"]))
     return ref
 
 
-def write_reference(cases: list[Case], ss: dict[int, tuple[int, float]], path: Path) -> None:
+def write_reference(cases: list[Case], ss: dict[int, ScaleSimRun], path: Path) -> None:
     """Write the cache CSV: the fresh results, plus rows of the old file for cases of the current
     list that were not re-run (so a --filter run updates just its rows), in case-list order."""
     fresh = {c.key: ss[i] for i, c in enumerate(cases)}
@@ -399,8 +408,9 @@ def write_reference(cases: list[Case], ss: dict[int, tuple[int, float]], path: P
         w = csv.writer(f, lineterminator="\n")
         w.writerow(CSV_COLUMNS)
         for c in order:
-            cyc, wall = fresh.get(c.key) or old[c.key]
-            w.writerow([c.name, c.M, c.K, c.N, c.rows, c.cols, c.dataflow, cyc, f"{wall:.3f}"])
+            run = fresh.get(c.key) or old[c.key]
+            w.writerow([c.name, c.M, c.K, c.N, c.rows, c.cols, c.dataflow, run.cycles,
+                        f"{run.wall_s:.3f}"])
     tmp.replace(path)
 
 
@@ -497,6 +507,10 @@ def _fmt(v, width, spec="d"):
     return ("-" if v is None else format(v, spec)).rjust(width)
 
 
+# format widths of the printed table columns (the first left-aligned)
+HEAD_WIDTHS = ("38", ">16", ">7", ">2", ">10", ">16", ">3", ">14", ">9", ">13")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -540,7 +554,7 @@ def main(argv=None) -> int:
         return 0
 
     # ---- SCALE-Sim cycles: cache or fresh run ----
-    ss: dict[int, tuple[int, float]] = {}
+    ss: dict[int, ScaleSimRun] = {}
     if args.cached:
         ref = read_reference(args.reference)
         absent = [c for c in cases if c.key not in ref]
@@ -570,7 +584,7 @@ def main(argv=None) -> int:
                 bad.append(f"{c.key}: {r['stalls']} stall cycles (memory was supposed to be "
                            "unlimited)")
             else:
-                ss[i] = (r["cycles"], r["wall_s"])
+                ss[i] = ScaleSimRun(r["cycles"], r["wall_s"])
         if bad:
             sys.exit("[vs_scalesim] SCALE-Sim problems:\n  " + "\n  ".join(bad))
         if not args.no_write:
@@ -584,11 +598,11 @@ def main(argv=None) -> int:
         st = strata.run(c)
         cf = scalesim_closed_form(c.M, c.K, c.N, c.rows, c.cols, c.dataflow)
         rows.append(dict(name=c.name, shape=c.shape, M=c.M, K=c.K, N=c.N, rows=c.rows,
-                         cols=c.cols, dataflow=c.dataflow, scalesim_cycles=ss[i][0],
-                         strata_scalesim_cycles=st["ss"], equal=st["ss"] == ss[i][0],
+                         cols=c.cols, dataflow=c.dataflow, scalesim_cycles=ss[i].cycles,
+                         strata_scalesim_cycles=st["ss"], equal=st["ss"] == ss[i].cycles,
                          strata_default_cycles=st["default"],
                          strata_default_total_cycles=st["default_total"],
-                         closed_form_cycles=cf, scalesim_wall_s=ss[i][1],
+                         closed_form_cycles=cf, scalesim_wall_s=ss[i].wall_s,
                          strata_wall_s=st["wall"]))
 
     # ---- print ----
@@ -601,8 +615,7 @@ def main(argv=None) -> int:
         print("| " + " | ".join(head) + " |")
         print("|" + "|".join("---" for _ in head) + "|")
     else:
-        print(f"{head[0]:38s} {head[1]:>16s} {head[2]:>7s} {head[3]:>2s} {head[4]:>10s} "
-              f"{head[5]:>16s} {head[6]:>3s} {head[7]:>14s} {head[8]:>9s} {head[9]:>13s}")
+        print(" ".join(f"{title:{width}s}" for title, width in zip(head, HEAD_WIDTHS)))
     for r in rows:
         arr = f"{r['rows']}x{r['cols']}"
         eq = "yes" if r["equal"] else "NO"

@@ -6,6 +6,7 @@ path to a YAML file, a dict, or an already-validated config object.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import pandas as pd
 
@@ -15,14 +16,16 @@ from contextlib import contextmanager
 from .config import ConfigError, load_arch, load_experiment, load_model
 from .config.errors import InvalidValue, did_you_mean, short_repr
 from .config.loader import LRU, load_validated, source_of
-from .config.schema import MAX_SIZE, RunConfig, check_positions
+from .config.schema import MAX_SIZE, FrozenDict, RunConfig, check_positions
 from .config.tech import load_tech
 from .hw.systolic import DATAFLOWS
 from .core import EnergyLedger, TraceRecorder
 from .hw.interface import OpResult, energy_by_component, merge_component_orders
 from .hw.memory_plan import OperandPlacement
 from .hw.registry import build_accelerator
-from .workload.execute import add_step, attach_outliers, ops_frame, outlier_lookup, run_ops
+from .io.profiles import profile_info
+from .workload.execute import (add_step, attach_outliers, ops_frame, outlier_lookup,
+                                outlier_profile_for, run_ops)
 from .workload.graph import step_ops
 from .workload import step as _step
 from .workload.precision import resolve_precision
@@ -207,6 +210,7 @@ class ModelResult:
     dram_utilization: float      # fraction of the run the DRAM port was transferring
     l2_utilization: float
     ops: pd.DataFrame = field(repr=False)
+    outlier_profile: dict | None = None   # profile_info of an outlier-aware arch's profile
 
     @property
     def energy_total_pj(self) -> float:
@@ -233,8 +237,9 @@ def simulate_model(arch, model, *, phase: str = "prefill", batch: int = 1,
                    compress: bool = True) -> ModelResult:
     """Simulate one model step on an accelerator; ``steps`` > 1 chains decode steps whose
     context grows by one token each (the per-op table then holds sums over the steps).
-    ``seed`` seeds every random draw (an experiment passes its ``seed``); ``compress=False``
-    simulates repeated tiles and folds in full (the same result, slower).
+    ``seed`` seeds every random draw, and the synthetic outlier profile of a model that names
+    none (an experiment passes its ``seed``); ``compress=False`` simulates repeated tiles and
+    folds in full (the same result, slower).
 
     ``precision`` (``'w4a8'``, ``(4, 8)`` or ``{wbits, abits}``) replaces the model's precision
     (``layer_precision`` rules still apply); a model precision the arch lacks falls back to the
@@ -262,7 +267,7 @@ def _simulate(accel, model, *, phase, batch, seq_len, context, steps, decode_bat
     if steps > 1 and phase != "decode":
         raise ValueError(f"steps > 1 only makes sense for phase 'decode', got phase {phase!r}")
     first_ops, sums, ledger, now = None, None, EnergyLedger(), start_cycle
-    outliers = outlier_lookup(accel, model)
+    outliers = outlier_lookup(accel, model, seed)
     for step in range(steps):
         ctx = None if context is None else context + step
         ops = attach_outliers(step_ops(model, phase, batch=batch, seq_len=seq_len, context=ctx,
@@ -285,6 +290,7 @@ def _simulate(accel, model, *, phase, batch, seq_len, context, steps, decode_bat
     peak = ops.peak_macs_per_cycle.where(ops.peak_macs_per_cycle > 0, default_peak)
     busy = float((ops.cycles * peak).sum())
     macs = int(ops.macs.sum())
+    profile = profile_info(outlier_profile_for(accel, model, seed), model.outlier_profile is None)
     if phase == "prefill":
         tokens = batch * seq_len
     elif phase == "decode":
@@ -298,7 +304,7 @@ def _simulate(accel, model, *, phase, batch, seq_len, context, steps, decode_bat
                        utilization=float(macs / busy) if busy else 0.0,
                        dram_utilization=float(ops.dram_busy_cycles.sum() / max(now - start_cycle, 1)),
                        l2_utilization=float(ops.l2_busy_cycles.sum() / max(now - start_cycle, 1)),
-                       ops=ops)
+                       ops=ops, outlier_profile=profile)
 
 
 # ----------------------------------------------------------------------------------- step ----
@@ -338,6 +344,7 @@ class Result:
     trace: TraceRecorder | None = None
     run_records: tuple = field(default_factory=tuple, repr=False)   # runs as plain dicts
     arch_description: str = ""    # one line: the (first) design point's accelerator
+    outlier_profiles: Mapping = field(default_factory=dict)  # variant -> profile_info, where used
 
     def summary(self) -> dict:
         exp = self.experiment
@@ -351,6 +358,7 @@ class Result:
             "area_mm2": {str(k): float(v) * 1e-6
                          for k, v in self.area.groupby("variant", sort=False).area_um2.sum().items()},
             "runs": [dict(r) for r in self.run_records],
+            **({"outlier_profiles": self.outlier_profiles} if self.outlier_profiles else {}),
         }
 
 
@@ -386,6 +394,7 @@ def run(experiment, overrides=None, *, trace: bool | None = None, progress: bool
         from tqdm import tqdm
         bar = tqdm(total=total_steps, desc=exp.name, unit="step", delay=2.0, leave=False)
     results, area_rows, now = [], [], 0
+    outlier_profiles: dict = {}
     for variant, cfg, accel in points:
         prefix = f"{variant}: " if exp.variants else ""
         for i, r in enumerate(cfg.runs):
@@ -398,6 +407,8 @@ def run(experiment, overrides=None, *, trace: bool | None = None, progress: bool
                                 progress=bar.update if bar is not None else None,
                                 start_cycle=now, track_prefix=f"{prefix}{r.name}: ",
                                 seed=cfg.seed, compress=cfg.compress)
+            if res.outlier_profile is not None:
+                outlier_profiles[variant] = res.outlier_profile
             now += res.cycles       # runs follow one another on the trace's time axis
             results.append((variant, r.name, res))
         area_rows += [{"variant": variant, "component": c, "area_um2": v}
@@ -430,4 +441,5 @@ def run(experiment, overrides=None, *, trace: bool | None = None, progress: bool
     return Result(experiment=exp, runs=pd.DataFrame(rows), ops=ops,
                   energy=pd.DataFrame(energy_rows), area=pd.DataFrame(area_rows),
                   trace=recorder, run_records=tuple(rows),
-                  arch_description=points[0][2].describe())
+                  arch_description=points[0][2].describe(),
+                  outlier_profiles=FrozenDict(outlier_profiles))

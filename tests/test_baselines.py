@@ -204,12 +204,13 @@ def test_area_and_leakage_breakdowns_are_positive(design):
         assert area["pe_array"] == pytest.approx(1.14 * accel("int8").area_um2()["pe_array"])
 
 
-def test_outlier_path_design_needs_a_profile():
+def test_outlier_path_design_without_a_profile_gets_a_synthetic_one():
     model = load_model("mistral-7b", overrides=["num_layers=1", "precision.wbits=4",
                                                 "precision.abits=4"])
-    with pytest.raises(ConfigError, match="outlier_profile"):
-        sim.simulate_model("gobo-64x64", model, phase="decode", context=8)
-    sim.simulate_model("olive-64x64", model, phase="decode", context=8)   # no profile needed
+    gobo = sim.simulate_model("gobo-64x64", model, phase="decode", context=8)
+    assert gobo.outlier_profile["generated_for_this_run"]      # tests/test_synthetic_profile.py
+    olive = sim.simulate_model("olive-64x64", model, phase="decode", context=8)
+    assert olive.outlier_profile is None                        # no profile needed
 
 
 def test_unsupported_precision_names_the_modes():

@@ -120,10 +120,12 @@ def test_model_run_uses_the_profile_and_sums_counters_over_steps():
     assert one.energy_pj["recon"] > 0
 
 
-def test_model_without_profile_is_a_config_error():
-    model = load_model("mistral-7b", overrides=["precision.wbits=4", "precision.abits=4"])
-    with pytest.raises(ConfigError, match="outlier_profile"):
-        sim.simulate_model("microscopiq-64x64", model, phase="decode", context=10)
+def test_model_without_profile_runs_with_a_synthetic_one():
+    # More in tests/test_synthetic_profile.py (issue 7, defect 9).
+    model = load_model("mistral-7b", overrides=["precision.wbits=4", "precision.abits=4",
+                                                "num_layers=2"])
+    m = sim.simulate_model("microscopiq-64x64", model, phase="decode", context=10)
+    assert m.outlier_profile["generated_for_this_run"] and m.ops.recon_accesses.sum() > 0
 
 
 @pytest.mark.parametrize("overrides, key", [

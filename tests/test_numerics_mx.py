@@ -269,7 +269,8 @@ def test_perm_and_slots_encode_upper_and_lower(bb):
 
 
 def test_fig8_example_split_and_merge():
-    """research/microscopiq.md 1.7: outlier 1.10b = 1.5 -> Upper 01, Lower 00; psum 56."""
+    """The MicroScopiQ paper's Fig. 8 worked example: outlier 1.10b = 1.5 -> Upper 01, Lower 00;
+    psum 56."""
     W = np.tile([0.03, -0.05, 0.04, 0.02, -0.06, 0.05, -0.04, 0.06], 16)[None, :].copy()
     W[0, 2] = 1.5
     W[0, 3] = 0.01                      # least salient inlier of uB 0 -> the pruned slot

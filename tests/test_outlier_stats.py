@@ -1,5 +1,6 @@
 """Outlier profiles: measuring (sim.numerics.outlier_stats), the schema and loader
-(sim.config.outliers), the safetensors reader, the synthetic generator and the shipped profiles."""
+(sim.config.outliers), the weights readers (sim.io.weights), profiles from checkpoints and the
+writer (sim.io.profiles), the synthetic generator, its recipes and the shipped profiles."""
 
 from __future__ import annotations
 
@@ -14,26 +15,24 @@ from sim.config.outliers import (
     BLOCK_OPS,
     OutlierProfile,
     available_profiles,
+    available_recipes,
     load_outlier_profile,
+    load_synthetic_recipe,
     outliers_dir,
+    recipes_dir,
+    shipped_recipes,
 )
+from sim.io.profiles import profile_from_weights, render_profile, write_profile
+from sim.io.weights import SafetensorsFile, canonical_op, read_safetensors, write_safetensors
 from sim.numerics.outlier_stats import (
-    SHIPPED_PROFILES,
-    SafetensorsFile,
     calibrate_base_rate,
-    canonical_op,
     count_outliers,
     measure_matrix,
     op_shapes,
     outlier_mask,
-    profile_from_weights,
-    read_safetensors,
-    render_profile,
     shipped_profile,
     synthetic_matrix,
     synthetic_profile,
-    write_profile,
-    write_safetensors,
 )
 
 SHIPPED = ["llama-2-7b", "llama-2-13b", "llama-3-8b", "opt-6.7b", "vila-7b"]
@@ -52,7 +51,7 @@ def tiny():
 
 
 def _params(**over):
-    fields = dict(SHIPPED_PROFILES["llama-2-7b"].params.model_dump())
+    fields = dict(load_synthetic_recipe("llama-2-7b").params.model_dump())
     fields.update(over)
     from sim.config.outliers import SyntheticParams
 
@@ -84,7 +83,7 @@ def test_hand_built_matrix_gives_exact_counts():
     c = count_outliers(w)
     assert (c.ubs, c.ubs_with, c.candidates, c.outliers, c.over_cap, c.adjacent) == (96, 6, 14, 13, 1, 4)
     assert c.per_ub.tolist() == [90, 2, 2, 1, 1]
-    assert c.tiles == {64: [3, 12], 128: [3, 6]}
+    assert c.tiles == {64: (3, 12), 128: (3, 6)}      # (with outliers, total)
     s = measure_matrix(w)
     assert s.shape == [3, 256]
     assert s.frac_ub_with_outliers == pytest.approx(6 / 96)
@@ -127,12 +126,12 @@ def _reference_counts(w, k, micro, macro, widths):
                     adj += 1
     tiles = {}
     for wd in widths:
-        t = [0, 0]
+        with_outliers = total = 0
         for r in range(rows):
             for t0 in range(0, n, wd):
-                t[1] += 1
-                t[0] += bool(mask[r, t0:t0 + wd].any())
-        tiles[wd] = t
+                total += 1
+                with_outliers += bool(mask[r, t0:t0 + wd].any())
+        tiles[wd] = (with_outliers, total)
     return ubs, with_, cand, adj, hist, tiles
 
 
@@ -361,6 +360,53 @@ def test_shipped_profiles_meet_the_calibration_targets():
 def test_a_shipped_profile_regenerates_byte_for_byte():
     text = (outliers_dir() / "opt-6.7b.yaml").read_text(encoding="utf-8")
     assert render_profile(shipped_profile("opt-6.7b")) == text
+
+
+def test_recipes_are_data_and_match_the_shipped_profiles():
+    # Every shipped profile has a recipe (model, seed, knobs) and records exactly its knobs.
+    assert set(shipped_recipes()) == set(available_profiles()) == set(SHIPPED)
+    assert "default" in available_recipes() and "default" not in available_profiles()
+    for name in available_recipes():
+        r = load_synthetic_recipe(name)
+        assert r.name == name and (recipes_dir() / f"{name}.yaml").is_file()
+        assert "ISCA" in r.params.calibrated_to
+    for name in SHIPPED:
+        r, prov = load_synthetic_recipe(name), load_outlier_profile(name).provenance
+        assert (r.seed, r.params) == (prov.seed, prov.params)
+        assert r.model == load_outlier_profile(name).model
+    default = load_synthetic_recipe("default")
+    assert default.model is None and default.seed is None
+    with pytest.raises(ConfigError, match="default"):
+        shipped_profile("default")  # leaves model and seed open: not a shipped profile
+
+
+def test_a_bad_recipe_names_file_and_key(tmp_path):
+    text = (recipes_dir() / "llama-2-7b.yaml").read_text(encoding="utf-8")
+    bad = tmp_path / "mine.yaml"
+    bad.write_text(text.replace("base_rate:", "base_rat:"), encoding="utf-8")
+    with pytest.raises(ConfigError) as e:
+        load_synthetic_recipe(bad)
+    assert "mine.yaml" in (e.value.file or "") and e.value.key == "params.base_rat"
+    with pytest.raises(ConfigError, match="default"):
+        load_synthetic_recipe("defualt")        # did-you-mean hint
+
+
+def test_file_formats_live_outside_the_numerics_layer():
+    import ast
+    import pathlib
+
+    import sim
+
+    root = pathlib.Path(sim.__file__).parent
+    for layer in ("config", "core", "numerics"):
+        for f in (root / layer).glob("*.py"):
+            tree = ast.parse(f.read_text(encoding="utf-8"))
+            for node in ast.walk(tree):
+                mods = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                        [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                assert not any(m.startswith(("sim.io", "sim.hw", "sim.workload")) for m in mods), f
+    text = (root / "numerics" / "outlier_stats.py").read_text(encoding="utf-8")
+    assert "safetensors" not in text.split('"""', 2)[2]  # no reader code below the docstring
 
 
 # --------------------------------------------------------------------------------------------

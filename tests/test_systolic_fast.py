@@ -66,7 +66,8 @@ def test_long_fold_sequences_extrapolate_exactly():
 
 
 @pytest.mark.parametrize("M,K,N,R,C,df,expected", [
-    # values printed by SCALE-Sim 3.0.0 (research/peers-run.md), 32x32 array
+    # values printed by SCALE-Sim 3.0.0 on a 32x32 array (not rerun here); they follow the closed
+    # form of bench/vs_scalesim.py's scalesim_closed_form, e.g. OS 4 folds x (64+32+32-2) - 1
     (64, 64, 64, 32, 32, "os", 503),
     (64, 64, 64, 32, 32, "ws", 631),
     (128, 768, 768, 32, 32, "os", 79679),

@@ -23,7 +23,9 @@ DATAFLOWS = ("ws", "os", "is")
 
 
 # ---------------------------------------------------------------------------------------------
-# The spec's timing, evaluated fold by fold (written from /tmp/strata_spec.md, not from code)
+# The spec's timing, evaluated fold by fold (written from the array spec -- the mapping, the
+# bank-reuse bound l_f >= s_{f-2} + T + CL - 1 and the decisions listed in the docstring of
+# sim/hw/systolic_ref.py -- not from either model's code)
 # ---------------------------------------------------------------------------------------------
 
 def lanes_fusion(m: float) -> tuple[int, int]:

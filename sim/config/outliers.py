@@ -2,9 +2,16 @@
 
 A profile lives in ``workloads/outliers/<name>.yaml`` (or any path) and is read through
 :func:`load_outlier_profile`, which uses the common loader: every problem is a
-:class:`ConfigError` naming the file and the key. Profiles are measured from real weights or
-produced by the seeded synthetic generator, both in :mod:`sim.numerics.outlier_stats`, which also
-writes them (:func:`sim.numerics.outlier_stats.write_profile`).
+:class:`ConfigError` naming the file and the key. Profiles are measured from real weights
+(:func:`sim.io.profiles.profile_from_weights`) or produced by the seeded synthetic generator
+(:func:`sim.numerics.outlier_stats.synthetic_profile`), and written by
+:func:`sim.io.profiles.write_profile`.
+
+The synthetic generator's recipes are data too: ``workloads/outliers/recipes/<name>.yaml``
+(:class:`SyntheticRecipe`, read by :func:`load_synthetic_recipe`) holds the knobs, the model
+whose shapes a shipped profile follows, its seed and the sources of its targets. The recipe
+``default`` (:data:`DEFAULT_RECIPE`) leaves model and seed open: it is what a model without a
+shipped profile runs with on an outlier-aware accelerator.
 
 Grouping (the issue-3 conventions). Strata's GEMM is ``O[M,N] = A[M,K] @ W[K,N]`` with
 K = input features and N = output features; HF ``nn.Linear`` weights are stored ``[out, in]``
@@ -62,8 +69,14 @@ __all__ = [
     "WeightFile",
     "Provenance",
     "OutlierProfile",
+    "SyntheticRecipe",
+    "DEFAULT_RECIPE",
     "load_outlier_profile",
     "available_profiles",
+    "load_synthetic_recipe",
+    "available_recipes",
+    "shipped_recipes",
+    "recipes_dir",
     "outliers_dir",
     "profile_to_yaml",
     "DIST_TOLERANCE",
@@ -108,7 +121,8 @@ class OpOutlierStats(_Frozen):
 
     @property
     def num_weights(self) -> int:
-        return self.shape[0] * self.shape[1]
+        k, n = self.shape   # [K, N]
+        return k * n
 
     @property
     def frac_weights_adjacent(self) -> float:
@@ -198,6 +212,20 @@ class SyntheticParams(_Frozen):
 
     def op_factor(self, op: str) -> float:
         return self.op_rate.get(op, 1.0)
+
+
+class SyntheticRecipe(_Frozen):
+    """How the synthetic generator makes one profile (``workloads/outliers/recipes/<name>.yaml``).
+
+    A shipped profile's recipe names its ``model`` (shapes) and ``seed``; a recipe that leaves
+    them open (``null``) is applied to the model being run with the experiment's seed."""
+
+    name: Text
+    model: Text | None = None  # workloads/<model>.yaml whose shapes the profile follows
+    seed: NonNegInt | None = None
+    description: str = ""
+    notes: str = ""
+    params: SyntheticParams
 
 
 class WeightFile(_Frozen):
@@ -432,6 +460,35 @@ _PROFILES = TableFolder(outliers_dir, OutlierProfile,
 def available_profiles() -> list[str]:
     """Names of the shipped profiles (file stems in ``workloads/outliers``), sorted."""
     return _PROFILES.names()
+
+
+def recipes_dir() -> Path:
+    """``<repo>/workloads/outliers/recipes``: the synthetic generator's recipes."""
+    return outliers_dir() / "recipes"
+
+
+# The recipe of a model that names no outlier profile (workloads/outliers/recipes/default.yaml).
+DEFAULT_RECIPE = "default"
+
+_RECIPES = TableFolder(recipes_dir, SyntheticRecipe,
+                       "a synthetic-profile recipe in workloads/outliers/recipes", key="recipe",
+                       allow_mapping=True)
+
+
+def available_recipes() -> list[str]:
+    """Names of the recipes (file stems in ``workloads/outliers/recipes``), sorted."""
+    return _RECIPES.names()
+
+
+def load_synthetic_recipe(name_or_path: Any) -> SyntheticRecipe:
+    """A recipe by name (``"llama-2-7b"``), path, mapping or SyntheticRecipe."""
+    return _RECIPES.load(name_or_path)
+
+
+def shipped_recipes() -> list[str]:
+    """Recipes of shipped profiles: those that fix both the model and the seed."""
+    return [n for n in available_recipes()
+            if (r := load_synthetic_recipe(n)).model is not None and r.seed is not None]
 
 
 def load_outlier_profile(name_or_path: Any, overrides: Any = None) -> OutlierProfile:

@@ -144,8 +144,8 @@ class ScheduleRule(StrictModel):
         if self.layers == "all":
             return "all"
         if isinstance(self.layers, str):
-            b = int(self.layers.split("-")[1])
-            if b >= num_layers:
+            _first, last = self.layers.split("-")          # a range "first-last"
+            if int(last) >= num_layers:
                 raise ValueError(self.layers)
             return self.layers
         out = set()
@@ -451,7 +451,7 @@ def design_model(schedule: str | os.PathLike | IsoSchedule | dict, design: str,
     """The schedule's model with ``design``'s precision and layer rules applied (and
     ``num_layers`` blocks if given): ``precision_for(layer, op)`` then says what each op runs."""
     sched = load_schedule(schedule)
-    key = _pick(sched, [design])[0]
+    (key,) = _pick(sched, [design])
     n = _layers_for(sched, num_layers)
     model = load_model(sched.model)
     rules = _resolved(sched, key, n)

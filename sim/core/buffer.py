@@ -19,6 +19,10 @@ rule of a double-buffered SRAM. ``None`` means unlimited (no check).
 
 Occupancy = slots currently acquired (being filled, full, or being consumed). The buffer
 keeps the time-weighted mean and the maximum, and when the engine traces, a counter track.
+
+Not on the hot path: the accelerator models account the two SRAM slots of a GEMM inside the
+hand-written tile pipeline (:mod:`sim.hw.tile_pipeline`), not with this class. It runs on the simpy
+:class:`~sim.core.engine.Engine` and is kept for the serving-system layer.
 """
 
 from __future__ import annotations

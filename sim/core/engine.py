@@ -4,6 +4,11 @@ Processes are ordinary simpy generator functions. The wrapper adds two things si
 not give: every delay is checked to be a whole, non-negative number of cycles (so simulated
 time never drifts into floats), and an optional :class:`~sim.core.trace.TraceRecorder`
 that components built on this engine (links, buffers) write their timelines into.
+
+Not on the hot path: no accelerator model runs on this engine today (the GEMM tile pipeline,
+:mod:`sim.hw.tile_pipeline`, is a hand-written event simulation). The engine, with
+:class:`~sim.core.link.Link` and :class:`~sim.core.buffer.DoubleBuffer`, is kept for the
+serving-system layer, its first real user, and is covered by tests/test_core.py.
 """
 
 from __future__ import annotations

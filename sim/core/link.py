@@ -12,6 +12,11 @@ so reads and writes can be charged differently) and the caller, who knows the te
 table, charges ``EnergyLedger.add(component, action, link.bytes_by_what[what], pj_per_byte)``
 once after the run. That keeps the per-transfer path free of ledger updates and lets
 memoized results be re-used through ``EnergyLedger.merge``.
+
+Not on the hot path: accelerator models do not create ``Link`` processes. The GEMM tile
+pipeline (:mod:`sim.hw.tile_pipeline`) applies the same port rules in its own event loop, with
+:func:`sim.core.clock.hold_cycles_array` as the vectorized :meth:`Link.hold_cycles`; the
+serving-system layer will be this class's first real user.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""Per-component statistics: busy cycles and action counts, with utilization = busy / elapsed."""
+"""Per-component statistics: busy cycles and action counts, with utilization = busy / elapsed.
+
+Used by :class:`~sim.core.link.Link` and :class:`~sim.core.buffer.DoubleBuffer` on the simpy
+kernel, so, like them, not on the hot path today: accelerator models report busy cycles in
+their ``OpResult`` (``dram_busy_cycles``, ``l2_busy_cycles``) instead.
+"""
 
 from __future__ import annotations
 

@@ -5,7 +5,8 @@ groups consecutive folds into *memory tiles* (the unit of double buffering) and 
 how many bytes come from DRAM, how many are filled into the on-chip SRAM buffers, how many the
 array reads and writes, and how many leave the SRAM after the tile.
 
-Pure numpy, no timing: :mod:`sim.hw.accelerator` turns the plan into a simpy pipeline.
+Pure numpy, no timing: :mod:`sim.hw.accelerator` hands the plan to the event-driven tile pipeline
+(:mod:`sim.hw.tile_pipeline`).
 
 Roles per dataflow (see :mod:`sim.hw.systolic` for the mapping):
 

@@ -120,15 +120,16 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 
 from sim.config.errors import ConfigError
 from sim.core.invariants import require
+from sim.numerics.mx import LOWER_LOC, UPPER_LOC
 
 __all__ = [
-    "MAIN", "AUX", "INLIER", "UPPER", "LOWER",
+    "MAIN", "AUX", "ROUTED", "MERGED", "COLUMN_PORT", "INLIER", "UPPER", "LOWER",
     "OutlierPair", "RoutingError", "ReconNetwork", "ReconConfig", "configure",
     "pairs_from_perm", "merge_exact", "merge_truncating",
     "ReconTiming", "recon_depth", "recon_row_latency", "recon_fold_cycles",
@@ -136,6 +137,9 @@ __all__ = [
 ]
 
 MAIN, AUX = 0, 1                   # lanes of a link
+ROUTED, MERGED = 0, 1              # terms of a gather-table output: the input routed to it,
+                                   # and the travelling Lower merged into it (summed)
+COLUMN_PORT = 0                    # port of a last-stage switch that is its column's output
 INLIER, UPPER, LOWER = 0, 1, 2     # what a column holds in a row with outliers
 _NONE = -1                         # "no source" in a routing table before compilation
 
@@ -237,7 +241,7 @@ class ReconNetwork:
         for j in range(self.stages):
             t = np.full((4 * self.n + 1, 2), self.input_size(j), dtype=np.int64)
             for i in range(self.n):
-                t[4 * i + 2 * self.straight_port(j, i) + MAIN, 0] = self.flat_source(
+                t[4 * i + 2 * self.straight_port(j, i) + MAIN, ROUTED] = self.flat_source(
                     j, i, self.straight_side(j, i), MAIN)
             t.setflags(write=False)
             tables.append(t)
@@ -359,6 +363,13 @@ def _check_pairs(n: int, ub: int, pairs: Sequence[OutlierPair]) -> None:
                               key="recon.pairs", got=f"{per_block[b]} in block {b}")
 
 
+class _Route(NamedTuple):
+    """An output port of a switch lane and the flat index of the input routed to it."""
+
+    port: int
+    src: int
+
+
 @dataclass(frozen=True, eq=False)
 class ReconConfig:
     """Switch settings of one ReCoN pass (one row vector), compiled to gather tables."""
@@ -432,9 +443,9 @@ class ReconConfig:
         x[..., 0:2 * self.n:2] = value
         x[..., 1:2 * self.n:2] = travel
         for table in self.tables:
-            x = x[..., table[:, 0]] + x[..., table[:, 1]]
+            x = x[..., table[:, ROUTED]] + x[..., table[:, MERGED]]
         ports = x[..., :4 * self.n].reshape(*batch, self.n, 2, 2)
-        out = ports[..., 0, MAIN]
+        out = ports[..., COLUMN_PORT, MAIN]
         return (out, ports) if full else out
 
     # -- inspection ---------------------------------------------------------------------------
@@ -450,17 +461,18 @@ class ReconConfig:
                 chars = []
                 for lane in (MAIN, AUX):
                     t = table[i, :, lane]                 # [port, term]
-                    if (t[:, 1] != size).any():
+                    if (t[:, MERGED] != size).any():
                         chars.append("m")
                         continue
-                    routed = [(p, int(t[p, 0])) for p in (0, 1) if t[p, 0] != size]
+                    routed = [_Route(p, int(t[p, ROUTED])) for p in (0, 1)
+                              if t[p, ROUTED] != size]
                     if not routed:
                         chars.append(".")
                         continue
                     if j == 0:
                         # the column input is on side 0: Pass = the column's value (or, in a
                         # lane without it, the travelling product) leaves on port 0
-                        p = min(routed, key=lambda pr: pr[1] % 2)[0]
+                        p = min(routed, key=lambda r: r.src % 2).port
                         chars.append("=" if p == 0 else "x")
                         continue
                     p, src = routed[0]
@@ -526,17 +538,17 @@ def _add_travel(net: ReconNetwork, tables: list[np.ndarray], trip: _Travel, lane
         else:
             src = net.flat_source(j, sw, _bit(lower, j - 1), lane)
         out = 4 * sw + 2 * port + lane
-        if tables[j][out, 0] != net.input_size(j):
+        if tables[j][out, ROUTED] != net.input_size(j):
             raise RoutingError(f"link (stage {j}, switch {sw}, port {port}, lane {lane}) "
                                f"is already used")
-        tables[j][out, 0] = src
+        tables[j][out, ROUTED] = src
     j = trip.merge_stage
     h = j - 1
     src = net.flat_source(j, upper, _bit(lower, h), lane)
     out = 4 * upper + 2 * net.straight_port(j, upper) + MAIN
-    if tables[j][out, 1] != net.input_size(j):
+    if tables[j][out, MERGED] != net.input_size(j):
         raise RoutingError(f"two merges in switch {upper} of stage {j}")
-    tables[j][out, 1] = src
+    tables[j][out, MERGED] = src
 
 
 def pairs_from_perm(perm, signs=None, micro: int = 8) -> list[OutlierPair]:
@@ -550,7 +562,7 @@ def pairs_from_perm(perm, signs=None, micro: int = 8) -> list[OutlierPair]:
     out = []
     for b in range(perm.shape[0]):
         for j in range(perm.shape[1]):
-            u, l = int(perm[b, j, 0]), int(perm[b, j, 1])
+            u, l = int(perm[b, j, UPPER_LOC]), int(perm[b, j, LOWER_LOC])
             if u < 0:
                 continue
             s = 1 if signs is None else int(np.asarray(signs)[b, j])
@@ -665,7 +677,7 @@ def functional_gemm(A_int, mx, *, cols: int = 64) -> np.ndarray:
                           key="recon.cols", got=repr(cols))
     m_bits = 2 * (bb - 1)
     col_exp = np.repeat(mx.inlier_exp.astype(np.int64), macro, axis=1)       # [K, N]
-    valid = mx.perm[..., 0] >= 0                                            # [K, nub, cap]
+    valid = mx.perm[..., UPPER_LOC] >= 0                                    # [K, nub, cap]
     out_exp = np.where(valid, mx.outlier_exp.astype(np.int64) - m_bits, 0)
     F = int(min(col_exp.min(), out_exp[valid].min() if valid.any() else col_exp.min()))
     span = int(max(col_exp.max(), out_exp.max() if valid.any() else F)) - F
@@ -699,8 +711,8 @@ def functional_gemm(A_int, mx, *, cols: int = 64) -> np.ndarray:
                 if ub_idx >= N // micro:
                     break
                 for j in np.nonzero(valid[k, ub_idx])[0]:
-                    up = b * micro + int(mx.perm[k, ub_idx, j, 0])
-                    lo = b * micro + int(mx.perm[k, ub_idx, j, 1])
+                    up = b * micro + int(mx.perm[k, ub_idx, j, UPPER_LOC])
+                    lo = b * micro + int(mx.perm[k, ub_idx, j, LOWER_LOC])
                     pairs.append(OutlierPair(up, lo, int(mx.outlier_sign[k, ub_idx, j])))
                     d = int(out_exp[k, ub_idx, j]) - F
                     sh[up] = sh[lo] = d                       # the outlier's frame

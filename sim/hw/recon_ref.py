@@ -73,15 +73,33 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, fields
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 
 from sim.config.errors import ConfigError
 
-__all__ = ["ReconRefResult", "ReconStreamRefResult", "RefHazard", "simulate_recon_fold",
-           "simulate_recon_folds"]
+__all__ = ["Grant", "ReconRefResult", "ReconStreamRefResult", "RefHazard",
+           "simulate_recon_fold", "simulate_recon_folds"]
 
 _NEVER = 1 << 60
+
+
+class Grant(NamedTuple):
+    """One ReCoN grant: in ``cycle`` unit ``unit`` took row ``row``'s vector ``t`` of ``fold``."""
+
+    cycle: int
+    unit: int
+    row: int
+    fold: int
+    t: int
+
+
+class _InFlight(NamedTuple):
+    """A row vector in a unit's pipeline: its row and its element id (fold * T + t)."""
+
+    row: int
+    element: int
 
 
 class RefHazard(RuntimeError):
@@ -122,7 +140,7 @@ class ReconStreamRefResult:
     fold_stalls: tuple[int, ...]       # stall cycles while fold f was the newest fold issued
     fold_conflicts: tuple[int, ...]    # conflicts of vectors completed while fold f was newest
     bubble_cycles: int                 # sum of S_f - S_{f-1} beyond the plain interval
-    grants: tuple[tuple[int, int, int, int, int], ...] | None  # (cycle, unit, row, fold, t)
+    grants: tuple[Grant, ...] | None  # with log=True: every grant, in order
 
 
 def _depth(cols: int) -> int:
@@ -160,7 +178,7 @@ def _check(T, outlier_rows, rows, cols, units) -> tuple[int, list[int], int, int
 
 def _plain_issue(T: int, R: int, C: int, n: int) -> np.ndarray:
     from sim.hw.systolic import _stationary_issue        # the plain array's fold schedule
-    s = np.asarray(_stationary_issue(T, R, C, n)[1], dtype=np.int64)
+    s = np.asarray(_stationary_issue(T, R, C, n).stream, dtype=np.int64)
     return s - s[0]
 
 
@@ -219,7 +237,7 @@ class _Stream:
         self.req_adv = [0] * R                      # the advance that completed the vector
         self.nwait = 0
         self.waited = [0] * R
-        self.pipe = [[None] * D for _ in range(units)]   # (row, element) per stage register
+        self.pipe = [[None] * D for _ in range(units)]   # _InFlight or None per stage register
         self.inflight = 0
         self.stage_d = [[_NEVER] * (F * T) for _ in range(R)]   # cycle in stage D
         self.port_count = 0
@@ -260,7 +278,7 @@ class _Stream:
             if n:
                 k = first
                 el = req[k]
-                grant = (k, el)
+                grant = _InFlight(row=k, element=el)
                 wait = cycle - self.req_since[k]
                 if wait > 0:
                     self.conflicts += 1
@@ -275,7 +293,7 @@ class _Stream:
                 self.inflight += 1
                 stall |= n > 1
                 if self.log is not None:
-                    self.log.append((cycle, g, k, el // T, el % T))
+                    self.log.append(Grant(cycle=cycle, unit=g, row=k, fold=el // T, t=el % T))
             # the unit's pipeline registers move every cycle: the granted vector is in stage 1
             # now, the one in the last register is in stage D now (and leaves next cycle)
             pipe = self.pipe[g]
@@ -284,7 +302,7 @@ class _Stream:
                 self.inflight -= 1
             last = pipe[-1]
             if last is not None:
-                self.stage_d[last[0]][last[1]] = cycle
+                self.stage_d[last.row][last.element] = cycle
         return stall
 
     def _issue(self, cycle: int) -> None:

@@ -208,7 +208,7 @@ def recon_stream_cycles(T: int, fold_outlier_rows, rows: int, cols: int, units: 
         raise ConfigError("at least one fold", key="recon.fold_outlier_rows", got="[]")
     if issue is None:
         from sim.hw.systolic import _stationary_issue
-        issue = _stationary_issue(T, R, C, F)[1]
+        issue = _stationary_issue(T, R, C, F).stream
     issue = np.asarray(issue, dtype=np.int64)
     if issue.shape != (F,):
         raise ConfigError(f"{F} issue times", key="recon.issue", got=repr(issue.shape))

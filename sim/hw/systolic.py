@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 
@@ -127,8 +128,15 @@ def _periodic_extend(prefix: list[int], start: int, period: int, n: int) -> np.n
     return arr
 
 
+class StationaryIssue(NamedTuple):
+    """Fold start cycles of a WS/IS array (int64, one entry per fold; shared by a cache)."""
+
+    load: np.ndarray    # l_f: the loader starts writing fold f's tile into its bank
+    stream: np.ndarray  # s_f: fold f starts streaming
+
+
 @lru_cache(maxsize=4096)
-def _stationary_issue(T: int, R: int, CL: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _stationary_issue(T: int, R: int, CL: int, n: int) -> StationaryIssue:
     """Loader start l_f and stream start s_f for n folds of a WS/IS array."""
     hazard = T + CL - 1
     l, s = [0], [R]
@@ -145,9 +153,10 @@ def _stationary_issue(T: int, R: int, CL: int, n: int) -> tuple[np.ndarray, np.n
             if f >= P + 1:
                 d = s[f] - s[f - P]
                 if l[f] - l[f - P] == d and s[f - 1] - s[f - 1 - P] == d:
-                    return (_periodic_extend(l, f, P, n), _periodic_extend(s, f, P, n))
+                    return StationaryIssue(_periodic_extend(l, f, P, n),
+                                           _periodic_extend(s, f, P, n))
         f += 1
-    return np.asarray(l, dtype=np.int64), np.asarray(s, dtype=np.int64)
+    return StationaryIssue(np.asarray(l, dtype=np.int64), np.asarray(s, dtype=np.int64))
 
 
 @dataclass(frozen=True)
@@ -175,7 +184,7 @@ class ArrayTiming:
             full = max(mp.T, mp.rows)
             short = max(mp.T, mp.last_rows)
             return f * full + (f // mp.fold_rows) * (short - full)
-        return _stationary_issue(mp.T, mp.rows, mp.logical_cols, n)[1].copy()
+        return _stationary_issue(mp.T, mp.rows, mp.logical_cols, n).stream.copy()
 
 
 def _scalesim_fold_cycles(mp: ArrayMapping) -> int:
@@ -201,7 +210,7 @@ def _total_cycles(mp: ArrayMapping, convention: str) -> int:
         if prev_group_last is not None:
             end = max(end, s(prev_group_last) + T + mp.last_rows + mp.full_cols - 1)
         return int(end)
-    s = _stationary_issue(T, R, mp.logical_cols, n)[1]
+    s = _stationary_issue(T, R, mp.logical_cols, n).stream
     end = int(s[last]) + T + R + mp.last_cols - 2
     if prev_group_last is not None:
         end = max(end, int(s[prev_group_last]) + T + R + mp.full_cols - 2)

@@ -117,6 +117,8 @@ __all__ = [
     "MXStats",
     "MXWeights",
     "SUPPORTED_BB",
+    "UPPER_LOC",
+    "LOWER_LOC",
     "ebw_formula",
     "merged_outlier_product",
     "model_ebw",
@@ -137,6 +139,8 @@ INLIER_EXP_MIN, INLIER_EXP_MAX = -127, 127
 OSF_MIN, OSF_MAX = -128, 127
 PACK_FORMAT = "strata-mx-microscopiq"
 PACK_VERSION = 1
+#: fields of a permutation entry ``perm[k, u, j]``: the outlier's own slot, its pruned slot
+UPPER_LOC, LOWER_LOC = 0, 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -298,7 +302,7 @@ class MXWeights:
 
     @property
     def n_outliers(self) -> int:
-        return int(np.count_nonzero(self.perm[..., 0] >= 0))
+        return int(np.count_nonzero(self.perm[..., UPPER_LOC] >= 0))
 
     def outliers(self) -> dict:
         """Flat table of outliers in (k, uB, entry) order: columns and encoded fields.
@@ -306,9 +310,9 @@ class MXWeights:
         Keys: ``k``, ``ub``, ``upper_col``, ``lower_col`` (global columns), ``sign``, ``exp``,
         ``U``, ``L`` (unsigned halves), ``value`` (float64).
         """
-        kk, uu, jj = np.nonzero(self.perm[..., 0] >= 0)
-        up = uu * self.micro + self.perm[kk, uu, jj, 0].astype(np.int64)
-        lo = uu * self.micro + self.perm[kk, uu, jj, 1].astype(np.int64)
+        kk, uu, jj = np.nonzero(self.perm[..., UPPER_LOC] >= 0)
+        up = uu * self.micro + self.perm[kk, uu, jj, UPPER_LOC].astype(np.int64)
+        lo = uu * self.micro + self.perm[kk, uu, jj, LOWER_LOC].astype(np.int64)
         s = self.outlier_sign[kk, uu, jj].astype(np.int64)
         e = self.outlier_exp[kk, uu, jj].astype(np.int64)
         U = self.q[kk, up].astype(np.int64) * s
@@ -380,7 +384,7 @@ class MXWeights:
             raise ValueError(f"stats: row_width must be a positive multiple of micro "
                              f"({self.micro}), got {row_width}")
         K, nub = self.has_outlier.shape
-        per_ub = np.count_nonzero(self.perm[..., 0] >= 0, axis=-1)
+        per_ub = np.count_nonzero(self.perm[..., UPPER_LOC] >= 0, axis=-1)
         hist = np.bincount(per_ub.ravel(), minlength=self.micro // 2 + 1)
         ub_per_tile = row_width // self.micro
         ntiles = -(-nub // ub_per_tile)
@@ -422,9 +426,9 @@ class MXWeights:
 
         fk, fu = np.nonzero(self.has_outlier)
         pf = self.perm[fk, fu].astype(np.int64)            # [F, cap, 2]
-        valid = pf[..., 0] >= 0
+        valid = pf[..., UPPER_LOC] >= 0
         code_dtype = np.uint8 if self.micro * self.micro <= 256 else np.uint16
-        codes = np.where(valid, pf[..., 0] * self.micro + pf[..., 1], 0).astype(code_dtype)
+        codes = np.where(valid, pf[..., UPPER_LOC] * self.micro + pf[..., LOWER_LOC], 0).astype(code_dtype)
         signs = self.outlier_sign[fk, fu][valid]
         meta = {
             "format": PACK_FORMAT,
@@ -486,7 +490,7 @@ class MXWeights:
         upper, lower = codes // micro, codes % micro
         valid = upper != lower
         nval = int(valid.sum())
-        if F and not valid[:, 0].all():
+        if F and not valid[:, 0].all():          # valid entries come first: entry 0 is one
             raise ValueError("unpack: a flagged micro-block has no valid permutation entry")
         neg = np.unpackbits(np.asarray(meta["sign_bits"], dtype=np.uint8), count=nval,
                             bitorder="little").astype(bool)
@@ -503,6 +507,7 @@ class MXWeights:
             exp_f[valid] = np.broadcast_to(base[:, None], (F, cap))[valid]
 
         perm = np.full((K, nub, cap, 2), -1, dtype=np.int8)
+        # entry fields in the order UPPER_LOC, LOWER_LOC
         perm[fk, fu] = np.where(valid[..., None], np.stack([upper, lower], -1), -1)
         outlier_sign = np.zeros((K, nub, cap), dtype=np.int8)
         outlier_sign[fk, fu] = sign_f
@@ -534,16 +539,16 @@ class MXWeights:
                              "permutation entries")
         fk, fu = np.nonzero(self.has_outlier)
         p = self.perm[fk, fu].astype(np.int64)                       # [F, cap, 2]
-        valid = p[..., 0] >= 0
+        valid = p[..., UPPER_LOC] >= 0
         n = valid.sum(-1)
         if not np.array_equal(valid, np.arange(cap)[None, :] < n[:, None]) or (n == 0).any():
             raise ValueError("MXWeights: each flagged micro-block needs >= 1 valid permutation "
                              "entry, valid entries first")
-        if not np.array_equal(p[..., 1] >= 0, valid) or (p >= self.micro).any():
+        if not np.array_equal(p[..., LOWER_LOC] >= 0, valid) or (p >= self.micro).any():
             raise ValueError("MXWeights: permutation locations must lie in [0, micro)")
         filler = self.micro + np.arange(2 * cap)[None, :]
         locs = np.where(np.concatenate([valid, valid], -1),
-                        np.concatenate([p[..., 0], p[..., 1]], -1), filler)
+                        np.concatenate([p[..., UPPER_LOC], p[..., LOWER_LOC]], -1), filler)
         if (np.diff(np.sort(locs, axis=-1), axis=-1) == 0).any():
             raise ValueError("MXWeights: permutation locations of a micro-block must be distinct")
         t = self.outliers()
@@ -712,6 +717,7 @@ def quantize(W, bb: int = 4, macro: int = 128, micro: int = 8, k_sigma: float = 
         q3 = q.reshape(K, nub, micro)
         q3[kk, uu, upper[vi, vj]] = (sgn * U)[vi, vj]
         q3[kk, uu, lower[vi, vj]] = (sgn * L)[vi, vj]
+        # entry fields in the order UPPER_LOC, LOWER_LOC
         perm[fk, fu] = np.where(valid[..., None], np.stack([upper, lower], axis=-1), -1)
         outlier_sign[fk, fu] = np.where(valid, sgn, 0)
         outlier_exp[fk, fu] = np.where(valid, exp, 0)

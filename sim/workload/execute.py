@@ -16,8 +16,8 @@ from __future__ import annotations
 import pandas as pd
 
 from ..core import EnergyLedger, TraceRecorder
-from ..config import ConfigError
 from ..config.outliers import load_outlier_profile
+from ..numerics.outlier_stats import run_profile
 from ..hw.accelerator import WeightOutliers
 from ..hw.interface import OpResult, ordered_components
 from ..hw.memory_plan import OperandPlacement
@@ -49,17 +49,24 @@ def _placement(accel, op: dict) -> OperandPlacement:
     return OperandPlacement(a_src=a_src, w_src="dram", o_dst=o_dst)
 
 
-def outlier_lookup(accel, model):
-    """``(layer, op) -> WeightOutliers | None`` for an outlier-aware accelerator, from the
-    model's ``outlier_profile``; None when the accelerator does not care."""
+def outlier_profile_for(accel, model, seed: int = 0):
+    """The outlier profile an outlier-aware accelerator runs ``model`` with: the model's
+    ``outlier_profile``, or, when it names none, a synthetic one from the calibrated generator
+    (the ``default`` recipe in workloads/outliers/recipes) built for the model's shapes and
+    seeded with ``seed``. None when the accelerator does not care."""
     if not accel.uses_outlier_profile:
         return None
     if model.outlier_profile is None:
-        raise ConfigError(
-            f"an outlier_profile (a name under workloads/outliers/) for model {model.name!r}: "
-            f"arch {accel.arch.name!r} (type {accel.arch.type}) needs per-layer outlier "
-            f"statistics", file=model.origin, key="outlier_profile", got="nothing")
-    profile = load_outlier_profile(model.outlier_profile)
+        return run_profile(model, seed)
+    return load_outlier_profile(model.outlier_profile)
+
+
+def outlier_lookup(accel, model, seed: int = 0):
+    """``(layer, op) -> WeightOutliers | None`` for an outlier-aware accelerator, from
+    :func:`outlier_profile_for`; None when the accelerator does not care."""
+    profile = outlier_profile_for(accel, model, seed)
+    if profile is None:
+        return None
     known = set(profile.ops())
     cache: dict[tuple[int, str], WeightOutliers | None] = {}
 

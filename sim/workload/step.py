@@ -304,7 +304,7 @@ def simulate_step(arch, model, *, prefill=(), decode=(), precision=None, causal:
 
 
 def _run(accel, run_model, shape, seed):
-    ops = attach_outliers(shape_ops(run_model, shape), outlier_lookup(accel, run_model))
+    ops = attach_outliers(shape_ops(run_model, shape), outlier_lookup(accel, run_model, seed))
     results, ledger, cycles = run_ops(accel, ops, seed=seed)
     return ops_frame(ops, results, accel.energy_components), ledger, cycles
 
