@@ -24,7 +24,7 @@ from .hw.interface import OpResult, energy_by_component, merge_component_orders
 from .hw.memory_plan import OperandPlacement
 from .hw.registry import build_accelerator
 from .io.profiles import profile_info
-from .workload.execute import (add_step, attach_outliers, ops_frame, outlier_lookup,
+from .workload.execute import (StepSums, attach_outliers, ops_frame, outlier_lookup,
                                 outlier_profile_for, run_ops)
 from .workload.graph import step_ops
 from .workload import step as _step
@@ -275,14 +275,14 @@ def _simulate(accel, model, *, phase, batch, seq_len, context, steps, decode_bat
         results, led, now = run_ops(accel, ops, trace=trace, start_cycle=now,
                                     track_prefix=track_prefix, seed=seed, compress=compress)
         if sums is None:
-            first_ops, sums = ops, [dict(r) for r in results]
+            first_ops, sums = ops, StepSums(results)
         else:
-            add_step(sums, results)
+            sums.add(results)
         ledger.merge(led)
         if progress is not None:
             progress(1)
     energy = energy_by_component(ledger, accel.energy_components)
-    ops = ops_frame(first_ops, sums, components=tuple(energy))
+    ops = ops_frame(first_ops, sums.result(), components=tuple(energy))
     # array utilization: useful MACs over what the array could have done in the whole run;
     # cycles spent in vector/memory ops count at the peak of the model's default precision
     wb, ab = model.precision.wbits, model.precision.abits

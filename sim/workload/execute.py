@@ -13,6 +13,7 @@ Where operands live (the placement the GEMM model is handed):
 """
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from ..core import EnergyLedger, TraceRecorder
@@ -177,16 +178,67 @@ def run_ops(accel, ops: list[dict], *, trace: TraceRecorder | None = None,
 _OP_COLUMN_SET = set(OP_COLUMNS)
 
 
-def add_step(total: list[dict], step: list[dict]) -> None:
-    """Accumulate a later decode step's results into the running sums (same ops, same order):
-    every result column but the per-op rates adds up, energies and accelerator-specific
-    counters included."""
-    if len(total) != len(step):
-        raise ValueError(f"decode steps differ in op count: {len(total)} vs {len(step)}")
-    for acc, cols in zip(total, step):
-        for c, v in cols.items():
-            if c not in NON_ADDITIVE:
-                acc[c] = acc.get(c, 0) + v
+class StepSums:
+    """Running per-op sums over consecutive decode steps (same ops, same order): every result
+    column but the per-op rates adds up, energies and accelerator-specific counters included.
+
+    A step's result list holds one (shared) dict per distinct op, so each step is turned into
+    a matrix over its distinct dicts and added with numpy: integer columns stay exact in
+    int64, float columns add in the same order as a loop over the steps would."""
+
+    def __init__(self, first: list[dict]):
+        self.first = [dict(r) for r in first]
+        self.n = len(first)
+        self.int_cols: list[str] = []
+        self.float_cols: list[str] = []
+        self.ints = np.zeros((self.n, 0), dtype=np.int64)
+        self.floats = np.zeros((self.n, 0), dtype=np.float64)
+        self.add(first)       # 0 + first + second ...: the order a loop over steps adds in
+
+    def _column(self, c: str, v) -> None:
+        if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+            self.int_cols.append(c)
+            self.ints = np.concatenate([self.ints, np.zeros((self.n, 1), np.int64)], axis=1)
+        else:
+            self.float_cols.append(c)
+            self.floats = np.concatenate([self.floats, np.zeros((self.n, 1))], axis=1)
+
+    def add(self, step: list[dict]) -> None:
+        if len(step) != self.n:
+            raise ValueError(f"decode steps differ in op count: {self.n} vs {len(step)}")
+        distinct: dict[int, int] = {}
+        rows: list[dict] = []
+        index = np.empty(self.n, dtype=np.int64)
+        for i, cols in enumerate(step):
+            j = distinct.get(id(cols))
+            if j is None:
+                j = distinct[id(cols)] = len(rows)
+                rows.append(cols)
+            index[i] = j
+        known = set(self.int_cols) | set(self.float_cols)
+        for cols in rows:
+            for c, v in cols.items():
+                if c not in known and c not in NON_ADDITIVE:
+                    self._column(c, v)
+                    known.add(c)
+        if self.int_cols:
+            m = np.array([[r.get(c, 0) for c in self.int_cols] for r in rows], dtype=np.int64)
+            self.ints += m[index]
+        if self.float_cols:
+            m = np.array([[r.get(c, 0.0) for c in self.float_cols] for r in rows],
+                         dtype=np.float64)
+            self.floats += m[index]
+
+    def result(self) -> list[dict]:
+        """The summed result dicts (the first step's rates, every other column summed)."""
+        out = []
+        ints, floats = self.ints.tolist(), self.floats.tolist()
+        for i, first in enumerate(self.first):
+            row = dict(first)
+            row.update(zip(self.int_cols, ints[i]))
+            row.update(zip(self.float_cols, floats[i]))
+            out.append(row)
+        return out
 
 
 def ops_frame(ops: list[dict], results: list[dict], components=()) -> pd.DataFrame:
