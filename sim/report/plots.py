@@ -163,7 +163,7 @@ def breakdown(result, path: Path) -> Path:
         merged = [sum(x) for x in zip(*(shares.pop(c) for c in small))]
         shares["other (" + ", ".join(c.replace("_", " ") for c in small) + ")"] = merged
     bottom = [0.0] * len(groups)
-    for i, comp in enumerate(shares):
+    for i, (comp, vals) in enumerate(shares.items()):
         color = COMPONENT_COLORS.get(comp, COLORS[i % len(COLORS)])
         ax_e.bar(x, vals, width, bottom=bottom, color=color, label=comp.replace("_", " "))
         bottom = [b + val for b, val in zip(bottom, vals)]
