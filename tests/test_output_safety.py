@@ -200,3 +200,25 @@ def test_breakdown_merges_small_categories_into_other(tmp_path):
     shares = [sum(c + s for c, s in zip(seg[2], seg[3])) for seg in segs]
     assert sum(shares) == pytest.approx(100.0 * len(groups), rel=1e-6)   # nothing dropped
     assert "FFN" in labels
+
+
+def test_breakdown_energy_bars_are_each_components_share(tmp_path, monkeypatch):
+    """The energy panel stacks one bar segment per component at that component's share of
+    the run's energy (read back from the drawn figure, against Result.energy)."""
+    import sim.report.plots as plots
+    figs = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figs.append(fig) or path)
+    r = sim.run("quickstart", overrides=["model.num_layers=1", "runs.0.seq_len=8",
+                                         "runs.1.context=8"])
+    plots.breakdown(r, tmp_path / "b.png")
+    ax_e = [ax for ax in figs[0].axes if ax.get_title().startswith("Energy")][0]
+    e = r.energy.pivot_table(index="run", columns="component", values="energy_pj",
+                             aggfunc="sum")
+    share = e.div(e.sum(axis=1), axis=0) * 100
+    runs = list(dict.fromkeys(r.runs.run))
+    for container in ax_e.containers:
+        comp = container.get_label().replace(" ", "_")
+        if comp.startswith("other"):
+            continue
+        heights = [p.get_height() for p in container.patches]
+        assert heights == pytest.approx([share.loc[run, comp] for run in runs], abs=1e-9)
