@@ -5,8 +5,9 @@
     .venv/bin/python bench/model_size_speed.py --arch quickstart --seq-len 2048 --steps 128
 
 Each model runs in a fresh process (no memo shared between models): a ``--seq-len``-token
-prefill followed by ``--steps`` decode steps from that context, on ``--arch``. Prints the
-model's layer count and MACs of the prefill, the wall time of the two calls and the time
+prefill followed by ``--steps`` decode steps from that context, on ``--arch``; ``--repeat``
+fresh processes per model, of which the fastest counts (the machine may be shared). Prints
+the model's layer count and MACs of the prefill, the wall time of the two calls and the time
 relative to the first model. Decoder blocks repeat, so the simulator prices one block's
 distinct operators and reuses them: wall time grows far slower than layers or MACs.
 """
@@ -42,18 +43,22 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default="llama-2-7b,llama-2-13b,llama-2-70b")
     ap.add_argument("--seq-len", type=int, default=2048)
     ap.add_argument("--steps", type=int, default=128)
+    ap.add_argument("--repeat", type=int, default=3, help="fresh processes per model (min)")
     args = ap.parse_args(argv)
     print(f"{args.arch}: prefill {args.seq_len} tokens + {args.steps} decode steps, "
-          "each model in a fresh process")
+          f"each model in a fresh process, fastest of {args.repeat}")
     print(f"{'model':<14} {'layers':>6} {'prefill MACs':>14} {'simulated s':>12} "
           f"{'wall s':>8} {'wall / first':>12}")
     first = None
     for name in args.models.split(","):
         code = CHILD.format(repo=str(REPO), arch=args.arch, model=name, seq=args.seq_len,
                             steps=args.steps)
-        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                             text=True).stdout
-        r = json.loads(out.strip().splitlines()[-1])
+        runs = []
+        for _ in range(max(args.repeat, 1)):
+            out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                                 text=True).stdout
+            runs.append(json.loads(out.strip().splitlines()[-1]))
+        r = min(runs, key=lambda x: x["wall"])
         first = first or r
         print(f"{name:<14} {r['layers']:>6} {r['macs']:>14.3e} {r['seconds']:>12.3f} "
               f"{r['wall']:>8.3f} {r['wall'] / first['wall']:>11.2f}x"
