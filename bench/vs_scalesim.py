@@ -444,6 +444,11 @@ class StrataSide:
                 self.why.append("no arch/*.yaml to pass to sim.simulate_gemm")
             else:
                 self.simulate_gemm = fn
+                # SCALE-Sim's cases reach 128x128 arrays, whose one-fold tiles outgrow the
+                # quickstart buffers (the accelerator refuses tiles that do not fit): give the
+                # arch buffers big enough for every case; compute cycles do not depend on them
+                big = {f"memory.sram.{b}_kb": 16384 for b in ("ifmap", "weight", "ofmap")}
+                self.arch_name, self.arch = self.arch, sim.load_arch(self.arch, overrides=big)
         except Exception as e:  # a half-written package must not kill the bench
             self.why.append(f"import sim failed: {type(e).__name__}: {e}")
         try:
@@ -454,7 +459,8 @@ class StrataSide:
         if force == "array_timing":
             self.simulate_gemm = None
         if self.simulate_gemm is not None:
-            self.source = f'sim.simulate_gemm("{self.arch}", ..., array=(R, C))'
+            self.source = (f'sim.simulate_gemm("{self.arch_name}" with 16 MB SRAM buffers, ..., '
+                           f'array=(R, C))')
         elif self.array_timing is not None:
             self.source = "sim.hw.systolic.array_timing(..., macs_per_cycle=1)"
         else:

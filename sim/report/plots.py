@@ -48,7 +48,10 @@ def _groups(result) -> list[tuple[str, str, str]]:
 
 def _title(result, what: str) -> str:
     exp = result.experiment
-    base = f"{exp.name}: {exp.model.name} on {exp.arch.name} ({result.arch_description})"
+    if exp.variants:       # the design points differ: the variant names label the bars
+        base = f"{exp.name}: {exp.model.name}, {len(exp.variants)} design points"
+    else:
+        base = f"{exp.name}: {exp.model.name} on {exp.arch.name} ({result.arch_description})"
     return f"{base} — {what}" if what else base
 
 
@@ -164,7 +167,8 @@ def breakdown(result, path: Path) -> Path:
         shares["other (" + ", ".join(c.replace("_", " ") for c in small) + ")"] = merged
     bottom = [0.0] * len(groups)
     for i, (comp, vals) in enumerate(shares.items()):
-        color = COMPONENT_COLORS.get(comp, COLORS[i % len(COLORS)])
+        color = ("#B0B0B0" if comp.startswith("other (")
+                 else COMPONENT_COLORS.get(comp, COLORS[i % len(COLORS)]))
         ax_e.bar(x, vals, width, bottom=bottom, color=color, label=comp.replace("_", " "))
         bottom = [b + val for b, val in zip(bottom, vals)]
     _xticks(ax_e, x, labels, many)
