@@ -22,7 +22,8 @@ and L2) shared by fetches and drains — the contention is why this runs as even
 * The array takes the tiles in order: it waits for tile ``j`` to be ready, computes ``dur``
   cycles, frees the slot, and hands the tile to the drain: its drain SRAM -> L2, then, when
   that has landed, its store L2 -> DRAM. The tile is *drained* when its store has landed.
-* A port (as :class:`sim.core.Link`) moves one transfer at a time: a transfer of ``b > 0``
+* A port (the rules of :class:`sim.core.Link`, applied in this loop: no simpy process runs
+  here) moves one transfer at a time: a transfer of ``b > 0``
   bytes holds it ``max(1, ceil(b / bytes_per_cycle))`` cycles, then flies ``latency`` more
   cycles without holding it. A transfer of 0 bytes is no transfer: the stage completes at
   once without touching the port.
