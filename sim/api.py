@@ -174,7 +174,8 @@ def simulate_gemm(arch, M: int, K: int, N: int, *, dataflow: str = "ws", wbits: 
         if not isinstance(array, (tuple, list)) or len(array) != 2:
             raise ConfigError("(rows, cols)", file=f"<{fn}()>", key="array",
                               got=short_repr(array))
-        array = (_api_int(fn, "array.rows", array[0]), _api_int(fn, "array.cols", array[1]))
+        rows, cols = array
+        array = (_api_int(fn, "array.rows", rows), _api_int(fn, "array.cols", cols))
     accel = accelerator_for(arch)
     with _blame((accel.arch, None)):
         r: OpResult = accel.gemm(M, K, N, wbits=wbits, abits=abits, dataflow=dataflow,
