@@ -122,8 +122,10 @@ class SystolicAccelerator(Accelerator):
                         "ofmap": mem.sram.ofmap_kb}
         self.dram_bytes_per_cycle = mem.dram.bandwidth_gbps / arch.clock_ghz   # GB/s / Gcycle/s
         self.dram_latency = self.clock.cycles(mem.dram.latency_ns * 1e-9)
-        self.ports = PortSpec(self.dram_bytes_per_cycle, self.dram_latency,
-                              mem.l2.bytes_per_cycle, mem.l2.latency_cycles)
+        self.ports = PortSpec(dram_bytes_per_cycle=self.dram_bytes_per_cycle,
+                              dram_latency=self.dram_latency,
+                              l2_bytes_per_cycle=mem.l2.bytes_per_cycle,
+                              l2_latency=mem.l2.latency_cycles)
         self._gemm = lru_cache(maxsize=8192)(self._gemm_uncached)
         self.vector = lru_cache(maxsize=8192)(self.vector)
         self.memory_op = lru_cache(maxsize=1024)(self.memory_op)
@@ -260,7 +262,8 @@ class SystolicAccelerator(Accelerator):
         m = self.arch.mode(wbits, abits).macs_per_cycle
         check_gemm_size(map_gemm(M, K, N, rows, cols, dataflow, m), M, K, N, m)
         wstore = self.stored_weight_bits(wbits, outliers)
-        operands = GemmOperands(M, K, N, wbits, abits, m, compress)
+        operands = GemmOperands(M=M, K=K, N=N, wbits=wbits, abits=abits, macs_per_cycle=m,
+                                compress=compress)
 
         def roofline(parts):
             """(cycles estimate, DRAM bytes): the mapper is latency first, then traffic."""
@@ -365,7 +368,8 @@ class SystolicAccelerator(Accelerator):
 
     # ------------------------------------------------------------------- vector / memory ----
     def vector(self, elements: int, ops_per_element: float, in_bytes: int, out_bytes: int,
-               *, place: OperandPlacement = OperandPlacement("l2", "l2", "l2")) -> OpResult:
+               *, place: OperandPlacement = OperandPlacement(a_src="l2", w_src="l2",
+                                                             o_dst="l2")) -> OpResult:
         """Element-wise op on the vector unit, streaming through L2 (and DRAM if placed there)."""
         t, mem = self.tech, self.arch.memory
         ops = int(math.ceil(elements * ops_per_element))

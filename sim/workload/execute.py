@@ -113,7 +113,7 @@ def run_op(accel, op: dict, seed: int = 0, compress: bool = True) -> OpResult:
         where = "l2" if op["bytes"] <= on_chip else "dram"
         return accel.vector(op["elements"], op["ops_per_element"],
                             op["a_bytes"] + op["w_bytes"], op["o_bytes"],
-                            place=OperandPlacement(where, "dram", where))
+                            place=OperandPlacement(a_src=where, w_src="dram", o_dst=where))
     if kind == "memory":
         return accel.memory_op(op["bytes"])
     if accel.supports(kind):

@@ -150,13 +150,14 @@ def step_shape(phase: str, *, batch: int = 1, seq_len: int | None = None,
         if seq_len is None:
             raise _bad("seq_len", "an integer > 0 for a prefill step", None)
         ctx = context or 0
-        parts = (AttentionPart("", None, batch, seq_len, ctx + seq_len),)
+        parts = (AttentionPart(suffix="", part=None, seqs=batch, lq=seq_len,
+                               lkv=ctx + seq_len),)
         tokens, sequences = batch * seq_len, batch
     elif phase == "decode":
         batch = _check_int("batch", batch, minimum=1)
         if context is None:
             raise _bad("context", "an integer >= 0 (KV context) for a decode step", None)
-        parts = (AttentionPart("", None, batch, 1, context + 1),)
+        parts = (AttentionPart(suffix="", part=None, seqs=batch, lq=1, lkv=context + 1),)
         tokens, sequences = batch, batch
     else:  # mixed
         batch = _check_int("batch", batch, minimum=0)
@@ -167,9 +168,11 @@ def step_shape(phase: str, *, batch: int = 1, seq_len: int | None = None,
         ctx = context or 0
         plist = []
         if batch > 0:
-            plist.append(AttentionPart(".prefill", "prefill", batch, seq_len, ctx + seq_len))
+            plist.append(AttentionPart(suffix=".prefill", part="prefill", seqs=batch,
+                                       lq=seq_len, lkv=ctx + seq_len))
         if decode_batch > 0:
-            plist.append(AttentionPart(".decode", "decode", decode_batch, 1, ctx + 1))
+            plist.append(AttentionPart(suffix=".decode", part="decode", seqs=decode_batch,
+                                       lq=1, lkv=ctx + 1))
         parts = tuple(plist)
         tokens = batch * (seq_len or 0) + decode_batch
         sequences = batch + decode_batch
@@ -254,7 +257,8 @@ def ragged_step(prefill=(), decode=(), *, max_position: int | None = None,
         chunks.append((new, past))
     if dec and all(type(c) is int for c in dec) and min(dec) >= 0 and \
             (max_position is None or max(dec) + 1 <= max_position):
-        return RaggedStep(tuple(sorted(chunks)), tuple(sorted(dec)))   # plain ints, in range
+        return RaggedStep(prefill=tuple(sorted(chunks)),               # plain ints, in range
+                          decode=tuple(sorted(dec)))
     contexts = []
     for i, c in enumerate(dec):
         if type(c) is not int or c < 0:
@@ -265,7 +269,7 @@ def ragged_step(prefill=(), decode=(), *, max_position: int | None = None,
         contexts.append(c)
     chunks.sort()
     contexts.sort()
-    return RaggedStep(tuple(chunks), tuple(contexts))
+    return RaggedStep(prefill=tuple(chunks), decode=tuple(contexts))
 
 
 def ragged_shape(step: RaggedStep, *, causal_block: int | None = None,
@@ -306,7 +310,7 @@ def ragged_shape(step: RaggedStep, *, causal_block: int | None = None,
     parts = []
     for (kind, lq, lkv), seqs in sorted(shapes.items(), key=order):
         suffix = f".prefill.q{lq}.kv{lkv}" if kind == "prefill" else f".decode.kv{lkv}"
-        parts.append(AttentionPart(suffix, kind, seqs, lq, lkv))
+        parts.append(AttentionPart(suffix=suffix, part=kind, seqs=seqs, lq=lq, lkv=lkv))
     tokens = step.tokens
     sequences = step.sequences
     return StepShape(tokens=tokens, sequences=sequences,
