@@ -890,7 +890,8 @@ def _required_by_type(model_cls: type, loc: Loc, prov: Prov,
         return None
     type_key = _dotted(parent + ("type",))
     type_source = _source_of(prov, parent + ("type",))
-    lacking = _source_of(prov, parent)
+    # the file that wrote the section's other keys (its name), which lacks this one
+    lacking = _source_of(prov, parent + (("name",) if "name" in node else ()))
     expected = f"a value ({type_key} {node['type']!r} requires {name!r}"
     if lacking is not None and lacking != type_source:
         expected += f"; {_display(lacking)} gives none"
