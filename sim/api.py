@@ -99,7 +99,8 @@ def _blame(*owners, run: tuple | None = None, exp=None):
                     file, key = src, f"{fld}.{e.key}"
             raise ConfigError(e.expected, file=file, key=key, got=e.got, hint=e.hint) from None
         if e.file is None and e.key is None and run is not None:
-            raise ConfigError(e.expected, file=run[0], key=run[1], got=e.got,
+            run_file, run_key = run
+            raise ConfigError(e.expected, file=run_file, key=run_key, got=e.got,
                               hint=e.hint) from None
         raise
 
@@ -173,7 +174,8 @@ def simulate_gemm(arch, M: int, K: int, N: int, *, dataflow: str = "ws", wbits: 
         if not isinstance(array, (tuple, list)) or len(array) != 2:
             raise ConfigError("(rows, cols)", file=f"<{fn}()>", key="array",
                               got=short_repr(array))
-        array = (_api_int(fn, "array.rows", array[0]), _api_int(fn, "array.cols", array[1]))
+        rows, cols = array
+        array = (_api_int(fn, "array.rows", rows), _api_int(fn, "array.cols", cols))
     accel = accelerator_for(arch)
     with _blame((accel.arch, None)):
         r: OpResult = accel.gemm(M, K, N, wbits=wbits, abits=abits, dataflow=dataflow,
@@ -210,7 +212,8 @@ class ModelResult:
     dram_utilization: float      # fraction of the run the DRAM port was transferring
     l2_utilization: float
     ops: pd.DataFrame = field(repr=False)
-    outlier_profile: dict | None = None   # profile_info of an outlier-aware arch's profile
+    # profile_info of an outlier-aware arch's profile, read-only (a FrozenDict)
+    outlier_profile: Mapping | None = None
 
     @property
     def energy_total_pj(self) -> float:
@@ -291,6 +294,8 @@ def _simulate(accel, model, *, phase, batch, seq_len, context, steps, decode_bat
     busy = float((ops.cycles * peak).sum())
     macs = int(ops.macs.sum())
     profile = profile_info(outlier_profile_for(accel, model, seed), model.outlier_profile is None)
+    if profile is not None:
+        profile = FrozenDict(profile)
     if phase == "prefill":
         tokens = batch * seq_len
     elif phase == "decode":
@@ -344,7 +349,8 @@ class Result:
     trace: TraceRecorder | None = None
     run_records: tuple = field(default_factory=tuple, repr=False)   # runs as plain dicts
     arch_description: str = ""    # one line: the (first) design point's accelerator
-    outlier_profiles: Mapping = field(default_factory=dict)  # variant -> profile_info, where used
+    # variant -> profile_info, where used (read-only)
+    outlier_profiles: Mapping = field(default_factory=FrozenDict)
 
     def summary(self) -> dict:
         exp = self.experiment
@@ -358,7 +364,8 @@ class Result:
             "area_mm2": {str(k): float(v) * 1e-6
                          for k, v in self.area.groupby("variant", sort=False).area_um2.sum().items()},
             "runs": [dict(r) for r in self.run_records],
-            **({"outlier_profiles": self.outlier_profiles} if self.outlier_profiles else {}),
+            **({"outlier_profiles": {v: dict(info) for v, info in self.outlier_profiles.items()}}
+               if self.outlier_profiles else {}),
         }
 
 
@@ -417,8 +424,8 @@ def run(experiment, overrides=None, *, trace: bool | None = None, progress: bool
         bar.close()
     # every table covers the same components for every design point, in one order (the
     # declared ones first, see merge_component_orders; 0 where a point charges none)
-    components = tuple(results[0][2].energy_pj)
-    for _, _, res in results[1:]:
+    components = ()
+    for _, _, res in results:
         components = merge_component_orders(components, res.energy_pj)
     rows, op_frames, energy_rows = [], [], []
     for variant, run_name, res in results:
@@ -438,8 +445,9 @@ def run(experiment, overrides=None, *, trace: bool | None = None, progress: bool
     ops = ops[lead[:at] + energy_cols + ["energy_pj"] + lead[at:]]
     ops.insert(0, "run", ops.pop("run"))
     ops.insert(0, "variant", ops.pop("variant"))
+    _, _, first_accel = points[0]
     return Result(experiment=exp, runs=pd.DataFrame(rows), ops=ops,
                   energy=pd.DataFrame(energy_rows), area=pd.DataFrame(area_rows),
                   trace=recorder, run_records=tuple(rows),
-                  arch_description=points[0][2].describe(),
+                  arch_description=first_accel.describe(),
                   outlier_profiles=FrozenDict(outlier_profiles))

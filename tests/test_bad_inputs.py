@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 import sim
 from sim.cli import main
@@ -292,6 +293,56 @@ yaml_case("yaml-seed-huge", BASE + f"seed: {2**70}\n", "seed")
 yaml_case("yaml-variants-in-variants", BASE + "variants: [{name: a, set: {variants: []}}]\n",
           "variants.0.set", "keys outside variants")
 
+# ------------------------------------------------- a section the chosen arch type requires ----
+# the error blames what made the section required (the --set or the file that set the type)
+case("set-type-needs-recon", "set", ["arch.type=microscopiq"], "--set: arch.recon:",
+     "arch.type 'microscopiq' requires 'recon'", "arch/quickstart.yaml gives none")
+case("set-type-needs-baseline-keys", "set", ["arch.type=olive"], "--set: arch.",
+     "arch.type 'olive' requires", "arch/quickstart.yaml gives none")
+yaml_case("yaml-type-needs-recon", BASE.replace("arch: quickstart",
+                                                "arch: {extends: quickstart, type: microscopiq}"),
+          "bad.yaml: arch.recon:", "arch.type 'microscopiq' requires 'recon'")
+case("set-type-unknown", "set", ["arch.type=microscopic"], "--set", "arch.type",
+     "a registered accelerator type", "did you mean 'microscopiq'")
+
+# ------------------------------------------------------------------ technology tables ----
+# A copy of arch/tech/7nm.yaml with one value changed, written to {tmp}/tech/bad-7nm.yaml and
+# named by path from an experiment's arch (kind "tech"), or installed as 7nm under a
+# $STRATA_HOME (kind "tech-home"). Energies, areas and leakage are bounded, finite numbers.
+TECH_POS = ["feature_nm", "vdd", "controller_area_um2", "mac.per_bitproduct_pj",
+            "mac.accumulate_pj", "pe.fixed_area_um2", "pe.area_per_bitproduct_um2",
+            "dram.hbm2", "noc.wire_pj_per_bit_mm", "noc.distance_mm", "vector.pj_per_op",
+            "vector.lane_area_um2"] + [
+    f"{mem}.{k}" for mem in ("sram", "l2")
+    for k in ("ref_kb", "read_pj_per_byte_at_ref", "write_pj_per_byte_at_ref", "cell_um2")]
+TECH_NONNEG = ["logic_leakage_uw_per_um2", "mac.operand_pj", "sram.leakage_uw_per_um2",
+               "l2.leakage_uw_per_um2"]
+TECH_UNIT = ["sram.size_exponent", "sram.array_efficiency", "l2.array_efficiency"]
+for key in TECH_POS + TECH_NONNEG + TECH_UNIT:
+    for name, value in (("inf", math.inf), ("nan", math.nan)):
+        case(f"tech-{key}-{name}", "tech", {key: value}, "bad-7nm.yaml", key,
+             "a finite number")
+for key in ("mac.accumulate_pj", "sram.cell_um2", "dram.hbm2", "vector.lane_area_um2"):
+    case(f"tech-{key}-minus-inf", "tech", {key: -math.inf}, "bad-7nm.yaml", key, "finite")
+    case(f"tech-{key}-huge", "tech", {key: 1e30}, "bad-7nm.yaml", key, "<= 1e+09")
+    case(f"tech-{key}-zero", "tech", {key: 0.0}, "bad-7nm.yaml", key, "a number > 0")
+    case(f"tech-{key}-tiny", "tech", {key: 1e-300}, "bad-7nm.yaml", key, ">= 1e-09")
+    case(f"tech-{key}-negative", "tech", {key: -2.0}, "bad-7nm.yaml", key, "a number > 0")
+case("tech-leakage-huge", "tech", {"logic_leakage_uw_per_um2": 1e30}, "bad-7nm.yaml",
+     "logic_leakage_uw_per_um2", "<= 1e+09")
+case("tech-exponent-above-1", "tech", {"sram.size_exponent": 3.0}, "bad-7nm.yaml",
+     "sram.size_exponent", "<= 1")
+for key in ("recon.switch_pj", "recon.switch_area_um2", "recon.sync_buffer_area_um2_per_col"):
+    for name, value in (("inf", math.inf), ("nan", math.nan)):
+        case(f"tech-{key}-{name}", "tech", {key: value}, "bad-7nm.yaml", key,
+             "a finite number", arch="microscopiq-64x64")
+case("tech-recon-switch-pj-huge", "tech", {"recon.switch_pj": 1e30}, "bad-7nm.yaml",
+     "recon.switch_pj", "<= 1e+09", arch="microscopiq-64x64")
+case("tech-home-inf", "tech-home", {"mac.accumulate_pj": math.inf},
+     "arch/tech/7nm.yaml", "mac.accumulate_pj", "a finite number")
+case("tech-home-dram-nan", "tech-home", {"dram.hbm2": math.nan}, "arch/tech/7nm.yaml",
+     "dram.hbm2", "a finite number")
+
 # ------------------------------------------------------------------------------- CLI argv ----
 case("argv-missing-experiment", "argv", ["run", "no-such-experiment"], "no-such-experiment",
      "expected")
@@ -422,6 +473,31 @@ def _materialize(c: Case, tmp: Path) -> list[str]:
         elif c.input == "not_utf8":
             p.write_bytes(BASE.encode() + b"description: \xff\xfe\n")
         return ["run", str(p)] + out
+    if c.kind in ("tech", "tech-home"):
+        table = yaml.safe_load((ROOT / "arch" / "tech" / "7nm.yaml").read_text())
+        for key, value in c.input.items():
+            *path, last = key.split(".")
+            node = table
+            for part in path:
+                node = node[part]
+            node[last] = value
+        if c.kind == "tech":
+            p = tmp / "tech" / "bad-7nm.yaml"
+            p.parent.mkdir(exist_ok=True)
+            p.write_text(yaml.safe_dump(table))
+            exp = tmp / "bad.yaml"
+            exp.write_text(BASE.replace("arch: quickstart", "arch: {extends: "
+                                        f"{c.extra.get('arch', 'quickstart')}, "
+                                        f"technology: {p}}}"))
+            return ["run", str(exp)] + out
+        home = tmp / "home"                      # $STRATA_HOME with the bad table as 7nm
+        for rel in ("experiments/quickstart.yaml", "arch/quickstart.yaml",
+                    "workloads/llama-2-7b.yaml"):
+            (home / rel).parent.mkdir(parents=True, exist_ok=True)
+            (home / rel).write_text((ROOT / rel).read_text())
+        (home / "arch" / "tech").mkdir(exist_ok=True)
+        (home / "arch" / "tech" / "7nm.yaml").write_text(yaml.safe_dump(table))
+        return ["run", "quickstart"] + out
     raise AssertionError(c.kind)
 
 
@@ -441,6 +517,8 @@ def test_bad_input(c: Case, tmp_path, monkeypatch, capsys):
     else:
         for k, v in c.extra.get("env", {}).items():
             monkeypatch.setenv(k, v.replace("{tmp}", str(tmp_path)))
+        if c.kind == "tech-home":
+            monkeypatch.setenv("STRATA_HOME", str(tmp_path / "home"))
         argv = _materialize(c, tmp_path)
         assert main(argv) == 2, argv
         captured = capsys.readouterr()

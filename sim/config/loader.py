@@ -583,7 +583,10 @@ def _child(ann: Any, part: Any) -> Any:
             return args[0] if args else _ANY
         if origin in (dict, Mapping) or alt is dict:
             args = typing.get_args(alt)
-            return args[1] if len(args) == 2 else _ANY
+            if len(args) != 2:
+                return _ANY
+            _, value_type = args
+            return value_type
     return _NO_SCHEMA
 
 
@@ -682,7 +685,8 @@ def _normalize_overrides(overrides: Any) -> list[tuple[tuple[str, ...], Any]]:
             if isinstance(o, str):
                 pairs.append(next(parsed))
             elif isinstance(o, (tuple, list)) and len(o) == 2:
-                pairs.append((o[0], o[1]))
+                key, value = o
+                pairs.append((key, value))
             else:
                 raise ConfigError("key.path=value", file=SET_SOURCE, got=short_repr(o))
     out = []
@@ -854,6 +858,46 @@ def _describe(err: dict, model_cls: type,
     return loc, msg[:1].lower() + msg[1:], got, None
 
 
+def _node_at(data: Any, loc: Loc) -> Any:
+    """The raw value at key path ``loc`` of ``data``, or None where there is none."""
+    node = data
+    for part in loc:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node
+
+
+def _required_by_type(model_cls: type, loc: Loc, prov: Prov,
+                      data: Any) -> tuple[str | None, str] | None:
+    """For a missing key that only the ``type:`` chosen at its parent requires (``recon`` of
+    ``type: microscopiq``): (the source of that ``type`` key, what to expect), so that the
+    error blames what made the key required (a ``--set arch.type=...``, the file that set the
+    type) rather than the file that merely lacks it. None for any other missing key."""
+    if not loc:
+        return None
+    parent, name = loc[:-1], loc[-1]
+    node = _node_at(data, parent)
+    if not isinstance(node, Mapping) or not isinstance(node.get("type"), str):
+        return None
+    sub = _model_at(model_cls, parent, data)
+    if sub is None or not hasattr(sub, "config_class_for"):
+        return None
+    # the polymorphic base: the class that dispatches on ``type`` (its fields every type has)
+    base = next(c for c in sub.__mro__ if "config_class_for" in vars(c))
+    if name not in sub.model_fields or name in base.model_fields:
+        return None
+    type_key = _dotted(parent + ("type",))
+    type_source = _source_of(prov, parent + ("type",))
+    # the file that wrote the section's other keys (its name), which lacks this one
+    lacking = _source_of(prov, parent + (("name",) if "name" in node else ()))
+    expected = f"a value ({type_key} {node['type']!r} requires {name!r}"
+    if lacking is not None and lacking != type_source:
+        expected += f"; {_display(lacking)} gives none"
+    return type_source, expected + ")"
+
+
 def _convert(exc: ValidationError, model_cls: type, prov: Prov, data: Any = None) -> ConfigError:
     items = []
     # A missing key is often the consequence of a misspelt one: report the misspelling first.
@@ -865,7 +909,12 @@ def _convert(exc: ValidationError, model_cls: type, prov: Prov, data: Any = None
     errors = sorted(errors, key=lambda e: e["type"] == "missing")
     for err in errors:
         loc, expected, got, hint = _describe(err, model_cls, data)
-        file = _display(_source_of(prov, loc))
+        source = _source_of(prov, loc)
+        by_type = _required_by_type(model_cls, loc, prov, data) if err["type"] == "missing" \
+            else None
+        if by_type is not None:
+            source, expected = by_type
+        file = _display(source)
         items.append(
             ConfigError(expected, file=file, key=_dotted(loc) or None, got=got, hint=hint)
         )

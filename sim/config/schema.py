@@ -252,7 +252,7 @@ class PEConfig(StrictModel):
                 raise InvalidValue(
                     "each (wbits, abits) pair at most once",
                     loc=(i,),
-                    got=f"(wbits={pair[0]}, abits={pair[1]}) again",
+                    got=f"(wbits={mode.wbits}, abits={mode.abits}) again",
                     hint=f"first given as modes.{seen[pair]}",
                 )
             seen[pair] = i
@@ -342,8 +342,9 @@ class ArchConfig(_Hashable):
 # so this layer never imports hw and never lists the types).
 _ARCH_TYPES: dict[str, type] = {}
 _TECH_SECTIONS: dict[str, tuple[str, ...]] = {}   # type -> technology-table sections it reads
-# [load(name) -> None, built-in names() -> list, built-in tech sections() -> {section: types}]
-_TYPE_FINDER: list = []
+# the hooks set_type_finder installs: find_one(name) -> None (imports a built-in type),
+# list_builtin() -> names, builtin_tech_sections() -> {section: types}
+_TYPE_FINDER: dict[str, Any] = {}
 
 
 def register_arch_type(name: str, config_cls: type, tech_sections: Any = ()) -> None:
@@ -362,7 +363,7 @@ def known_tech_sections() -> dict[str, tuple[str, ...]]:
     built-in ones (declared by their modules, which need not be imported for this)."""
     out: dict[str, set[str]] = {}
     if _TYPE_FINDER:
-        for n, kinds in _TYPE_FINDER[2]().items():
+        for n, kinds in _TYPE_FINDER["builtin_tech_sections"]().items():
             out.setdefault(n, set()).update(kinds)
     for kind, names in _TECH_SECTIONS.items():
         for n in names:
@@ -372,18 +373,19 @@ def known_tech_sections() -> dict[str, tuple[str, ...]]:
 
 def set_type_finder(find_one, list_builtin, builtin_tech_sections) -> None:
     """Install the hooks that find built-in types (called by sim.hw.registry)."""
-    _TYPE_FINDER[:] = [find_one, list_builtin, builtin_tech_sections]
+    _TYPE_FINDER.update(find_one=find_one, list_builtin=list_builtin,
+                        builtin_tech_sections=builtin_tech_sections)
 
 
 def arch_config_class(name: str) -> type | None:
     if name not in _ARCH_TYPES and _TYPE_FINDER:
-        _TYPE_FINDER[0](name)
+        _TYPE_FINDER["find_one"](name)
     return _ARCH_TYPES.get(name)
 
 
 def known_arch_types() -> list[str]:
     if _TYPE_FINDER:
-        for name in _TYPE_FINDER[1]():
+        for name in _TYPE_FINDER["list_builtin"]():
             arch_config_class(name)
     return sorted(_ARCH_TYPES)
 
@@ -474,7 +476,8 @@ def precision_fields(v: Any) -> Any:
         if m:
             return {"wbits": int(m.group(1)), "abits": int(m.group(2))}
     elif isinstance(v, (tuple, list)) and len(v) == 2:
-        return {"wbits": v[0], "abits": v[1]}
+        wbits, abits = v
+        return {"wbits": wbits, "abits": abits}
     raise InvalidValue(PRECISION_FORMS, got=short_repr(v))
 
 

@@ -52,13 +52,17 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from .errors import ConfigError, InvalidValue, did_you_mean, short_repr
 from .loader import TableFolder, data_dir, load_validated
-from .schema import FrozenList, FrozenMapping, StrictModel, known_tech_sections
+from .schema import (FrozenList, FrozenMapping, NonNegFloat, PosFloat, StrictModel,
+                     known_tech_sections)
 
 __all__ = ["TechTable", "MacEnergy", "PeArea", "SramModel", "NocModel", "VectorUnit",
            "load_tech", "available_nodes", "tech_dir", "pe_width"]
 
-PosFloat = Annotated[float, Field(gt=0)]
-NonNegFloat = Annotated[float, Field(ge=0)]
+# Energies, areas, leakage and sizes are the bounded, finite numbers of every config
+# (sim.config.schema: PosFloat in [1e-9, 1e9], NonNegFloat in [0, 1e9], no inf or nan), so a
+# table cannot make an energy or an area infinite or absurd.
+Fraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
+Exponent = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 Text = Annotated[str, Field(min_length=1)]
 
 
@@ -112,9 +116,9 @@ class SramModel(_Section):
     ref_kb: PosFloat  # size at which the per-byte energies below hold
     read_pj_per_byte_at_ref: PosFloat
     write_pj_per_byte_at_ref: PosFloat
-    size_exponent: Annotated[float, Field(ge=0, le=1)]  # energy/byte ~ (size/ref)^exponent
+    size_exponent: Exponent  # energy/byte ~ (size/ref)^exponent
     cell_um2: PosFloat  # 6T bit-cell area
-    array_efficiency: Annotated[float, Field(gt=0, le=1)]  # cell area / macro area
+    array_efficiency: Fraction  # cell area / macro area
     leakage_uw_per_um2: NonNegFloat
 
     def _size(self, size_kb: float) -> float:

@@ -112,7 +112,10 @@ class TraceRecorder:
             out.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": track}})
             out.append({"ph": "M", "name": "thread_sort_index", "pid": pid, "tid": tid,
                         "args": {"sort_index": tid}})
-        for _, _, ev in sorted(self._events, key=lambda e: (e[0], e[1])):
+        def order(entry):               # by cycle, then in recording order
+            cycle, seq, _ = entry
+            return cycle, seq
+        for _, _, ev in sorted(self._events, key=order):
             rec = {k: v for k, v in ev.items() if not k.startswith("_")}
             rec["ts"] = us(ev["_start"])
             if "_dur" in ev:

@@ -3,9 +3,10 @@
 One GEMM runs as a pipeline of *memory tiles* (groups of array folds, see
 :mod:`sim.hw.memory_plan`). The array's own timing per fold comes from the closed-form model in
 :mod:`sim.hw.systolic`; what competes for shared resources (the DRAM port, the L2 port, the
-two SRAM slots) runs as simpy processes on :mod:`sim.core`:
+two SRAM slots) runs in the event-driven tile simulation of :mod:`sim.hw.tile_pipeline`
+(hand-written, jumping from event to event, with exact compression of repeats; not simpy):
 
-* a fetcher takes a free SRAM slot, reads the tile's bytes from DRAM into L2, then fills SRAM;
+* a DMA engine takes a free SRAM slot, reads the tile's bytes from DRAM into L2, then fills SRAM;
 * the array computes tile j once its data is in SRAM, for the tile's share of the fold issue
   schedule (or longer if the SRAM port cannot feed the array), then frees the slot;
 * finished outputs drain SRAM -> L2 (-> DRAM) in the background, competing with fetches.
@@ -31,7 +32,7 @@ from .interface import Accelerator, OpResult
 from .memory_plan import (OperandPlacement, check_buffers_fit, check_chunk_count,
                           check_gemm_size, check_transfer, plan_gemm)
 from .registry import register
-from .tile_pipeline import PortSpec, run_tiles
+from .tile_pipeline import FIELDS, PortSpec, run_tiles
 from .systolic import DATAFLOWS, array_timing, map_gemm
 
 # the types this module registers (read by sim.hw.registry without importing the module)
@@ -96,10 +97,14 @@ class WeightOutliers:
                 return 0.0
             share = max(self.channel_share, self.frac_ub)
             return share * (1.0 - (1.0 - self.frac_ub / share) ** (width / self.micro))
-        for w, f in self.rowtile:
-            if w == width:
-                return f
-        w0, p0 = min(self.rowtile, key=lambda wf: (abs(math.log(wf[0] / width)), wf[0]))
+        for stored_width, frac in self.rowtile:
+            if stored_width == width:
+                return frac
+
+        def distance(pair):          # nearest in ratio; the narrower one on a tie
+            stored_width, _ = pair
+            return abs(math.log(stored_width / width)), stored_width
+        w0, p0 = min(self.rowtile, key=distance)
         return 1.0 - (1.0 - p0) ** (width / w0)
 
 
@@ -117,8 +122,10 @@ class SystolicAccelerator(Accelerator):
                         "ofmap": mem.sram.ofmap_kb}
         self.dram_bytes_per_cycle = mem.dram.bandwidth_gbps / arch.clock_ghz   # GB/s / Gcycle/s
         self.dram_latency = self.clock.cycles(mem.dram.latency_ns * 1e-9)
-        self.ports = PortSpec(self.dram_bytes_per_cycle, self.dram_latency,
-                              mem.l2.bytes_per_cycle, mem.l2.latency_cycles)
+        self.ports = PortSpec(dram_bytes_per_cycle=self.dram_bytes_per_cycle,
+                              dram_latency=self.dram_latency,
+                              l2_bytes_per_cycle=mem.l2.bytes_per_cycle,
+                              l2_latency=mem.l2.latency_cycles)
         self._gemm = lru_cache(maxsize=8192)(self._gemm_uncached)
         self.vector = lru_cache(maxsize=8192)(self.vector)
         self.memory_op = lru_cache(maxsize=1024)(self.memory_op)
@@ -255,7 +262,8 @@ class SystolicAccelerator(Accelerator):
         m = self.arch.mode(wbits, abits).macs_per_cycle
         check_gemm_size(map_gemm(M, K, N, rows, cols, dataflow, m), M, K, N, m)
         wstore = self.stored_weight_bits(wbits, outliers)
-        operands = GemmOperands(M, K, N, wbits, abits, m, compress)
+        operands = GemmOperands(M=M, K=K, N=N, wbits=wbits, abits=abits, macs_per_cycle=m,
+                                compress=compress)
 
         def roofline(parts):
             """(cycles estimate, DRAM bytes): the mapper is latency first, then traffic."""
@@ -270,7 +278,9 @@ class SystolicAccelerator(Accelerator):
                    if all(all(v <= self.sram_kb[b] * 512 for b, v in p.fold_bytes.items())
                           for _, p in c)]
         if not fitting:        # the smallest tiling's first misfit names the buffer
-            check_buffers_fit(candidates[-1][0][1], self.sram_kb)
+            smallest = candidates[-1]
+            _, first_plan = smallest[0]
+            check_buffers_fit(first_plan, self.sram_kb)
         parts = min(candidates, key=roofline)
         self._check_rates(sum(p.total("fetch_dram") + p.total("store_dram") for _, p in parts),
                           sum(p.total("fill") + p.total("drain") for _, p in parts),
@@ -351,13 +361,15 @@ class SystolicAccelerator(Accelerator):
         port = cat("array_reads") + cat("array_writes")
         sram_bpc = self.arch.memory.sram.bytes_per_cycle
         dur = np.maximum(spans, np.ceil(port / sram_bpc).astype(np.int64))
-        X = np.stack([cat("fetch_dram"), cat("fill"), dur, spans, cat("drain"),
-                      cat("store_dram")], axis=1).astype(np.int64)
+        field = {"fetch_dram": cat("fetch_dram"), "fill": cat("fill"), "dur": dur,
+                 "span": spans, "drain": cat("drain"), "store": cat("store_dram")}
+        X = np.stack([field[f] for f in FIELDS], axis=1).astype(np.int64)
         return run_tiles(X, self.ports, trace, compress)
 
     # ------------------------------------------------------------------- vector / memory ----
     def vector(self, elements: int, ops_per_element: float, in_bytes: int, out_bytes: int,
-               *, place: OperandPlacement = OperandPlacement("l2", "l2", "l2")) -> OpResult:
+               *, place: OperandPlacement = OperandPlacement(a_src="l2", w_src="l2",
+                                                             o_dst="l2")) -> OpResult:
         """Element-wise op on the vector unit, streaming through L2 (and DRAM if placed there)."""
         t, mem = self.tech, self.arch.memory
         ops = int(math.ceil(elements * ops_per_element))

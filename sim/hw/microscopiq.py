@@ -35,13 +35,13 @@ The type's own config sections (``recon``, ``mx``) and its technology-table sect
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from ..config.errors import InvalidValue
-from ..config.schema import StrictModel, SystolicArchConfig
+from ..config.schema import PosFloat, PosInt, StrictModel, SystolicArchConfig
 from ..core import EnergyLedger
 from .accelerator import GemmOperands, SystolicAccelerator, WeightOutliers
 from .recon import recon_depth
@@ -53,9 +53,6 @@ ACCELERATOR_TYPES = ("microscopiq",)
 TECH_SECTIONS = ("recon",)          # technology-table sections its types read
 
 PATTERNS = 64
-
-PosInt = Annotated[int, Field(gt=0)]
-PosFloat = Annotated[float, Field(gt=0)]
 
 
 class ReconArchConfig(StrictModel):

@@ -22,7 +22,8 @@ and L2) shared by fetches and drains — the contention is why this runs as even
 * The array takes the tiles in order: it waits for tile ``j`` to be ready, computes ``dur``
   cycles, frees the slot, and hands the tile to the drain: its drain SRAM -> L2, then, when
   that has landed, its store L2 -> DRAM. The tile is *drained* when its store has landed.
-* A port (as :class:`sim.core.Link`) moves one transfer at a time: a transfer of ``b > 0``
+* A port (the rules of :class:`sim.core.Link`, applied in this loop: no simpy process runs
+  here) moves one transfer at a time: a transfer of ``b > 0``
   bytes holds it ``max(1, ceil(b / bytes_per_cycle))`` cycles, then flies ``latency`` more
   cycles without holding it. A transfer of 0 bytes is no transfer: the stage completes at
   once without touching the port.
@@ -53,6 +54,7 @@ import numbers
 from collections import deque
 from dataclasses import dataclass
 from heapq import heappop, heappush
+from typing import NamedTuple
 
 import numpy as np
 
@@ -60,12 +62,30 @@ from ..core import TraceRecorder
 from ..core.clock import check_cycles, hold_cycles_array
 
 FIELDS = ("fetch_dram", "fill", "dur", "span", "drain", "store")
+# the column of each field in a tile matrix X (n x len(FIELDS))
+FETCH_DRAM, FILL, DUR, SPAN, DRAIN, STORE = map(FIELDS.index, FIELDS)
+# the columns of PipelineResult.times
+TIMES = ("ready", "start", "end", "drained")
 MIN_COPIES = 8           # compress only runs at least this long
 SHORT_PERIODS = 64      # periods tried exhaustively; longer ones come from recurrence gaps
 
 _IN, _OUT = 0, 1         # direction of a port request: toward the array, or back from it
-# per port, its (column of X, trace label) for the inbound and the outbound direction
-_PORT_STAGES = {"dram": ((0, "read"), (5, "write")), "l2": ((1, "fill"), (4, "drain"))}
+# A port's waiting requests are (arrival, tile, direction) and its transfers in flight are
+# (landing, tile, direction): plain tuples (they order a heap, and are made per transfer), whose
+# first entry, the cycle, is _AT
+_AT = 0
+
+
+class _Stage(NamedTuple):
+    """One direction of a port: the column of X holding its bytes, and its trace label."""
+
+    column: int
+    label: str
+
+
+# per port, its stage for the inbound (_IN) and the outbound (_OUT) direction
+_PORT_STAGES = {"dram": (_Stage(FETCH_DRAM, "read"), _Stage(STORE, "write")),
+                "l2": (_Stage(FILL, "fill"), _Stage(DRAIN, "drain"))}
 _NEVER = math.inf
 
 
@@ -93,7 +113,7 @@ class PipelineResult:
     array_end: int        # cycle the array finished its last tile
     dram_busy: int = 0    # cycles the DRAM port was transferring
     l2_busy: int = 0      # cycles the L2 port was transferring
-    times: np.ndarray | None = None   # per tile: ready, start, end, drained (simulated tiles)
+    times: np.ndarray | None = None   # per tile, the cycles TIMES (when recorded)
 
 
 def _check_tiles(X) -> np.ndarray:
@@ -116,10 +136,11 @@ class _Port:
     __slots__ = ("name", "latency", "labels", "holds", "nbytes", "queue", "fly", "free")
 
     def __init__(self, name: str, latency: int, X: np.ndarray, holds) -> None:
-        columns, self.labels = zip(*_PORT_STAGES[name])
+        stages = _PORT_STAGES[name]
+        self.labels = tuple(stage.label for stage in stages)           # [direction]
         self.name, self.latency = name, latency
         self.holds = tuple(h.tolist() for h in holds)                  # [direction][tile]
-        self.nbytes = tuple(X[:, c].tolist() for c in columns)
+        self.nbytes = tuple(X[:, stage.column].tolist() for stage in stages)
         self.queue: list[tuple[int, int, int]] = []
         self.fly: deque[tuple[int, int, int]] = deque()
         self.free = 0
@@ -148,7 +169,8 @@ def simulate_tiles(X: np.ndarray, ports: PortSpec, trace: TraceRecorder | None =
     pick its next request. Nothing a port starts can land in the same cycle (a hold is at
     least one cycle), so this order is exact.
     """
-    return _simulate(_check_tiles(X), ports, trace, record, None)[0]
+    result, _ = _simulate(_check_tiles(X), ports, trace, record, None)
+    return result
 
 
 def _simulate(X: np.ndarray, ports: PortSpec, trace: TraceRecorder | None, record: bool,
@@ -160,10 +182,11 @@ def _simulate(X: np.ndarray, ports: PortSpec, trace: TraceRecorder | None, recor
     holds = _port_holds(X, ports)
     dram = _Port("dram", ports.dram_latency, X, holds["dram"])
     l2 = _Port("l2", ports.l2_latency, X, holds["l2"])
-    read, store_hold = dram.holds
-    fill_hold, drain_hold = l2.holds
-    dur = X[:, 2].tolist()
-    ready, start, end, drained = ([-1] * n for _ in range(4))
+    read, store_hold = dram.holds[_IN], dram.holds[_OUT]
+    fill_hold, drain_hold = l2.holds[_IN], l2.holds[_OUT]
+    dur = X[:, DUR].tolist()
+    times = {f: [-1] * n for f in TIMES}         # per tile, -1 until it happens
+    ready, start, end, drained = (times[f] for f in ("ready", "start", "end", "drained"))
     array_done = _NEVER             # cycle the array finishes its current tile
     current = 0                     # the tile the array computes or waits for
     prev_end = stall = 0
@@ -258,13 +281,13 @@ def _simulate(X: np.ndarray, ports: PortSpec, trace: TraceRecorder | None, recor
         fetch(j, 0)
     dram_fly, l2_fly = dram.fly, l2.fly
     while True:
-        while dram_fly and dram_fly[0][0] == t:
+        while dram_fly and dram_fly[0][_AT] == t:
             _, j, way = dram_fly.popleft()
             if way == _IN:
                 fill(j, t)
             else:
                 drained[j] = t
-        while l2_fly and l2_fly[0][0] == t:
+        while l2_fly and l2_fly[0][_AT] == t:
             _, j, way = l2_fly.popleft()
             if way == _IN:
                 arrive(j, t)
@@ -278,17 +301,17 @@ def _simulate(X: np.ndarray, ports: PortSpec, trace: TraceRecorder | None, recor
             dram.grant(t, trace)
         if l2.queue and l2.free <= t:
             l2.grant(t, trace)
-        following = min(array_done, dram_fly[0][0] if dram_fly else _NEVER,
-                        l2_fly[0][0] if l2_fly else _NEVER,
+        following = min(array_done, dram_fly[0][_AT] if dram_fly else _NEVER,
+                        l2_fly[0][_AT] if l2_fly else _NEVER,
                         dram.free if dram.queue else _NEVER, l2.free if l2.queue else _NEVER)
         if following == _NEVER:
             break
         t = following
     dram_busy, l2_busy = _busy(holds)
     result = PipelineResult(total=t, stall_memory=stall,
-                            stall_sram=int(np.sum(X[:, 2] - X[:, 3])), array_end=prev_end,
-                            dram_busy=dram_busy, l2_busy=l2_busy,
-                            times=np.array([ready, start, end, drained], dtype=np.int64).T
+                            stall_sram=int(np.sum(X[:, DUR] - X[:, SPAN])),
+                            array_end=prev_end, dram_busy=dram_busy, l2_busy=l2_busy,
+                            times=np.array([times[f] for f in TIMES], dtype=np.int64).T
                             if record else None)
     return result, skip.skipped if skip is not None else 0
 
@@ -424,7 +447,8 @@ def find_repeat(X: np.ndarray) -> tuple[int, int, int] | None:
 def _port_holds(X: np.ndarray, ports: PortSpec) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per port, the cycles each tile's inbound and outbound transfer holds it (0: none)."""
     bytes_per_cycle = {"dram": ports.dram_bytes_per_cycle, "l2": ports.l2_bytes_per_cycle}
-    return {name: tuple(hold_cycles_array(X[:, col], bytes_per_cycle[name]) for col, _ in stages)
+    return {name: tuple(hold_cycles_array(X[:, stage.column], bytes_per_cycle[name])
+                        for stage in stages)
             for name, stages in _PORT_STAGES.items()}
 
 
@@ -434,6 +458,7 @@ def port_busy(X: np.ndarray, ports: PortSpec) -> tuple[int, int]:
 
 
 def _busy(holds) -> tuple[int, int]:
+    """(DRAM, L2) cycles held, from :func:`_port_holds`."""
     return tuple(int(sum(h.sum() for h in holds[name])) for name in ("dram", "l2"))
 
 
@@ -444,4 +469,5 @@ def run_tiles(X: np.ndarray, ports: PortSpec, trace: TraceRecorder | None = None
     block are skipped once the pipeline's complete state repeats (:class:`_Skipper`)."""
     X = _check_tiles(X)
     rep = find_repeat(X) if compress and trace is None else None
-    return _simulate(X, ports, trace, False, rep)[0]
+    result, _ = _simulate(X, ports, trace, False, rep)
+    return result

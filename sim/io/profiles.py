@@ -71,7 +71,11 @@ def _orient(arr: np.ndarray, layout: str, label: str, name: str) -> np.ndarray:
 def _split_fused(op: str, w: np.ndarray, shapes: dict[str, tuple[int, int]], label: str,
                  name: str) -> dict[str, np.ndarray]:
     parts = ("q_proj", "k_proj", "v_proj") if op == "qkv_proj" else ("gate_proj", "up_proj")
-    widths = [shapes[p][1] for p in parts if p in shapes]
+    widths = []                          # output features (N) of each part
+    for p in parts:
+        if p in shapes:
+            _, n = shapes[p]
+            widths.append(n)
     if len(widths) != len(parts) or w.shape[1] != sum(widths):
         raise ConfigError(f"a fused {op} of {sum(widths)} output features "
                           f"({' + '.join(map(str, widths))}) for this model", file=label, key=name,
@@ -119,7 +123,7 @@ def profile_from_weights(path: Any, model_config: Any, *, name: str | None = Non
             if key is None:
                 continue
             if key in found:
-                other = found[key][1]
+                _, other = found[key]
                 raise ConfigError(
                     "one tensor per (layer, op); pass prefix= to pick one tower",
                     file=src.label, key=tname, got=f"also {other!r}",

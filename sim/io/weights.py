@@ -134,11 +134,10 @@ class SafetensorsFile:
         if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
             raise self._bad("a list of non-negative integers", key=f"{name}.shape",
                             got=short_repr(shape))
-        if not (isinstance(offs, list) and len(offs) == 2 and all(isinstance(o, int) for o in offs)
-                and 0 <= offs[0] <= offs[1] <= data_len):     # offs = [begin, end]
+        begin, end = offs if isinstance(offs, list) and len(offs) == 2 else (None, None)
+        if not (isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end <= data_len):
             raise self._bad(f"[begin, end] within the {data_len}-byte data buffer",
                             key=f"{name}.data_offsets", got=short_repr(offs))
-        begin, end = offs
         nbytes = int(np.prod(shape, dtype=np.int64)) * _ST_DTYPES[dtype].itemsize
         if end - begin != nbytes:
             raise self._bad(f"{nbytes} bytes for shape {shape} of {dtype}",

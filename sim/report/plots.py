@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import matplotlib
 
@@ -39,10 +40,27 @@ def plot_names() -> list[str]:
     return sorted(_PLOTS)
 
 
-def _groups(result) -> list[tuple[str, str, str]]:
-    """(variant, run, bar label) for every run of every design point, in order."""
+class _Group(NamedTuple):
+    """One bar: a run of a design point."""
+
+    variant: str
+    run: str
+    label: str
+
+
+class _Segment(NamedTuple):
+    """One operator category in the latency panel: its share of each bar (compute, stall)."""
+
+    label: str
+    color: str
+    compute: list
+    stall: list
+
+
+def _groups(result) -> list[_Group]:
+    """Every run of every design point, in order."""
     many = result.runs.variant.nunique() > 1
-    return [(v, r, f"{v}\n{r}" if many else r)
+    return [_Group(v, r, f"{v}\n{r}" if many else r)
             for v, r in zip(result.runs.variant, result.runs.run)]
 
 
@@ -75,9 +93,8 @@ def _mj(pj: float) -> str:
     return f"{mj:.3g} mJ" if mj < 1000 else f"{mj:,.0f} mJ"
 
 
-def _latency_segments(result, groups, totals):
-    """[(label, colour, compute shares, stall shares)] per operator category, small ones
-    merged into "other (...)"."""
+def _latency_segments(result, groups, totals) -> list[_Segment]:
+    """The segments of the operator categories, small ones merged into "other (...)"."""
     segs, small = [], []
     for (cat, ops), color in zip(CATEGORIES.items(), COLORS):
         parts = []
@@ -92,14 +109,14 @@ def _latency_segments(result, groups, totals):
         share = [c + st for c, st in zip(*parts)]
         if not any(share):
             continue
-        (segs if max(share) >= MIN_SHARE_PCT else small).append((cat, color, *parts))
+        (segs if max(share) >= MIN_SHARE_PCT else small).append(_Segment(cat, color, *parts))
     if len(small) == 1:
-        segs.append(small[0])
+        segs.extend(small)
     elif small:
-        comp = [sum(x) for x in zip(*(s[2] for s in small))]
-        stall = [sum(x) for x in zip(*(s[3] for s in small))]
-        names = ", ".join(s[0] for s in small)
-        segs.append((f"other ({names})", "#B0B0B0", comp, stall))
+        comp = [sum(x) for x in zip(*(s.compute for s in small))]
+        stall = [sum(x) for x in zip(*(s.stall for s in small))]
+        names = ", ".join(s.label for s in small)
+        segs.append(_Segment(f"other ({names})", "#B0B0B0", comp, stall))
     return segs
 
 
@@ -124,7 +141,7 @@ def breakdown(result, path: Path) -> Path:
     seconds = dict(zip(key, runs.seconds))
     many = len(groups) > 6               # many design points: panels stacked, labels turned
     if many:
-        longest = max(len(g[2]) for g in groups)     # turned labels need room below
+        longest = max(len(g.label) for g in groups)     # turned labels need room below
         fig, (ax_t, ax_e) = plt.subplots(2, 1, figsize=(max(10, 0.6 * len(groups) + 4),
                                                         8 + 0.08 * longest))
     else:
@@ -132,7 +149,7 @@ def breakdown(result, path: Path) -> Path:
     note = dict(fontsize=7, rotation=90) if many else dict(fontsize=9)
     top = 135 if many else 112
     x = list(range(len(groups)))
-    labels = [g[2] for g in groups]
+    labels = [g.label for g in groups]
     width = 0.6
 
     bottom = [0.0] * len(groups)
@@ -192,14 +209,15 @@ def compare(result, path: Path) -> Path:
     runs = result.runs
     variants = list(dict.fromkeys(runs.variant))
     run_names = list(dict.fromkeys(runs.run))
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    baseline = variants[0]                 # every panel is normalized to the first variant
+    fig, (ax_latency, ax_energy, ax_area) = plt.subplots(1, 3, figsize=(15, 4.6))
     width = 0.8 / max(len(variants), 1)
-    for ax, field, title in ((axes[0], "seconds", "Latency"),
-                             (axes[1], "energy_total_j", "Energy")):
+    for ax, field, title in ((ax_latency, "seconds", "Latency"),
+                             (ax_energy, "energy_total_j", "Energy")):
         for j, v in enumerate(variants):
             vals = []
             for r in run_names:
-                base = runs[(runs.variant == variants[0]) & (runs.run == r)][field].iloc[0]
+                base = runs[(runs.variant == baseline) & (runs.run == r)][field].iloc[0]
                 mine = runs[(runs.variant == v) & (runs.run == r)][field].iloc[0]
                 vals.append(mine / base if base else 0.0)
             xs = [i + (j - (len(variants) - 1) / 2) * width for i in range(len(run_names))]
@@ -209,19 +227,19 @@ def compare(result, path: Path) -> Path:
                     ax.annotate(f"{val:.2f}", (b.get_x() + b.get_width() / 2, val),
                                 ha="center", va="bottom", fontsize=7)
         ax.set_xticks(range(len(run_names)), run_names)
-        ax.set_ylabel(f"normalized to {variants[0]}")
+        ax.set_ylabel(f"normalized to {baseline}")
         ax.set_title(f"{title} (normalized)")
     area = result.area[~result.area.component.isin(["sram", "l2"])]
     compute = area.groupby("variant", sort=False).area_um2.sum()
-    vals = [compute[v] / compute[variants[0]] for v in variants]
-    bars = axes[2].bar(range(len(variants)), vals, 0.6,
+    vals = [compute[v] / compute[baseline] for v in variants]
+    bars = ax_area.bar(range(len(variants)), vals, 0.6,
                        color=[COLORS[j % len(COLORS)] for j in range(len(variants))])
     for b, val in zip(bars, vals):
-        axes[2].annotate(f"{val:.3f}", (b.get_x() + b.get_width() / 2, val), ha="center",
+        ax_area.annotate(f"{val:.3f}", (b.get_x() + b.get_width() / 2, val), ha="center",
                          va="bottom", fontsize=8)
-    axes[2].set_xticks(range(len(variants)), variants, rotation=20)
-    axes[2].set_title("Compute area (normalized)")
-    axes[0].legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax_area.set_xticks(range(len(variants)), variants, rotation=20)
+    ax_area.set_title("Compute area (normalized)")
+    ax_latency.legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
     exp = result.experiment
     fig.suptitle(f"{exp.name}: {exp.model.name}, {len(variants)} design points", fontsize=11)
     return _save(fig, path)

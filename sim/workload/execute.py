@@ -25,14 +25,15 @@ from ..hw.memory_plan import OperandPlacement
 
 KV_APPEND_OPS = ("k_proj", "v_proj")
 
-# identity and shape of a graph node, then its results; the energy columns
-# (``energy_<component>_pj``, one per component the accelerator declares or charged, then
-# ``energy_pj``, the total) follow, then accelerator-specific counters (sorted)
-OP_COLUMNS = ["index", "name", "layer", "op", "kind", "part", "M", "K", "N", "count", "wbits",
-              "abits", "cycles", "compute_cycles", "stall_cycles", "stall_memory",
-              "stall_sram", "stall_drain",
-              "macs", "peak_macs_per_cycle", "utilization", "dram_read_bytes", "dram_write_bytes",
-              "dram_busy_cycles", "l2_busy_cycles"]
+# identity and shape of a graph node (copied from the node), then its results; the energy
+# columns (``energy_<component>_pj``, one per component the accelerator declares or charged,
+# then ``energy_pj``, the total) follow, then accelerator-specific counters (sorted)
+IDENTITY_COLUMNS = ["index", "name", "layer", "op", "kind", "part", "M", "K", "N", "count",
+                    "wbits", "abits"]
+RESULT_COLUMNS = ["cycles", "compute_cycles", "stall_cycles", "stall_memory", "stall_sram",
+                  "stall_drain", "macs", "peak_macs_per_cycle", "utilization",
+                  "dram_read_bytes", "dram_write_bytes", "dram_busy_cycles", "l2_busy_cycles"]
+OP_COLUMNS = IDENTITY_COLUMNS + RESULT_COLUMNS
 NON_ADDITIVE = ("peak_macs_per_cycle", "utilization")
 
 
@@ -42,7 +43,7 @@ def _energy_column(c: str) -> bool:
 
 def _placement(accel, op: dict) -> OperandPlacement:
     on_chip = accel.on_chip_bytes() / 2
-    count = max(int(op.get("count") or 1), 1)
+    count = _instances(op)
     a_src = "l2" if op["a_bytes"] / count <= on_chip else "dram"
     o_dst = "l2" if op["o_bytes"] / count <= on_chip else "dram"
     if op["op"] in KV_APPEND_OPS:
@@ -79,11 +80,11 @@ def outlier_lookup(accel, model, seed: int = 0):
             else:
                 st = profile.stats(layer, op)
                 cache[key] = WeightOutliers(
-                    float(st.frac_ub_with_outliers),
-                    tuple(sorted((int(w), float(f))
-                                 for w, f in st.frac_rowtile_with_outliers.items())),
-                    float(st.frac_weights_outliers),
-                    model.outlier_channel_share, profile.micro)
+                    frac_ub=float(st.frac_ub_with_outliers),
+                    rowtile=tuple(sorted((int(w), float(f))
+                                         for w, f in st.frac_rowtile_with_outliers.items())),
+                    frac_weights=float(st.frac_weights_outliers),
+                    channel_share=model.outlier_channel_share, micro=profile.micro)
         return cache[key]
     return lookup
 
@@ -112,12 +113,17 @@ def run_op(accel, op: dict, seed: int = 0, compress: bool = True) -> OpResult:
         where = "l2" if op["bytes"] <= on_chip else "dram"
         return accel.vector(op["elements"], op["ops_per_element"],
                             op["a_bytes"] + op["w_bytes"], op["o_bytes"],
-                            place=OperandPlacement(where, "dram", where))
+                            place=OperandPlacement(a_src=where, w_src="dram", o_dst=where))
     if kind == "memory":
         return accel.memory_op(op["bytes"])
     if accel.supports(kind):
         return accel.run_operator(kind, op, seed=seed)
     raise ValueError(f"unknown op kind {kind!r} for node {op['name']!r}")
+
+
+def _instances(op: dict) -> int:
+    """How many identical instances of the op one graph node stands for (at least 1)."""
+    return max(int(op.get("count") or 1), 1)
 
 
 def _op_key(op: dict) -> tuple:
@@ -153,14 +159,16 @@ def run_ops(accel, ops: list[dict], *, trace: TraceRecorder | None = None,
     scaled by how often it occurs. Identical ops share one (read-only) result dict."""
     columns: dict[tuple, dict] = {}
     results: dict[tuple, OpResult] = {}
-    times: dict[tuple, int] = {}
+    times: dict[tuple, int] = {}          # graph nodes with this key
+    instances: dict[tuple, int] = {}      # the instances one such node stands for
     out, now = [], start_cycle
     for op in ops:
         key = _op_key(op)
         cols = columns.get(key)
         if cols is None:
             r = results[key] = run_op(accel, op, seed, compress)
-            cols = columns[key] = _result_columns(r, max(int(op.get("count") or 1), 1))
+            n = instances[key] = _instances(op)
+            cols = columns[key] = _result_columns(r, n)
             times[key] = 0
         times[key] += 1
         if trace is not None:
@@ -171,7 +179,7 @@ def run_ops(accel, ops: list[dict], *, trace: TraceRecorder | None = None,
         out.append(cols)
     ledger = EnergyLedger()
     for key, r in results.items():
-        ledger.merge(r.energy, scale=times[key] * max(int(key[5] or 1), 1))
+        ledger.merge(r.energy, scale=times[key] * instances[key])
     return out, ledger, now
 
 
@@ -245,7 +253,7 @@ def ops_frame(ops: list[dict], results: list[dict], components=()) -> pd.DataFra
     """One row per op: the graph node's identity and shape, then its (summed) results, the
     energy per component (``components`` first, then any other charged one; 0 where an op
     charged none), the total, and any accelerator-specific counters (0 where an op has none)."""
-    ident = OP_COLUMNS[:12]
+    ident = IDENTITY_COLUMNS
     keys = {k for r in results for k in r}
     charged = [k[len("energy_"):-len("_pj")] for k in keys if _energy_column(k)]
     energy = [f"energy_{c}_pj" for c in ordered_components(components, charged)]

@@ -150,13 +150,14 @@ def step_shape(phase: str, *, batch: int = 1, seq_len: int | None = None,
         if seq_len is None:
             raise _bad("seq_len", "an integer > 0 for a prefill step", None)
         ctx = context or 0
-        parts = (AttentionPart("", None, batch, seq_len, ctx + seq_len),)
+        parts = (AttentionPart(suffix="", part=None, seqs=batch, lq=seq_len,
+                               lkv=ctx + seq_len),)
         tokens, sequences = batch * seq_len, batch
     elif phase == "decode":
         batch = _check_int("batch", batch, minimum=1)
         if context is None:
             raise _bad("context", "an integer >= 0 (KV context) for a decode step", None)
-        parts = (AttentionPart("", None, batch, 1, context + 1),)
+        parts = (AttentionPart(suffix="", part=None, seqs=batch, lq=1, lkv=context + 1),)
         tokens, sequences = batch, batch
     else:  # mixed
         batch = _check_int("batch", batch, minimum=0)
@@ -167,9 +168,11 @@ def step_shape(phase: str, *, batch: int = 1, seq_len: int | None = None,
         ctx = context or 0
         plist = []
         if batch > 0:
-            plist.append(AttentionPart(".prefill", "prefill", batch, seq_len, ctx + seq_len))
+            plist.append(AttentionPart(suffix=".prefill", part="prefill", seqs=batch,
+                                       lq=seq_len, lkv=ctx + seq_len))
         if decode_batch > 0:
-            plist.append(AttentionPart(".decode", "decode", decode_batch, 1, ctx + 1))
+            plist.append(AttentionPart(suffix=".decode", part="decode", seqs=decode_batch,
+                                       lq=1, lkv=ctx + 1))
         parts = tuple(plist)
         tokens = batch * (seq_len or 0) + decode_batch
         sequences = batch + decode_batch
@@ -239,22 +242,23 @@ def ragged_step(prefill=(), decode=(), *, max_position: int | None = None,
                    f"{len(pre) + len(dec)} sequences", where)
     chunks = []
     for i, item in enumerate(pre):
-        if type(item) is tuple and len(item) == 2 and type(item[0]) is int \
-                and type(item[1]) is int and item[0] >= 1 and item[1] >= 0:
-            new, past = item                      # the common case, checked cheaply
-        else:
+        new, past = item if type(item) is tuple and len(item) == 2 else (None, None)
+        if not (type(new) is int and type(past) is int and new >= 1 and past >= 0):
+            # not the common case (a tuple of two plain ints in range, checked cheaply)
             if isinstance(item, (str, bytes, dict)) or not hasattr(item, "__len__") \
                     or len(item) != 2:
                 raise _bad(f"prefill.{i}", "a pair (new_tokens, past_tokens)", item, where)
-            new = _check_int(f"prefill.{i}.new_tokens", item[0], minimum=1, where=where)
-            past = _check_int(f"prefill.{i}.past_tokens", item[1], minimum=0, where=where)
+            new_tokens, past_tokens = item
+            new = _check_int(f"prefill.{i}.new_tokens", new_tokens, minimum=1, where=where)
+            past = _check_int(f"prefill.{i}.past_tokens", past_tokens, minimum=0, where=where)
         if max_position is not None and past + new > max_position:
             raise _bad(f"prefill.{i}", f"past_tokens + new_tokens <= the model's max_position "
                        f"({max_position})", (new, past), where)
         chunks.append((new, past))
     if dec and all(type(c) is int for c in dec) and min(dec) >= 0 and \
             (max_position is None or max(dec) + 1 <= max_position):
-        return RaggedStep(tuple(sorted(chunks)), tuple(sorted(dec)))   # plain ints, in range
+        return RaggedStep(prefill=tuple(sorted(chunks)),               # plain ints, in range
+                          decode=tuple(sorted(dec)))
     contexts = []
     for i, c in enumerate(dec):
         if type(c) is not int or c < 0:
@@ -265,7 +269,7 @@ def ragged_step(prefill=(), decode=(), *, max_position: int | None = None,
         contexts.append(c)
     chunks.sort()
     contexts.sort()
-    return RaggedStep(tuple(chunks), tuple(contexts))
+    return RaggedStep(prefill=tuple(chunks), decode=tuple(contexts))
 
 
 def ragged_shape(step: RaggedStep, *, causal_block: int | None = None,
@@ -299,11 +303,14 @@ def ragged_shape(step: RaggedStep, *, causal_block: int | None = None,
             shapes[("prefill", lq, lkv)] = shapes.get(("prefill", lq, lkv), 0) + 1
     for c in step.decode:
         shapes[("decode", 1, c + 1)] = shapes.get(("decode", 1, c + 1), 0) + 1
+    def order(item):                # prefill parts first, then by (lq, lkv)
+        (kind, lq, lkv), _ = item
+        return kind != "prefill", (lq, lkv)
+
     parts = []
-    for (kind, lq, lkv), seqs in sorted(shapes.items(), key=lambda kv: (kv[0][0] != "prefill",
-                                                                          kv[0][1:])):
+    for (kind, lq, lkv), seqs in sorted(shapes.items(), key=order):
         suffix = f".prefill.q{lq}.kv{lkv}" if kind == "prefill" else f".decode.kv{lkv}"
-        parts.append(AttentionPart(suffix, kind, seqs, lq, lkv))
+        parts.append(AttentionPart(suffix=suffix, part=kind, seqs=seqs, lq=lq, lkv=lkv))
     tokens = step.tokens
     sequences = step.sequences
     return StepShape(tokens=tokens, sequences=sequences,
@@ -436,7 +443,8 @@ class _Builder:
         if w.keep_edges:
             w.edges.extend((rename(a), rename(b))
                            for a, b in w.edges[first_edge:first_edge + w.edges_per_block])
-        return w.nodes[-1][0]
+        last_name, _ = w.nodes[-1]
+        return last_name
 
     def block(self, layer: int, x: str) -> str:
         first_node, first_edge = len(self.w.nodes), len(self.w.edges)
@@ -446,10 +454,12 @@ class _Builder:
         n = self.vector(p + "norm_attn", layer, "norm_attn", T * H, self.norm_ops, 1, (x,),
                         params=self.norm_params)
         q = self.linear(p + "q_proj", layer, "q_proj", T, H, self.nh * hd, (n,), bias=bias)
+        _, k_store_bits = self.prec(layer, "qk")     # K is read back by qk, at its abits
+        _, v_store_bits = self.prec(layer, "av")     # V by av
         k = self.linear(p + "k_proj", layer, "k_proj", T, H, self.nkv * hd, (n,), bias=bias,
-                        kv_store_bits=self.prec(layer, "qk")[1])
+                        kv_store_bits=k_store_bits)
         v = self.linear(p + "v_proj", layer, "v_proj", T, H, self.nkv * hd, (n,), bias=bias,
-                        kv_store_bits=self.prec(layer, "av")[1])
+                        kv_store_bits=v_store_bits)
         outs = []
         for part in self.shape.attention:
             s = part.suffix

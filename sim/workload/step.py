@@ -15,8 +15,10 @@ causal MAC count, ``causal=False`` the full square of the ``prefill``/``mixed`` 
 
 Memo. Steps seen before are answered from a bounded LRU (:data:`MEMO_SIZE` entries) keyed by
 everything that affects the result: the arch content, the technology table file (path, mtime,
-size), the model content, the outlier profile file, the normalized step (sequences sorted, so
-a permutation hits), precision, causal, causal_block and seed. Names and paths are resolved
+size), the model content, the outlier profile file (or, for a model that names none, the file
+of the recipe its synthetic profile is built from: workloads/outliers/recipes/default.yaml),
+the normalized step (sequences sorted, so a permutation hits), precision, causal, causal_block
+and seed. Names and paths are resolved
 once and re-checked by the (path, mtime, size) of every file they were built from (the file
 and its ``extends:`` chain), so editing a file is noticed. Results are frozen: mappings are
 read-only and ``ops`` is a fresh DataFrame on every access, so no caller can change what the
@@ -81,10 +83,11 @@ class StepResult:
         return float(sum(self.energy_pj.values()))
 
     def summary(self) -> dict:
+        wbits, abits = self.precision
         return {
             "prefill_chunks": len(self.prefill), "prefill_tokens": sum(n for n, _ in self.prefill),
             "decode_seqs": len(self.decode), "tokens": self.tokens, "sequences": self.sequences,
-            "wbits": self.precision[0], "abits": self.precision[1], "causal": self.causal,
+            "wbits": wbits, "abits": abits, "causal": self.causal,
             "causal_block": self.causal_block, "seed": self.seed, "cycles": self.cycles,
             "compute_cycles": self.compute_cycles, "stall_cycles": self.stall_cycles,
             "macs": self.macs, "seconds": self.seconds,
@@ -111,11 +114,21 @@ def _content_key(cfg) -> str:
 
 
 def _stamp(path: str) -> tuple:
+    """(path, mtime_ns, size) of a file, (path, None, None) when it cannot be read."""
     try:
         st = os.stat(path)
     except OSError:
         return (path, None, None)
     return (path, st.st_mtime_ns, st.st_size)
+
+
+def _unchanged(stamps: tuple) -> bool:
+    """Whether every file of ``stamps`` (from :func:`_stamp`) still has its stamp."""
+    for stamp in stamps:
+        path, _, _ = stamp
+        if _stamp(path) != stamp:
+            return False
+    return True
 
 
 _RESOLVED: OrderedDict = OrderedDict()   # (kind, ref, cwd, STRATA_HOME) -> (stamps, cfg, key)
@@ -145,9 +158,11 @@ def _resolve(kind: str, ref, env: tuple):
         text = os.fspath(ref)
         k = (kind, text, env)
         hit = _RESOLVED.get(k)
-        if hit is not None and all(_stamp(s[0]) == s for s in hit[0]):
-            _RESOLVED.move_to_end(k)
-            return hit[1], hit[2]
+        if hit is not None:
+            stamps, cfg, key = hit
+            if _unchanged(stamps):
+                _RESOLVED.move_to_end(k)
+                return cfg, key
         cfg = load(ref)
         files = _source_files(kind, cfg)
         if files:
@@ -178,9 +193,16 @@ def _tech_stamp(arch, env: tuple) -> tuple:
     return _table_stamp(_TABLES, arch.technology, env)
 
 
-def _profile_stamp(model, env: tuple) -> tuple | None:
+def _profile_stamp(model, env: tuple) -> tuple:
+    """The stamp of what an outlier-aware arch reads for ``model``: its outlier profile file,
+    or, when it names none, the recipe file its synthetic profile is generated from (an edited
+    recipe gives a new profile, so it must give a new key)."""
     if model.outlier_profile is None:
-        return None
+        from sim.config.outliers import _RECIPES, DEFAULT_RECIPE
+        try:
+            return ("recipe",) + _table_stamp(_RECIPES, DEFAULT_RECIPE, env)
+        except ConfigError:
+            return ("missing recipe", DEFAULT_RECIPE)   # only an outlier-aware arch complains
     from sim.config.outliers import _PROFILES
     try:
         return _table_stamp(_PROFILES, model.outlier_profile, env)
@@ -334,5 +356,11 @@ def _compute(key, accel, model, step, prec, causal, causal_block, seed) -> StepR
         seconds=accel.clock.seconds(int(cycles)), energy_pj=MappingProxyType(energy),
         dram_read_bytes=int(frame.dram_read_bytes.sum()),
         dram_write_bytes=int(frame.dram_write_bytes.sum()), notes=tuple(notes),
-        _ops=_OpsTable(key, lambda: _run(accel, kept_model, shape, seed)[0]))
+        _ops=_OpsTable(key, lambda: _frame_of(_run(accel, kept_model, shape, seed))))
+
+
+def _frame_of(run) -> pd.DataFrame:
+    """The per-op table of a :func:`_run` result."""
+    frame, _, _ = run
+    return frame
 

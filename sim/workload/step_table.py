@@ -57,6 +57,9 @@ from sim.workload.graph import ATTENTION_OPS, ragged_step
 
 #: the per-sequence ops (priced by each sequence's own shape): Q·Kᵀ, softmax, P·V
 SEQUENCE_OPS = (*ATTENTION_OPS, "softmax")
+# a table value is a vector [cycles, energy of each component (pJ)...]: its parts
+CYCLES = 0
+ENERGY = slice(1, None)
 
 WHERE = "<StepTable>"
 HEAD_OPS = ("final_norm", "lm_head")
@@ -177,9 +180,9 @@ class StepTable:
             lin = (1 - w) * vals[a] + w * vals[b]
             va, vl = np.atleast_2d(vm), np.atleast_2d(lin)
             sc = np.atleast_2d(scale)
-            err_c = np.abs(vl[:, 0] - va[:, 0]) / (va[:, 0] + sc[:, 0])
-            err_e = np.abs(vl[:, 1:].sum(1) - va[:, 1:].sum(1)) / (va[:, 1:].sum(1)
-                                                                  + sc[:, 1:].sum(1))
+            err_c = np.abs(vl[:, CYCLES] - va[:, CYCLES]) / (va[:, CYCLES] + sc[:, CYCLES])
+            err_e = np.abs(vl[:, ENERGY].sum(1) - va[:, ENERGY].sum(1)) / (
+                va[:, ENERGY].sum(1) + sc[:, ENERGY].sum(1))
             if max(err_c.max(), err_e.max()) > self.tol:
                 todo += [(a, m), (m, b)]
         xs = np.array(sorted(vals), dtype=np.int64)
@@ -198,11 +201,12 @@ class StepTable:
 
         def tok_head(T):                     # T decodes at context 0: T tokens, T sequences
             f = self._probe(decode=[0] * T).ops
-            return np.stack([self._columns(f[~is_seq(f) & ~is_head(f)]),
-                             self._columns(f[is_head(f)])])
+            return np.stack([self._columns(f[~is_seq(f) & ~is_head(f)]),   # per token
+                             self._columns(f[is_head(f)])])                # per sequence
         self.token_grid, th = self._refine(tok_head, geometric_grid(1, self.max_tokens, k),
                                            np.stack([scale, scale]))
-        self._tok, self._head = th[:, 0], th[:, 1]
+        per_token, per_sequence = 0, 1       # the rows of a tok_head value
+        self._tok, self._head = th[:, per_token], th[:, per_sequence]
 
         def attention(**step):
             f = self._probe(**step).ops
@@ -233,7 +237,7 @@ class StepTable:
         # keys < rows cannot occur (a block sees at least its own queries): copy the k = r value
         for i, r in enumerate(self.tail_rows):
             row = tail[i]
-            valid = ~np.isnan(row[:, 0])
+            valid = ~np.isnan(row[:, CYCLES])
             first_valid = np.argmax(valid)
             row[:first_valid] = row[first_valid]
             last_valid = len(valid) - 1 - np.argmax(valid[::-1])
@@ -288,9 +292,10 @@ class StepTable:
                 raise ConfigError(f"a chunk inside this table: new_tokens <= {self.max_chunk}, "
                                   f"past_tokens <= {self.max_past}", file=WHERE,
                                   key="prefill", got=str((n, p)))
-        if step.decode and step.decode[-1] > self.max_context:
+        deepest = max(step.decode, default=0)      # contexts are sorted: the last one
+        if deepest > self.max_context:
             raise ConfigError(f"decode contexts <= max_context ({self.max_context})",
-                              file=WHERE, key="decode", got=str(step.decode[-1]))
+                              file=WHERE, key="decode", got=str(deepest))
         v = self._interp(self.token_grid, self._tok, np.array([T], dtype=float))
         v = v + self._interp(self.token_grid, self._head, np.array([S], dtype=float))
         if step.decode:
@@ -298,8 +303,8 @@ class StepTable:
                                  np.array(step.decode, dtype=float))
         for n, p in step.prefill:
             v = v + self._prefill(n, p)
-        cycles = float(v[0])
-        energy = MappingProxyType({c: float(e) for c, e in zip(self.components, v[1:])})
+        cycles = float(v[CYCLES])
+        energy = MappingProxyType({c: float(e) for c, e in zip(self.components, v[ENERGY])})
         return StepEstimate(cycles=cycles, seconds=cycles * self.clock_seconds_per_cycle,
                             energy_pj=energy)
 

@@ -70,13 +70,17 @@ def model_summary(model: ModelConfig) -> dict:
     kv_bytes = 0
     for layer in range(L):
         for op, (k, n) in dims.items():
-            weight_bytes += nbytes(k * n, prec(layer, op)[0])
-        kv_bytes += nbytes(model.num_kv_heads * hd, prec(layer, "qk")[1])
-        kv_bytes += nbytes(model.num_kv_heads * hd, prec(layer, "av")[1])
-    if bias:
-        weight_bytes += L * sum(nbytes(dims[op][1], PARAM_BITS) for op in ("q_proj", "k_proj", "v_proj"))
+            wbits, _ = prec(layer, op)
+            weight_bytes += nbytes(k * n, wbits)
+        for op in ("qk", "av"):             # K and V are stored at the attention op's abits
+            _, kv_bits = prec(layer, op)
+            kv_bytes += nbytes(model.num_kv_heads * hd, kv_bits)
+    if bias:                                # one bias per output feature of q, k and v
+        weight_bytes += L * sum(nbytes(n, PARAM_BITS) for op, (_, n) in dims.items()
+                                if op in ("q_proj", "k_proj", "v_proj"))
     weight_bytes += (2 * L + 1) * nbytes(norm, PARAM_BITS)
-    weight_bytes += nbytes(V * H, prec(-1, "lm_head")[0])
+    lm_head_wbits, _ = prec(-1, "lm_head")
+    weight_bytes += nbytes(V * H, lm_head_wbits)
 
     return {
         "name": model.name,
