@@ -42,7 +42,7 @@ def accelerator_for(arch):
     """The (memoized) accelerator model of an arch config, keyed by the arch's content hash
     and its technology table's content hash (a table edited on disk is re-read and gives a
     new accelerator). Configs are frozen, so a caller cannot change a cached one."""
-    arch = load_arch(arch)
+    arch = _step.resolve_config("arch", arch)
     with _blame((arch, None)):          # a missing tech file names the arch's key
         tech = load_tech(arch.technology)
         key = (arch.hash(), tech.hash())
@@ -248,7 +248,7 @@ def simulate_model(arch, model, *, phase: str = "prefill", batch: int = 1,
     (``layer_precision`` rules still apply); a model precision the arch lacks falls back to the
     arch's native one with a ``PrecisionFallback`` warning (see ``sim.workload.precision``)."""
     r = _run_args("simulate_model", phase, batch, seq_len, context, steps, decode_batch)
-    model = load_model(model)
+    model = _step.resolve_config("workloads", model)
     try:
         check_positions(model, r.phase, r.seq_len, r.context, r.steps)
     except InvalidValue as e:

@@ -132,3 +132,25 @@ def test_accelerator_cache_is_bounded():
     for i in range(size + 8):
         api.accelerator_for(load_arch("quickstart", [f"clock_ghz={1 + i / 1000}"]))
     assert len(api._ACCEL_CACHE) == size
+
+
+def test_an_arch_named_by_path_is_reread_when_it_or_its_parent_changes(tmp_path):
+    """simulate_gemm reuses a validated arch named by path only while its file and its
+    extends chain are unchanged on disk."""
+    import yaml
+    root = Path(__file__).resolve().parents[1]
+    base = yaml.safe_load((root / "arch" / "quickstart.yaml").read_text())
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\nname: child\n")
+    child = str(tmp_path / "child.yaml")
+    first = sim.simulate_gemm(child, 512, 512, 512).cycles
+    assert sim.simulate_gemm(child, 512, 512, 512).cycles == first
+    base["array"]["rows"] = 128
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base) + "# edited\n")
+    second = sim.simulate_gemm(child, 512, 512, 512).cycles
+    assert second != first
+    assert second == sim.simulate_gemm(
+        sim.load_arch("quickstart", overrides={"array.rows": 128}), 512, 512, 512).cycles
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\nname: child\narray: {rows: 32}\n")
+    assert sim.simulate_gemm(child, 512, 512, 512).cycles == sim.simulate_gemm(
+        sim.load_arch("quickstart", overrides={"array.rows": 32}), 512, 512, 512).cycles

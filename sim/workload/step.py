@@ -174,6 +174,13 @@ def _resolve(kind: str, ref, env: tuple):
     return cfg, _content_key(cfg)
 
 
+def resolve_config(kind: str, ref):
+    """A validated arch (``kind="arch"``) or model (``"workloads"``) config for any reference;
+    a name or path is validated once and reused while its file and extends chain are
+    unchanged on disk (configs are frozen, so a reused one cannot have been changed)."""
+    return _resolve(kind, ref, (os.getcwd(), os.environ.get("STRATA_HOME")))[0]
+
+
 _TABLE_PATHS: dict = {}
 
 
