@@ -14,7 +14,7 @@ from sim.config.loader import load_validated
 from sim.config.tech import load_tech
 from sim.hw.dcim import (DEFAULT_PATTERNS, DCiMMacro, DCiMTech, macro_area_um2, map_gemm,
                          map_pattern, parse_pattern, pass_energy_pj, place_tile,
-                         sequence_cycles)
+                         sequence_cycles, uniform_sequence_cycles)
 from sim.hw.dcim_ref import RefTile, gemm_reference, run_reference
 
 
@@ -88,8 +88,8 @@ def test_fast_model_equals_reference_on_random_sequences():
         macro = base.model_copy(update={"patterns": (pat.name,)})
         mp = map_pattern(macro, pat)
         tiles, truth = [], []
-        for _ in range(int(rng.integers(1, 5))):
-            t = int(rng.integers(1, 4))
+        for _ in range(int(rng.integers(1, 6))):
+            t = int(rng.integers(1, 6))
             cols = int(rng.integers(1, macro.cols + 1))
             k = int(rng.integers(1, mp.k_tile + 1))
             w = _nm_weights(rng, k, cols, pat.n, pat.m)
@@ -125,6 +125,14 @@ def test_rtl_defaults_latency_and_reload_figures():
     serial = macro.model_copy(update={"input_mode": "serial"})
     a, b = sequence_cycles(serial, [(10, 32)] * 3), sequence_cycles(serial, [(10, 32)] * 4)
     assert b - a == 10 * 8 + 32
+
+
+def test_uniform_sequence_closed_form_equals_the_recurrence():
+    rng = np.random.default_rng(11)
+    for _ in range(400):
+        macro = _random_macro(rng, cols=int(rng.integers(1, 40)))
+        t, cols, n = int(rng.integers(1, 60)), int(rng.integers(1, macro.cols + 1)), int(rng.integers(1, 40))
+        assert uniform_sequence_cycles(macro, t, cols, n) == sequence_cycles(macro, [(t, cols)] * n)
 
 
 # --------------------------------------------------------------------------------------------

@@ -101,7 +101,8 @@ from ..config.errors import ConfigError, InvalidValue
 from ..config.schema import FrozenList, PosFloat, StrictModel
 
 __all__ = ["DCiMMacro", "DCiMTech", "Pattern", "Mapping", "parse_pattern", "map_pattern",
-           "map_gemm", "tile_cycles", "sequence_cycles", "enter_cycles", "place_tile", "TilePlacement",
+           "map_gemm", "tile_cycles", "sequence_cycles", "enter_cycles",
+           "uniform_sequence_cycles", "place_tile", "TilePlacement",
            "DEFAULT_PATTERNS"]
 
 # No accelerator type yet; declares the technology-table section this module's schema reads
@@ -397,6 +398,29 @@ def sequence_cycles(macro: DCiMMacro, tiles: Sequence[tuple[int, int]]) -> int:
     """Closed-form cycles of (vectors, columns) tiles through one macro, in order."""
     tiles = _check_tiles(macro, tiles)
     return enter_cycles(macro, tiles)[-1] + (tiles[-1][0] - 1) * macro.cycles_per_vector + macro.tail_cycles
+
+
+def uniform_sequence_cycles(macro: DCiMMacro, vectors: int, cols: int, n_tiles: int) -> int:
+    """``sequence_cycles`` of ``n_tiles`` identical tiles in O(1) (whole layers): the recurrence
+    depends only on d = e - ls, so once d repeats every later tile adds the same cycles."""
+    _check_tiles(macro, [(vectors, cols)])
+    if isinstance(n_tiles, bool) or not isinstance(n_tiles, int) or n_tiles < 1:
+        raise ConfigError("an integer >= 1", key="n_tiles", got=repr(n_tiles))
+    c, ds = macro.cycles_per_vector, macro.distribution_stages
+    ls, e = 0, max(1, cols - ds)
+    i = 1
+    while i < n_tiles:
+        if macro.reload_overlap:
+            ls2 = max(ls + cols, e + ds)
+        else:
+            ls2 = e + ds + vectors * c
+        e2 = max(e + vectors * c, ls2 + max(1, cols - ds))
+        if e2 - ls2 == e - ls:                         # fixed point: constant period from here
+            e2 += (n_tiles - 1 - i) * (e2 - e)
+            ls, e, i = ls2, e2, n_tiles
+            break
+        ls, e, i = ls2, e2, i + 1
+    return e + (vectors - 1) * c + macro.tail_cycles
 
 
 def tile_cycles(macro: DCiMMacro, vectors: int, cols: int | None = None) -> int:
