@@ -60,6 +60,16 @@ sum over pairs q of max over the pass's columns of (kept weights of the column i
   presumably assume): each cell has its own pair select, ceil(log2 ceil(M/2)) more metadata
   bits per kept weight. Cycles are the same in both scopes; metadata bits and traffic differ.
 
+Other assumptions (the RTL or the notes are silent or unusable, research/flexcim.md 3.6)
+-------------------------------------------------------------------------------------
+* signed INT8 weights and activations (the released cell multiplies unsigned); bit-serial
+  input is two's complement, the MSB partial product weighted -2^(abits-1);
+* all sub-macros run in lockstep; idle cells and idle sub-macros hold zero weights;
+* cross-pass (K) partial sums are added outside the macro (the RTL has no accumulator):
+  ``GemmMapping.psum_adds``; the chip around the macro (L2/DRAM reload) is not modelled here,
+  only the bits a pass needs (``write_port_bits``, ``compressed_weight_bits``);
+* energy: cells without a kept weight are clock-gated; every loaded column's trees run.
+
 Timing (both models, one macro, lockstep sub-macros)
 ----------------------------------------------------
 A pass (tile) runs T input vectors (tokens) through weights of ``cols`` columns. Cycle 0 is the
