@@ -113,7 +113,7 @@ from ..config.schema import FrozenList, PosFloat, StrictModel
 __all__ = ["DCiMMacro", "DCiMTech", "Pattern", "Mapping", "parse_pattern", "map_pattern",
            "map_gemm", "tile_cycles", "sequence_cycles", "enter_cycles",
            "uniform_sequence_cycles", "place_tile", "TilePlacement",
-           "DEFAULT_PATTERNS"]
+           "DEFAULT_PATTERNS", "GemmMapping", "macro_area_um2", "pass_energy_pj"]
 
 # No accelerator type yet; declares the technology-table section this module's schema reads
 # (sim.hw.registry reads these lines as text; the empty type list registers no type).
