@@ -33,7 +33,7 @@ import math
 import re
 from typing import Annotated, Any, NamedTuple
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from .errors import ConfigError, InvalidValue, short_repr
 from .loader import load_validated
@@ -162,6 +162,13 @@ class NMSchedule(StrictModel):
     solver: Solver = Field(default_factory=Solver)
     layers: list[LayerNM]
 
+    _origin: str | None = PrivateAttr(default=None)
+
+    @property
+    def origin(self) -> str | None:
+        """The file the schedule was read from (None for one built in memory)."""
+        return self._origin
+
     @field_validator("candidates", mode="before")
     @classmethod
     def _candidates(cls, v: Any) -> Any:
@@ -241,7 +248,7 @@ def check_for_model(sched: NMSchedule, model: Any) -> None:
     m = model if hasattr(model, "num_layers") else load_model(model)
     if sched.num_layers != m.num_layers:
         raise ConfigError(f"a schedule for the {m.num_layers} layers of model {m.name!r}",
-                          file=getattr(sched, "_origin", None), key="num_layers",
+                          file=sched.origin, key="num_layers",
                           got=str(sched.num_layers))
 
 

@@ -148,8 +148,10 @@ def cost_matrix(o_norm: np.ndarray, d_norm: np.ndarray, candidates: Sequence[Pat
 def _milp(c, integrality, bounds, constraints):
     from scipy.optimize import milp
 
-    res = milp(c, integrality=integrality, bounds=bounds, constraints=constraints,
-               options={"presolve": True})
+    res = milp(c, integrality=integrality, bounds=bounds, constraints=constraints)
+    if res.status == 4:   # HiGHS numerical trouble: retry without presolve
+        res = milp(c, integrality=integrality, bounds=bounds, constraints=constraints,
+                   options={"presolve": False})
     if res.status != 0 or res.x is None:
         raise ConfigError("a solvable FLOW integer program", key="solver",
                           got=f"scipy.optimize.milp status {res.status}: {res.message}")
@@ -178,7 +180,7 @@ def solve_flow(stats: BlockStats, target: float, *, candidates: Iterable | None 
     nz = L * P  # z[i, p] at i * P + p, then the gap variable t (in units of summed sparsity)
     lo = np.zeros(nz + 1)
     hi = np.ones(nz + 1)
-    hi[nz] = np.inf
+    hi[nz] = L   # the gap, in summed sparsity, is at most L (a finite bound helps HiGHS)
     if edges_dense:
         dense = cands.index(DENSE)
         for i in {0, L - 1}:
