@@ -23,11 +23,13 @@ The integer program (*Strata* generalises the released equality constraint): bin
 
 (alpha = 1, beta = 4, scale = 8 released; dense counts as ``scale:scale``, as the released
 8:8). The released code demands mean block sparsity == target exactly, which most targets
-cannot meet (candidate sparsities are a few fixed fractions). Strata solves two MILPs with
-``scipy.optimize.milp`` (HiGHS):
+cannot meet (candidate sparsities are a few fixed fractions). Strata solves it in two stages:
 
-1. the smallest reachable gap ``g* = min |mean_i s(z_i) - target|`` over all assignments;
-2. the least-cost assignment with ``|mean - target| <= g*`` (+ a 1e-9 slack).
+1. the smallest reachable gap ``g* = min |mean_i s(z_i) - target|``, exactly, from the set
+   of reachable sums of block sparsities in integer units (``1 - N/M`` times the lcm of the
+   candidates' M; a set per block, at most ``L * lcm + 1`` values);
+2. the least-cost assignment (``scipy.optimize.milp``, HiGHS) whose summed sparsity, in those
+   integer units, is one of the nearest reachable sums.
 
 So when an exact mix exists the answer is the released solver's; otherwise it is the nearest
 feasible mix, and :class:`FlowSolution` reports the achieved sparsity and the gap.
@@ -64,8 +66,8 @@ __all__ = ["DEFAULT_CANDIDATES", "MAX_OUTLIERS", "ALPHA", "BETA", "BlockStats", 
 DEFAULT_CANDIDATES = ("1:4", "2:4", "2:8", "4:8", "1:2", "dense")
 MAX_OUTLIERS = 10_000  # the released locality uses at most the first 10,000 outliers
 ALPHA, BETA = 1.0, 4.0  # released objective weights
+_MAX_SUMS = 4_000_000  # bound on the exact search of reachable sparsity sums
 HYPER_M = 0.5  # the README's solver example (--Hyper_m 0.5); pruning examples use 3.0
-_SLACK = 1e-9
 
 
 @dataclass(frozen=True)
@@ -177,40 +179,38 @@ def solve_flow(stats: BlockStats, target: float, *, candidates: Iterable | None 
     cost = cost_matrix(o_n, d_n, cands, alpha, beta, scale)
     s = np.array([p.sparsity for p in cands])
 
-    nz = L * P  # z[i, p] at i * P + p, then the gap variable t (in units of summed sparsity)
-    lo = np.zeros(nz + 1)
-    hi = np.ones(nz + 1)
-    hi[nz] = L   # the gap, in summed sparsity, is at most L (a finite bound helps HiGHS)
+    # Integer units: pattern p prunes v_p = (m_p - n_p) * lcm / m_p of every lcm weights, so
+    # sums of sparsities are exact integers (no float ties between mixes).
+    lcm = int(np.lcm.reduce([p.m for p in cands]))
+    v = np.array([(p.m - p.n) * (lcm // p.m) for p in cands], dtype=np.int64)
+    if L * int(v.max()) > _MAX_SUMS:
+        raise ConfigError(f"candidate M values whose lcm ({lcm}) times the {L} blocks stays "
+                          f"under {_MAX_SUMS} (sparsity sums are searched exactly)",
+                          key="candidates", got=", ".join(map(str, cands)))
+    nz = L * P  # z[i, p] at i * P + p
+    lo, hi = np.zeros(nz), np.ones(nz)
+    allowed = [list(range(P)) for _ in range(L)]
     if edges_dense:
         dense = cands.index(DENSE)
         for i in {0, L - 1}:
             hi[i * P:(i + 1) * P] = 0
             lo[i * P + dense] = hi[i * P + dense] = 1
-    one = np.zeros((L, nz + 1))
+            allowed[i] = [dense]
+    # stage 1: the reachable sums, exactly (one set per block; at most L * lcm + 1 values)
+    sums = {0}
+    for i in range(L):
+        vals = {int(v[j]) for j in allowed[i]}
+        sums = {x + y for x in sums for y in vals}
+    goal = target * L * lcm
+    best = min(abs(x - goal) for x in sums)
+    lo_sum = min(x for x in sums if abs(x - goal) <= best + 1e-9)
+    hi_sum = max(x for x in sums if abs(x - goal) <= best + 1e-9)
+    # stage 2: the least-cost assignment whose sum is one of the nearest reachable sums
+    one = np.zeros((L, nz))
     for i in range(L):
         one[i, i * P:(i + 1) * P] = 1
-    srow = np.concatenate([np.tile(s, L), [0.0]])
-    trow = np.zeros(nz + 1)
-    trow[nz] = 1.0
-    integrality = np.concatenate([np.ones(nz), [0]])
-    goal = L * target
-    rows = [LinearConstraint(one, 1, 1),
-            LinearConstraint(np.vstack([srow + trow, srow - trow]), [goal, -np.inf],
-                             [np.inf, goal])]
-    # stage 1: smallest reachable |sum s - L * target|
-    c1 = np.zeros(nz + 1)
-    c1[nz] = 1.0
-    x1 = _milp(c1, integrality, Bounds(lo, hi), rows)
-    z1 = np.round(x1[:nz]).reshape(L, P)
-    best = abs(float((z1 * s).sum()) - goal)
-    # stage 2: least cost within that gap
-    hi2 = hi.copy()
-    lo2 = lo.copy()
-    lo2[nz] = hi2[nz] = 0.0
-    band = LinearConstraint(srow[None, :], goal - best - _SLACK * max(1, L),
-                            goal + best + _SLACK * max(1, L))
-    c2 = np.concatenate([cost.ravel(), [0.0]])
-    x2 = _milp(c2, integrality, Bounds(lo2, hi2), [LinearConstraint(one, 1, 1), band])
+    band = LinearConstraint(np.tile(v, L)[None, :].astype(np.float64), lo_sum, hi_sum)
+    x2 = _milp(cost.ravel(), np.ones(nz), Bounds(lo, hi), [LinearConstraint(one, 1, 1), band])
     z = np.round(x2[:nz]).reshape(L, P).astype(int)
     if not (z.sum(axis=1) == 1).all():
         raise ConfigError("one pattern per block from the FLOW integer program", key="solver",
