@@ -31,7 +31,9 @@ cannot meet (candidate sparsities are a few fixed fractions). Strata solves it i
 2. the least-cost assignment (``scipy.optimize.milp``, HiGHS) whose summed sparsity, in those
    integer units, is one of the nearest reachable sums.
 
-So when an exact mix exists the answer is the released solver's; otherwise it is the nearest
+Stage 2 runs at most ``time_limit`` seconds (default 20); past it the best assignment found
+is kept (``FlowSolution.optimal`` is False; this happened only for 80 blocks with several
+x:16 candidates at low targets). So when an exact mix exists the answer is the released solver's; otherwise it is the nearest
 feasible mix, and :class:`FlowSolution` reports the achieved sparsity and the gap.
 ``edges_dense`` fixes the first and last blocks to dense *inside* the program, so the other
 blocks make up for them (the released code forces them dense after solving, which lowers the
@@ -104,6 +106,7 @@ class FlowSolution:
     objective: float
     o_norm: np.ndarray = field(repr=False)
     d_norm: np.ndarray = field(repr=False)
+    optimal: bool = True  # False: HiGHS hit time_limit; the best assignment found is kept
 
     @property
     def exact(self) -> bool:
@@ -147,22 +150,25 @@ def cost_matrix(o_norm: np.ndarray, d_norm: np.ndarray, candidates: Sequence[Pat
     return alpha * np.abs(n[None, :] - scale * o) + beta * np.abs(m[None, :] - scale * (1 - d))
 
 
-def _milp(c, integrality, bounds, constraints):
+def _milp(c, integrality, bounds, constraints, time_limit: float):
+    """(x, proven optimal). Past ``time_limit`` seconds the best assignment found is kept."""
     from scipy.optimize import milp
 
-    res = milp(c, integrality=integrality, bounds=bounds, constraints=constraints)
+    opts = {"time_limit": float(time_limit)}
+    res = milp(c, integrality=integrality, bounds=bounds, constraints=constraints, options=opts)
     if res.status == 4:   # HiGHS numerical trouble: retry without presolve
         res = milp(c, integrality=integrality, bounds=bounds, constraints=constraints,
-                   options={"presolve": False})
-    if res.status != 0 or res.x is None:
+                   options={**opts, "presolve": False})
+    if res.status not in (0, 1) or res.x is None:
         raise ConfigError("a solvable FLOW integer program", key="solver",
                           got=f"scipy.optimize.milp status {res.status}: {res.message}")
-    return res.x
+    return res.x, res.status == 0
 
 
 def solve_flow(stats: BlockStats, target: float, *, candidates: Iterable | None = None,
                extra: Iterable = (), edges_dense: bool = False, alpha: float = ALPHA,
-               beta: float = BETA, scale: float | None = None) -> FlowSolution:
+               beta: float = BETA, scale: float | None = None,
+               time_limit: float = 20.0) -> FlowSolution:
     """Choose one pattern per block (module docstring). ``scale`` defaults to 8 (released)
     or the largest M among the candidates when that is larger."""
     from scipy.optimize import Bounds, LinearConstraint
@@ -210,7 +216,8 @@ def solve_flow(stats: BlockStats, target: float, *, candidates: Iterable | None 
     for i in range(L):
         one[i, i * P:(i + 1) * P] = 1
     band = LinearConstraint(np.tile(v, L)[None, :].astype(np.float64), lo_sum, hi_sum)
-    x2 = _milp(cost.ravel(), np.ones(nz), Bounds(lo, hi), [LinearConstraint(one, 1, 1), band])
+    x2, optimal = _milp(cost.ravel(), np.ones(nz), Bounds(lo, hi),
+                        [LinearConstraint(one, 1, 1), band], time_limit)
     z = np.round(x2[:nz]).reshape(L, P).astype(int)
     if not (z.sum(axis=1) == 1).all():
         raise ConfigError("one pattern per block from the FLOW integer program", key="solver",
@@ -221,7 +228,7 @@ def solve_flow(stats: BlockStats, target: float, *, candidates: Iterable | None 
     return FlowSolution(patterns=patterns, candidates=cands, target=target, achieved=achieved,
                         gap=abs(achieved - target),
                         objective=float(cost[np.arange(L), choice].sum()),
-                        o_norm=o_n, d_norm=d_n)
+                        o_norm=o_n, d_norm=d_n, optimal=optimal)
 
 
 # --------------------------------------------------------------------------------------------
