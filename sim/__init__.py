@@ -11,9 +11,10 @@ Public API (stable; later versions extend it):
 from .api import (GemmResult, ModelResult, Result, StepEstimate, StepResult, StepTable, run,
                   simulate_gemm, simulate_model, simulate_step, step_table)
 from .config import ConfigError, load_arch, load_experiment, load_model
+from .io.flow_inputs import flow  # FLOW: per-layer N:M schedule (sim.config.nm_schedule)
 
 __version__ = "0.1.0"
 
-__all__ = ["ConfigError", "GemmResult", "ModelResult", "Result", "load_arch",
+__all__ = ["ConfigError", "flow", "GemmResult", "ModelResult", "Result", "load_arch",
            "load_experiment", "load_model", "run", "simulate_gemm", "simulate_model",
            "simulate_step", "step_table", "StepEstimate", "StepResult", "StepTable"]

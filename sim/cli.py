@@ -58,7 +58,40 @@ def _parser() -> argparse.ArgumentParser:
                    help="also copy the figures to DIR as <experiment>_<plot>.png")
     ls = sub.add_parser("list", help="list the shipped archs, models and experiments")
     ls.add_argument("what", nargs="?", choices=sorted(KINDS), default=None)
+    fl = sub.add_parser("flow", help="FLOW: choose a per-layer N:M schedule and write its YAML")
+    fl.add_argument("model", help="model file, or the name of a shipped model")
+    fl.add_argument("--sparsity", type=float, default=0.6, help="target average sparsity "
+                    "in [0, 1) (default 0.6; the nearest feasible mix is taken and reported)")
+    fl.add_argument("-o", "--out", type=Path, required=True, help="schedule YAML to write")
+    fl.add_argument("--patterns", default=None, metavar="LIST", help="candidate patterns, "
+                    "comma-separated (default 1:4,2:4,2:8,4:8,1:2,dense)")
+    fl.add_argument("--extra", default="", metavar="LIST", help="patterns added to the list")
+    fl.add_argument("--edges-dense", action=argparse.BooleanOptionalAction, default=True,
+                    help="force the first and last decoder blocks dense (default: yes)")
+    fl.add_argument("--seed", type=int, default=0, help="seed of a synthetic profile")
+    fl.add_argument("--weights", default=None, help="real weights (.npz/.safetensors or a "
+                    "folder of shards); needs --act-norms")
+    fl.add_argument("--act-norms", default=None, help="calibration activation-norm .npz")
+    fl.add_argument("--profile", default=None, help="outlier profile name or path")
     return p
+
+
+def _cmd_flow(args) -> int:
+    from .io.flow_inputs import flow
+
+    def split(text):
+        return [t.strip() for t in text.split(",") if t.strip()] if text else []
+
+    if args.out.is_dir():
+        raise ConfigError("a schedule file path, not a folder", file=str(args.out), key="--out")
+    s = flow(args.model, args.sparsity, candidates=None if args.patterns is None
+             else split(args.patterns), extra=split(args.extra), edges_dense=args.edges_dense,
+             seed=args.seed, weights=args.weights, act_norms=args.act_norms,
+             profile=args.profile, out=args.out)
+    mix = ", ".join(f"{p} x{n}" for p, n in s.counts().items())
+    print(f"{s.model}: {s.num_layers} layers, {mix}; sparsity {s.achieved_sparsity:.4f} "
+          f"(target {s.target_sparsity:g}, gap {s.gap:.4f}); wrote {args.out}")
+    return 0
 
 
 def _cmd_list(what: str | None) -> int:
@@ -200,6 +233,8 @@ def main(argv=None) -> int:
     try:
         if args.command == "list":
             return _cmd_list(args.what)
+        if args.command == "flow":
+            return _cmd_flow(args)
         return _cmd_run(args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
