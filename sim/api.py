@@ -405,7 +405,8 @@ def run(experiment, overrides=None, *, trace: bool | None = None, progress: bool
     for variant, cfg, accel in points:
         prefix = f"{variant}: " if exp.variants else ""
         for i, r in enumerate(cfg.runs):
-            model, _ = resolve_precision(accel, cfg.model, r.precision, file=exp.origin,
+            where = source_of(exp, ("runs", i, "precision")) or exp.origin
+            model, _ = resolve_precision(accel, cfg.model, r.precision, file=where,
                                          key=f"runs.{i}.precision")
             with _blame(*_owners(cfg), exp=cfg, run=(exp.origin or "<experiment>", f"runs.{i}")):
                 res = _simulate(accel, model, phase=r.phase, batch=r.batch, seq_len=r.seq_len,

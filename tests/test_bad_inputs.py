@@ -130,6 +130,19 @@ case("layer-precision-unknown-op", "set",
 case("layer-precision-gate-on-plain-ffn", "set",
      ["model.ffn=plain", "model.layer_precision=[{ops: [gate_proj], wbits: 4, abits: 8}]"],
      "model.layer_precision.0.ops.0", "'gate_proj'")
+case("native-precision-string", "set", ["arch.native_precision=w8a8"],
+     "arch.native_precision", "a mapping")
+case("native-precision-not-a-mode", "set", ["arch.native_precision={wbits: 2, abits: 2}"],
+     "arch.native_precision", "one of the pe.modes precisions")
+case("native-precision-missing-abits", "set", ["arch.native_precision={wbits: 8}"],
+     "arch.native_precision.abits", "required")
+case("compress-not-a-bool", "set", ["compress=1"], "compress", "true or false")
+case("run-precision-malformed", "set", ["runs.0.precision=w4"], "runs.0.precision",
+     "a precision such as 'w4a8'")
+case("run-precision-three-numbers", "set", ["runs.0.precision=[4, 8, 1]"],
+     "runs.0.precision", "a precision such as")
+case("run-precision-unsupported", "set", ["runs.0.precision=w2a2"], "--set",
+     "runs.0.precision", "a precision arch 'quickstart' supports")
 case("duplicate-plot-names", "set", ["outputs.plots=[breakdown, breakdown]"],
      "outputs.plots.1", "a plot name listed once")
 case("unknown-plot-name", "set", ["outputs.plots=[breakdwn]"], "outputs.plots.0",

@@ -6,6 +6,7 @@ import math
 import warnings
 from pathlib import Path
 
+import pydantic
 import pytest
 import yaml
 
@@ -167,7 +168,7 @@ def test_names_paths_dicts_and_objects_agree(arch, model):
 def test_configs_are_frozen_and_another_config_is_another_key(model):
     a = load_arch("quickstart")
     before = sim.simulate_step(a, model, prefill=[(128, 0)])
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         a.array.rows = 32       # frozen: nothing a caller holds can change a cached answer
     other = load_arch("quickstart", overrides={"array.rows": 32})
     after = sim.simulate_step(other, model, prefill=[(128, 0)])

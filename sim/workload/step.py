@@ -27,7 +27,6 @@ the step is first computed and kept in ``StepResult.notes`` for every later hit.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -40,7 +39,6 @@ import pandas as pd
 from sim.config import ConfigError, load_arch, load_model
 from sim.config.errors import short_repr
 from sim.config.schema import ArchConfig, ModelConfig
-from sim.core import EnergyLedger
 from sim.workload.execute import attach_outliers, ops_frame, outlier_lookup, run_ops
 from sim.workload.graph import ragged_shape, ragged_step, shape_ops
 from sim.workload.precision import parse_precision, resolve_precision
@@ -99,18 +97,9 @@ class StepResult:
 
 # ------------------------------------------------------------------------------- keys ----
 def _content_key(cfg) -> str:
-    """The content key of a validated config (arch or model).
-
-    A frozen config's ``hash()`` (cached once configs are immutable). A mutable one may have
-    changed since the last call, so its key is recomputed from the content every time:
-    ``cfg.hash()`` (sha256 of sorted-key JSON) costs ~35 us for an arch plus a model, most of a
-    warm call, so the digest of pydantic's own JSON dump (every field, in schema order) is used
-    instead (~11 us). Equal content in another dict order only misses the memo, never collides.
-    This is the one place to change once configs are frozen."""
-    if cfg.model_config.get("frozen"):
-        return cfg.hash()
-    return type(cfg).__name__ + ":" + hashlib.blake2b(
-        cfg.model_dump_json().encode(), digest_size=20).hexdigest()
+    """The content key of a validated config (arch or model): configs are frozen, so their
+    content hash is computed once per object and cannot go stale."""
+    return cfg.hash()
 
 
 def _stamp(path: str) -> tuple:
@@ -351,8 +340,7 @@ def _compute(key, accel, model, step, prec, causal, causal_block, seed) -> StepR
     shape = ragged_shape(step, causal_block=block)
     frame, ledger, cycles = _run(accel, run_model, shape, seed)
     _keep_frame(key, frame)
-    kept_model = run_model.model_copy(deep=True)   # the caller may change theirs later
-    by = ledger.by_component() if isinstance(ledger, EnergyLedger) else dict(ledger)
+    by = ledger.by_component()
     energy = {c: float(by.get(c, 0.0)) for c in accel.components(by)}
     return StepResult(
         prefill=step.prefill, decode=step.decode,
@@ -363,7 +351,7 @@ def _compute(key, accel, model, step, prec, causal, causal_block, seed) -> StepR
         seconds=accel.clock.seconds(int(cycles)), energy_pj=MappingProxyType(energy),
         dram_read_bytes=int(frame.dram_read_bytes.sum()),
         dram_write_bytes=int(frame.dram_write_bytes.sum()), notes=tuple(notes),
-        _ops=_OpsTable(key, lambda: _frame_of(_run(accel, kept_model, shape, seed))))
+        _ops=_OpsTable(key, lambda: _frame_of(_run(accel, run_model, shape, seed))))
 
 
 def _frame_of(run) -> pd.DataFrame:
