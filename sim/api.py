@@ -24,7 +24,7 @@ from .hw.interface import OpResult, energy_by_component, merge_component_orders
 from .hw.memory_plan import OperandPlacement
 from .hw.registry import build_accelerator
 from .io.profiles import profile_info
-from .workload.execute import (StepSums, attach_outliers, ops_frame, outlier_lookup,
+from .workload.execute import (StepSums, ops_frame, outlier_lookup, prepare_ops,
                                 outlier_profile_for, run_ops)
 from .workload.graph import step_ops
 from .workload import step as _step
@@ -271,10 +271,12 @@ def _simulate(accel, model, *, phase, batch, seq_len, context, steps, decode_bat
         raise ValueError(f"steps > 1 only makes sense for phase 'decode', got phase {phase!r}")
     first_ops, sums, ledger, now = None, None, EnergyLedger(), start_cycle
     outliers = outlier_lookup(accel, model, seed)
+    annotations = accel.op_annotations(model, seed)
     for step in range(steps):
         ctx = None if context is None else context + step
-        ops = attach_outliers(step_ops(model, phase, batch=batch, seq_len=seq_len, context=ctx,
-                                       decode_batch=decode_batch), outliers)
+        ops = prepare_ops(accel, model, step_ops(model, phase, batch=batch, seq_len=seq_len,
+                                                 context=ctx, decode_batch=decode_batch),
+                          seed, outliers, annotations)
         results, led, now = run_ops(accel, ops, trace=trace, start_cycle=now,
                                     track_prefix=track_prefix, seed=seed, compress=compress)
         if sums is None:

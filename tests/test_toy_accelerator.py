@@ -221,3 +221,53 @@ def test_cli_runs_the_toy(tmp_path, tech, capsys):
     assert "toy CiM, 8 macros, 1 GHz" in out
     energy = (tmp_path / "out" / "energy.csv").read_text()
     assert ",adc," in energy and ",io," in energy
+
+
+# ------------------------------------------------------------ per-op annotations (N:M) ----
+KEEP = {}          # layer -> kept share of weights: stands for a schedule file a user edits
+
+
+class ToyNMAccelerator(ToyAccelerator):
+    """The toy with per-layer weight density from :data:`KEEP` through ``op_annotations``."""
+
+    def op_annotations(self, model, seed=0):
+        from sim.hw.interface import OpAnnotations
+        table = tuple(KEEP.get(layer, 1.0) for layer in range(model.num_layers))
+
+        def lookup(layer, op):
+            return () if layer < 0 else (("keep", table[layer]),)
+        return OpAnnotations(key=table, lookup=lookup)
+
+    def gemm(self, M, K, N, *, wbits=8, abits=8, keep=1.0, **_):
+        macs = math.ceil(M * K * N * keep)
+        led = EnergyLedger()
+        led.add("mac", "mac", macs, self.t.pj_per_mac)
+        return self._op("gemm", math.ceil(macs / self.peak_macs_per_cycle(wbits, abits)), 0,
+                        led, macs)
+
+
+@pytest.fixture
+def toy_nm():
+    register("toy_nm")(ToyNMAccelerator)
+    KEEP.clear()
+    yield
+    KEEP.clear()
+    unregister("toy_nm")
+
+
+def test_op_annotations_reach_every_weight_gemm_and_key_the_step_memo(tech, toy_nm):
+    arch = {**toy_arch(tech), "name": "toy_nm1", "type": "toy_nm"}
+    model = sim.load_model("llama-2-7b")
+    dense = sim.simulate_step(arch, model, decode=[64])
+    KEEP[0] = 0.5                 # the "schedule" changed: the memo must not answer
+    half = sim.simulate_step(arch, model, decode=[64])
+    ops = half.ops
+    layer0 = ops[(ops.layer == 0) & (ops.kind == "gemm")]
+    others = ops[(ops.layer != 0) & (ops.kind == "gemm")]
+    assert (layer0.macs == [math.ceil(r.M * r.K * r.N * 0.5) for r in layer0.itertuples()]).all()
+    assert (others.macs == others.M * others.K * others.N).all()     # lm_head: no keep
+    assert (ops[ops.kind == "attention"].macs ==
+            dense.ops[dense.ops.kind == "attention"].macs).all()   # attention untouched
+    assert dense.macs - half.macs == int((layer0.M * layer0.K * layer0.N).sum() - layer0.macs.sum())
+    r = sim.simulate_model(arch, model, phase="decode", batch=1, context=64)
+    assert int(r.ops.macs.sum()) == half.macs

@@ -39,7 +39,8 @@ from .errors import ConfigError, InvalidValue, short_repr
 from .loader import load_validated
 from .schema import StrictModel
 
-__all__ = ["MAX_M", "Pattern", "DENSE", "parse_pattern", "pattern_sparsity", "LayerNM",
+__all__ = ["MAX_M", "Pattern", "DENSE", "parse_pattern", "admits", "fallback_pattern",
+           "FALLBACK_RULES", "pattern_sparsity", "LayerNM",
            "NMSchedule", "load_nm_schedule", "schedule_to_yaml", "check_for_model",
            "SPARSITY_TOLERANCE"]
 
@@ -101,6 +102,56 @@ def parse_pattern(value, *, key: str | None = None, file: str | None = None) -> 
                           got=short_repr(value))
     return DENSE if n == m else Pattern(n, m)
 
+
+
+def admits(hw: Pattern, mask: Pattern) -> bool:
+    """Whether every ``mask``-valid weight mask (N kept per aligned block of M, any
+    positions) is also ``hw``-valid: the hardware pattern can run the pruned layer as it is.
+
+    The worst case of a mask in one aligned block of the hardware's M_h positions puts as
+    many kept weights there as the mask's blocks overlapping it allow (each contributes at
+    most min(N, overlap)); the blocks' offsets repeat with period lcm(M_h, M), so checking
+    one period covers every block. Dense hardware admits everything; e.g. 2:4 admits 2:8
+    and 1:4 but not 4:8 (four kept weights may fall in one half)."""
+    hw, mask = parse_pattern(hw), parse_pattern(mask)
+    if hw.dense:
+        return True
+    if mask.dense:
+        return False
+    period = math.lcm(hw.m, mask.m)
+    for start in range(0, period, hw.m):
+        end, worst, pos = start + hw.m, 0, start
+        while pos < end:
+            block_end = (pos // mask.m + 1) * mask.m
+            worst += min(mask.n, min(end, block_end) - pos)
+            pos = block_end
+        if worst > hw.n:
+            return False
+    return True
+
+
+FALLBACK_RULES = ("mask", "density")
+
+
+def fallback_pattern(requested, supported, rule: str = "mask") -> Pattern:
+    """The pattern hardware that runs only ``supported`` uses for a layer pruned ``requested``.
+
+    ``rule="mask"`` (keeps the pruned model exact): the sparsest supported pattern that
+    :func:`admits` the requested mask, else dense. ``rule="density"`` (iso-sparsity, the
+    layer re-pruned to the hardware's pattern): the sparsest supported pattern at least as
+    dense as the requested one, else dense. Ties go to the smaller M (less metadata)."""
+    if rule not in FALLBACK_RULES:
+        raise ConfigError(f"one of {', '.join(FALLBACK_RULES)}", key="fallback",
+                          got=short_repr(rule))
+    req = parse_pattern(requested)
+    pats = [parse_pattern(p) for p in supported]
+    if rule == "mask":
+        ok = [p for p in pats if admits(p, req)]
+    else:
+        ok = [p for p in pats if p.density >= req.density - 1e-12]
+    if not ok:
+        return DENSE
+    return min(ok, key=lambda p: (p.density, p.m))
 
 
 # How far the stored achieved_sparsity / gap may be from what the layers give (values are

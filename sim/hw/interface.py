@@ -17,6 +17,9 @@ An accelerator type is a class deriving from :class:`Accelerator`, registered by
   dropped;
 * ``capabilities``: what the workload layer may hand it, e.g. ``"outlier_profile"`` (wants
   per-weight outlier statistics) or ``"nm_sparsity"``;
+* :meth:`op_annotations` (optional): per-weight-GEMM keyword arguments the workload layer
+  passes to :meth:`gemm` (e.g. each layer's N:M pattern from a sparsity schedule), with a
+  content key that memo keys include;
 * :meth:`area_um2`, the clock (``clock``), :meth:`native_precisions`,
   :meth:`peak_macs_per_cycle` and :meth:`describe` (one line for the CLI).
 
@@ -33,7 +36,7 @@ from ..config.schema import ArchConfig, FrozenDict
 from ..core import Clock, EnergyLedger
 from ..core.invariants import require
 
-__all__ = ["Accelerator", "OpResult", "ReadOnlyLedger", "ordered_components",
+__all__ = ["Accelerator", "OpResult", "OpAnnotations", "ReadOnlyLedger", "ordered_components",
            "merge_component_orders",
            "energy_by_component", "BASE_OPERATORS"]
 
@@ -165,6 +168,23 @@ class OpResult:
         return self
 
 
+@dataclass(frozen=True)
+class OpAnnotations:
+    """Per-op keyword arguments an accelerator wants with each weight GEMM of one model.
+
+    ``key`` is a hashable value that equals another's only when every ``lookup`` answer does
+    (the content itself, e.g. the tuple of per-layer patterns): memo keys include it, so a
+    changed schedule never gets a result priced for the old one. ``lookup(layer, op)`` gives a
+    tuple of ``(name, value)`` pairs (hashable, sorted by name) for :meth:`Accelerator.gemm`,
+    ``()`` for none; ``layer`` is -1 for ops outside the decoder blocks (the lm_head)."""
+
+    key: Any
+    lookup: Any = field(compare=False)
+
+    def __call__(self, layer: int, op: str) -> tuple:
+        return tuple(sorted(self.lookup(layer, op)))
+
+
 class Accelerator(abc.ABC):
     """Base of every accelerator type (see the module docstring for what a type declares)."""
 
@@ -237,6 +257,11 @@ class Accelerator(abc.ABC):
         """Bytes of on-chip storage an activation tensor may stay in between ops (the
         workload layer's placement rule); 0: everything streams from DRAM."""
         return 0.0
+
+    def op_annotations(self, model, seed: int = 0) -> OpAnnotations | None:
+        """What each weight GEMM of ``model`` needs beyond its shape (see
+        :class:`OpAnnotations`); None (the default): nothing."""
+        return None
 
     def causal_query_block(self) -> int | None:
         """Queries a causal prefill prices together (the query tile the hardware's attention

@@ -98,6 +98,28 @@ def attach_outliers(ops: list[dict], lookup) -> list[dict]:
     return ops
 
 
+def attach_annotations(ops: list[dict], annotations) -> list[dict]:
+    """Give every weight GEMM the accelerator's per-op keyword arguments (field
+    ``gemm_args``, from :meth:`~sim.hw.interface.Accelerator.op_annotations`)."""
+    if annotations is None:
+        return ops
+    for op in ops:
+        op["gemm_args"] = annotations(op["layer"], op["op"]) if op["kind"] == "gemm" else ()
+    return ops
+
+
+def prepare_ops(accel, model, ops: list[dict], seed: int = 0, outliers=None,
+                annotations=None) -> list[dict]:
+    """Attach what the accelerator needs to each op: outlier statistics (an outlier-aware
+    type) and its own per-op arguments. ``outliers``/``annotations`` are the lookups when the
+    caller already has them (a run of many steps), else they are built here."""
+    if outliers is None:
+        outliers = outlier_lookup(accel, model, seed)
+    if annotations is None:
+        annotations = accel.op_annotations(model, seed)
+    return attach_annotations(attach_outliers(ops, outliers), annotations)
+
+
 def run_op(accel, op: dict, seed: int = 0, compress: bool = True) -> OpResult:
     """Time one graph node (all ``count`` instances are accounted by the caller). A node kind
     outside gemm/attention/vector/memory goes to the method the accelerator declared for it
@@ -107,7 +129,7 @@ def run_op(accel, op: dict, seed: int = 0, compress: bool = True) -> OpResult:
     if kind in ("gemm", "attention"):
         return accel.gemm(op["M"], op["K"], op["N"], wbits=op["wbits"], abits=op["abits"],
                           place=_placement(accel, op), outliers=op.get("outliers"), seed=seed,
-                          compress=compress)
+                          compress=compress, **dict(op.get("gemm_args") or ()))
     if kind == "vector":
         on_chip = accel.on_chip_bytes() / 2
         where = "l2" if op["bytes"] <= on_chip else "dram"
@@ -130,7 +152,7 @@ def _op_key(op: dict) -> tuple:
     """Everything :func:`run_op` reads: ops with equal keys have equal results."""
     return (op["kind"], op["op"] in KV_APPEND_OPS, op["M"], op["K"], op["N"], op["count"],
             op["wbits"], op["abits"], op["a_bytes"], op["w_bytes"], op["o_bytes"], op["bytes"],
-            op["elements"], op["ops_per_element"], op.get("outliers"))
+            op["elements"], op["ops_per_element"], op.get("outliers"), op.get("gemm_args"))
 
 
 def _result_columns(r: OpResult, n: int) -> dict:

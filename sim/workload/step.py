@@ -39,7 +39,7 @@ import pandas as pd
 from sim.config import ConfigError, load_arch, load_model
 from sim.config.errors import short_repr
 from sim.config.schema import ArchConfig, ModelConfig
-from sim.workload.execute import attach_outliers, ops_frame, outlier_lookup, run_ops
+from sim.workload.execute import ops_frame, prepare_ops, run_ops
 from sim.workload.graph import ragged_shape, ragged_step, shape_ops
 from sim.workload.precision import parse_precision, resolve_precision
 
@@ -306,14 +306,18 @@ def simulate_step(arch, model, *, prefill=(), decode=(), precision=None, causal:
             raise ConfigError("no causal_block when causal=False", file=WHERE,
                               key="causal_block", got=str(causal_block))
     prec = _precision_key(precision)
+    accel = accelerator_for(arch_cfg)
+    # what the accelerator reads for this model beyond the configs (e.g. an N:M schedule
+    # file), by content, so the memo never answers for a changed input
+    annotations = accel.op_annotations(model_cfg, seed)
     key = (arch_key, _tech_stamp(arch_cfg, env), model_key, _profile_stamp(model_cfg, env),
-           step.prefill,
+           None if annotations is None else annotations.key, step.prefill,
            step.decode, prec, causal, causal_block, seed)
     hit = _MEMO.get(key)
     if hit is not None:
         _MEMO.move_to_end(key)
         return hit
-    result = _compute(key, accelerator_for(arch_cfg), model_cfg, step, prec, causal,
+    result = _compute(key, accel, model_cfg, step, prec, causal,
                       causal_block, seed)
     _MEMO[key] = result
     while len(_MEMO) > MEMO_SIZE:
@@ -322,7 +326,7 @@ def simulate_step(arch, model, *, prefill=(), decode=(), precision=None, causal:
 
 
 def _run(accel, run_model, shape, seed):
-    ops = attach_outliers(shape_ops(run_model, shape), outlier_lookup(accel, run_model, seed))
+    ops = prepare_ops(accel, run_model, shape_ops(run_model, shape), seed)
     results, ledger, cycles = run_ops(accel, ops, seed=seed)
     return ops_frame(ops, results, accel.energy_components), ledger, cycles
 
@@ -331,7 +335,7 @@ def _compute(key, accel, model, step, prec, causal, causal_block, seed) -> StepR
     # stacklevel: warn at the caller of sim.simulate_step
     run_model, notes = resolve_precision(accel, model, prec, file=WHERE, stacklevel=6)
     block = None
-    if causal:
+    if causal and step.prefill:          # a decode-only step has no query blocks to price
         block = causal_block or accel.causal_query_block()
         if block is None:
             raise ConfigError(f"a causal_block (queries priced together): arch type "
