@@ -146,6 +146,7 @@ class StepTable:
             raise ConfigError("a tolerance in (0, 1)", file=WHERE, key="tol", got=short_repr(tol))
         self.tol = float(tol)
         self.probes = 0
+        self.causal_block = None       # from the first probe with a prefill part
         self._build()
 
     # ------------------------------------------------------------------------- build ----
@@ -155,6 +156,7 @@ class StepTable:
         if self.probes == 1:
             self.clock_seconds_per_cycle = r.seconds / r.cycles if r.cycles else 0.0
             self.precision = r.precision
+        if step.get("prefill") and self.causal_block is None:
             self.causal_block = r.causal_block
         return r
 
@@ -190,6 +192,8 @@ class StepTable:
 
     def _build(self) -> None:
         first = self._probe(decode=[0])
+        if self.options["causal"]:      # the query block a causal prefill is priced in
+            self._probe(prefill=[(1, 0)])
         ops = first.ops
         self._energy_cols = [c for c in ops.columns
                              if c.startswith("energy_") and c.endswith("_pj") and c != "energy_pj"]
