@@ -592,6 +592,15 @@ class SSMConfig(StrictModel):
     proj_bias: bool = False
     state_bits: PrecisionBits = 16
 
+    @field_validator("dt_rank", mode="before")
+    @classmethod
+    def _rank_or_auto(cls, v: Any) -> Any:
+        # one message for the union (pydantic would report each branch at its own key)
+        if v == "auto" and isinstance(v, str) or type(v) is int and 0 < v <= MAX_SIZE:
+            return v
+        raise InvalidValue("an integer > 0 or 'auto' (ceil(hidden_size / 16))",
+                           got=short_repr(v))
+
     def d_inner(self, hidden_size: int) -> int:
         return self.expand * hidden_size
 
