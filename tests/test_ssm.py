@@ -296,3 +296,22 @@ def test_flow_schedules_every_block_of_the_ssm(tmp_path):
     out = tmp_path / "ssm.yaml"
     assert main(["flow", "mamba-2.8b", "--sparsity", "0.6", "-o", str(out)]) in (0, None)
     assert load_nm_schedule(out, model="mamba-2.8b").num_layers == L
+
+
+def test_step_table_of_an_ssm_is_exact_on_grid_points_and_close_between():
+    table = sim.StepTable(ARCH, TINY, max_tokens=64, max_chunk=32, points_per_octave=1,
+                          tol=0.01)
+    assert table.grid_info()["contexts"] == 1          # nothing priced by context
+    rng = np.random.default_rng(3)
+    for i in range(12):
+        pre = [(int(rng.integers(1, 20)), int(rng.choice([0, rng.integers(1, 3000)])))
+               for _ in range(rng.integers(0, 3))]
+        dec = [int(rng.integers(0, 4000)) for _ in range(rng.integers(0 if pre else 1, 8))]
+        est = table.estimate(prefill=pre, decode=dec)
+        got = sim.simulate_step(ARCH, TINY, prefill=pre, decode=dec)
+        assert est.cycles == pytest.approx(got.cycles, rel=0.03)
+        assert est.energy_total_pj == pytest.approx(got.energy_total_pj, rel=0.03)
+    # grid points: T = S = R = 4 decodes, and a step with the same T, S, R at other contexts
+    exact = sim.simulate_step(ARCH, TINY, decode=[10, 20, 30, 40])
+    assert table.estimate(decode=[1, 2, 3, 3999]).cycles == pytest.approx(exact.cycles,
+                                                                         rel=1e-12)
