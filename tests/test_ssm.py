@@ -315,3 +315,37 @@ def test_step_table_of_an_ssm_is_exact_on_grid_points_and_close_between():
     exact = sim.simulate_step(ARCH, TINY, decode=[10, 20, 30, 40])
     assert table.estimate(decode=[1, 2, 3, 3999]).cycles == pytest.approx(exact.cycles,
                                                                          rel=1e-12)
+
+
+def _tiny_checkpoint(tmp_path, model_cfg, rng):
+    """A Mamba checkpoint in the reference's names and [out, in] layouts, with its
+    calibration activation norms (one vector of input channels per projection)."""
+    H, L = model_cfg["hidden_size"], model_cfg["num_layers"]
+    s = model_cfg["ssm"]
+    D, r, n = s["expand"] * H, s["dt_rank"], s["d_state"]
+    shapes = {"in_proj": (2 * D, H), "x_proj": (r + 2 * n, D), "dt_proj": (D, r),
+              "out_proj": (H, D)}
+    weights, norms = {"backbone.embedding.weight": rng.standard_normal((32, H))}, {}
+    for i in range(L):
+        p = f"backbone.layers.{i}.mixer."
+        weights[p + "conv1d.weight"] = rng.standard_normal((D, 1, s["d_conv"]))
+        weights[p + "dt_proj.bias"] = rng.standard_normal(D)
+        for op, shape in shapes.items():
+            w = rng.standard_normal(shape)
+            w[rng.random(shape) < 0.01] *= 20                    # a few outliers
+            weights[p + op + ".weight"] = w
+            norms[p + op + ".weight"] = np.abs(rng.standard_normal(shape[1]))
+    np.savez(tmp_path / "w.npz", **weights)
+    np.savez(tmp_path / "norms.npz", **norms)
+    return tmp_path / "w.npz", tmp_path / "norms.npz"
+
+
+def test_real_weights_profile_and_flow_for_the_ssm(tmp_path):
+    from sim.io.profiles import profile_from_weights
+    cfg = dict(TINY, hidden_size=64, num_layers=4)
+    w, norms = _tiny_checkpoint(tmp_path, cfg, np.random.default_rng(5))
+    prof = profile_from_weights(w, cfg)
+    assert prof.ops() == ["in_proj", "x_proj", "dt_proj", "out_proj"]
+    assert prof.stats(2, "x_proj").shape == [128, 2 + 2 * 4]           # [K = D, N = r + 2n]
+    sched = sim.flow(cfg, sparsity=0.5, weights=w, act_norms=norms)
+    assert len(sched.layers) == 4 and sched.source.startswith("weights")
