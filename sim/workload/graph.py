@@ -26,6 +26,12 @@ ragged steps (``ragged_step`` / ``ragged_shape`` / ``build_ragged_graph``)
     named ``L3.qk.prefill.q64.kv192`` / ``L3.qk.decode.kv1025``), optionally exploiting causal
     masking by query blocks (see :func:`ragged_shape`).
 
+A model with ``architecture: mamba`` is built by :class:`_MambaBuilder` instead: the same
+step kinds, blocks of norm, in_proj, conv1d, x_proj, dt_proj, scan, out_proj and residual,
+with the recurrent state as memory nodes (``state_load`` for the step's resumed sequences,
+``state_store`` for all of them, ``StepShape.resumed``); no attention, no KV cache, and the
+attention parts of a step shape are not read.
+
 Shape conventions (O[M,N] = A[M,K] @ W[K,N], A = activations, W = the weight-like operand):
 
 * Linear layers: M = tokens in the step, K = in features, N = out features, ``count`` = 1,
