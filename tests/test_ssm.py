@@ -349,3 +349,16 @@ def test_real_weights_profile_and_flow_for_the_ssm(tmp_path):
     assert prof.stats(2, "x_proj").shape == [128, 2 + 2 * 4]           # [K = D, N = r + 2n]
     sched = sim.flow(cfg, sparsity=0.5, weights=w, act_norms=norms)
     assert len(sched.layers) == 4 and sched.source.startswith("weights")
+
+
+def test_family_keys_enter_the_content_key_only_where_they_say_something():
+    import json
+    t, m = load_model("llama-3-8b"), load_model("mamba-2.8b")
+    text = json.loads(t.canonical_json())
+    # a transformer's content key (cache and result-store key) is what it was before the
+    # family key existed; a mamba model's carries its family and mixer
+    assert "architecture" not in text and "ssm" not in text and text["num_heads"] == 32
+    mt = json.loads(m.canonical_json())
+    assert mt["architecture"] == "mamba" and mt["ssm"]["d_state"] == N_STATE
+    assert load_model(TINY).hash() != load_model({**TINY, "ssm": {**TINY["ssm"],
+                                                                    "state_bits": 32}}).hash()

@@ -719,6 +719,14 @@ class ModelConfig(_Hashable):
                 )
         return self
 
+    def canonical_json(self) -> str:
+        # a transformer's text (and so its content hash, the key of every cache and result
+        # store) is what it was before the family key existed: its family keys are dropped
+        data = self.model_dump(mode="json")
+        if data.get("architecture") == "transformer" and data.get("ssm") is None:
+            del data["architecture"], data["ssm"]
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
     def op_names(self) -> tuple[str, ...]:
         """The op names this model's graphs carry (``layer_precision.ops`` picks among them)."""
         if self.architecture == "mamba":
