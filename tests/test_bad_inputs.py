@@ -192,6 +192,17 @@ case("set-arch-unknown", "set", ["arch=quickstrt"], "quickstrt", "did you mean '
 case("set-kv-heads-divide", "set", ["model.num_kv_heads=3"], "model.num_kv_heads",
      "a divisor of num_heads")
 case("set-head-dim-zero", "set", ["model.head_dim=0"], "model.head_dim", "> 0")
+case("set-architecture-unknown", "set", ["model.architecture=rwkv"], "model.architecture",
+     "one of")
+case("set-ssm-in-transformer", "set", ["model.ssm.d_state=16"], "model.ssm")
+case("set-ssm-d-state-zero", "set", ["model=mamba-2.8b", "model.ssm.d_state=0"],
+     "model.ssm.d_state", "> 0")
+case("set-ssm-unknown-key", "set", ["model=mamba-2.8b", "model.ssm.d_states=8"],
+     "model.ssm.d_states", "did you mean 'd_state'")
+case("set-ssm-dt-rank", "set", ["model=mamba-2.8b", "model.ssm.dt_rank=automatic"],
+     "model.ssm.dt_rank", "'auto'")
+case("set-ssm-heads", "set", ["model=mamba-2.8b", "model.num_heads=32"], "model.num_heads",
+     "no num_heads in a mamba model")
 case("set-pe-bits", "set", ["arch.pe.modes.0.wbits=3"], "arch.pe.modes.0.wbits", "one of")
 case("set-macs-per-cycle", "set", ["arch.pe.modes.0.macs_per_cycle=0.3"],
      "arch.pe.modes.0.macs_per_cycle", "fused")

@@ -58,10 +58,12 @@ from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_vali
 
 from .errors import ConfigError, InvalidValue, did_you_mean, short_repr
 from .loader import TableFolder, data_dir
-from .schema import StrictModel
+from .schema import SSM_GEMM_OPS, StrictModel
 
 __all__ = [
     "BLOCK_OPS",
+    "SSM_BLOCK_OPS",
+    "ALL_BLOCK_OPS",
     "PROFILE_OPS",
     "OpOutlierStats",
     "LayerOutliers",
@@ -84,7 +86,13 @@ __all__ = [
 
 # Linear ops of one decoder block, in Strata's names (sim.workload.graph.GEMM_OPS).
 BLOCK_OPS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-PROFILE_OPS = BLOCK_OPS + ("lm_head",)
+# Linear ops of one Mamba block (sim.workload.graph.SSM_GEMM_OPS).
+SSM_BLOCK_OPS = SSM_GEMM_OPS
+ALL_BLOCK_OPS = BLOCK_OPS + SSM_BLOCK_OPS
+TRANSFORMER_PROFILE_OPS = BLOCK_OPS + ("lm_head",)
+# the SSM ops come last, so that a transformer op's index (a seed of its synthetic draws)
+# is what it was before they existed
+PROFILE_OPS = TRANSFORMER_PROFILE_OPS + SSM_BLOCK_OPS
 
 # How far from 1 a stored distribution's sum may be (values are rounded when written).
 DIST_TOLERANCE = 1e-4
@@ -146,7 +154,8 @@ class OpOutlierStats(_Frozen):
 
 
 class LayerOutliers(_Frozen):
-    """The ops of one decoder block; a model without a gated FFN has no ``gate_proj``."""
+    """The ops of one decoder block; a model without a gated FFN has no ``gate_proj``; a
+    Mamba block has in_proj, x_proj, dt_proj and out_proj instead."""
 
     q_proj: OpOutlierStats | None = None
     k_proj: OpOutlierStats | None = None
@@ -155,16 +164,21 @@ class LayerOutliers(_Frozen):
     gate_proj: OpOutlierStats | None = None
     up_proj: OpOutlierStats | None = None
     down_proj: OpOutlierStats | None = None
+    in_proj: OpOutlierStats | None = None
+    x_proj: OpOutlierStats | None = None
+    dt_proj: OpOutlierStats | None = None
+    out_proj: OpOutlierStats | None = None
 
     @model_validator(mode="after")
     def _some_op(self) -> "LayerOutliers":
         if not self.present():
-            raise InvalidValue("statistics for at least one op (" + ", ".join(BLOCK_OPS) + ")")
+            raise InvalidValue("statistics for at least one op (" + ", ".join(ALL_BLOCK_OPS)
+                               + ")")
         return self
 
     def present(self) -> dict[str, OpOutlierStats]:
-        """Op name -> statistics, for the ops this layer has, in BLOCK_OPS order."""
-        return {op: s for op in BLOCK_OPS if (s := getattr(self, op)) is not None}
+        """Op name -> statistics, for the ops this layer has, in ALL_BLOCK_OPS order."""
+        return {op: s for op in ALL_BLOCK_OPS if (s := getattr(self, op)) is not None}
 
 
 # --------------------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from .errors import ConfigError, InvalidValue, did_you_mean, short_repr
 from .loader import TableFolder, data_dir, load_arch, load_model
-from .schema import ArchConfig, ModelConfig, StrictModel, parse_layer_spec
+from .schema import SSM_GEMM_OPS, ArchConfig, ModelConfig, StrictModel, parse_layer_spec
 
 __all__ = [
     "DESIGNS",
@@ -260,6 +260,8 @@ def _nested(exc: ConfigError, loc: tuple, what: str) -> InvalidValue:
 
 
 def _model_ops(model: ModelConfig) -> tuple[str, ...]:
+    if model.architecture == "mamba":         # no attention; its GEMMs are the SSM projections
+        return SSM_GEMM_OPS + OUTSIDE_OPS
     gemms = tuple(op for op in BLOCK_GEMM_OPS if model.ffn == "gated" or op != "gate_proj")
     return gemms + ATTENTION_OPS + OUTSIDE_OPS
 

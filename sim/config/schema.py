@@ -42,6 +42,7 @@ __all__ = [
     "Precision",
     "LayerPrecision",
     "ModelConfig",
+    "SSMConfig",
     "RunConfig",
     "OutputsConfig",
     "ExperimentConfig",
@@ -543,39 +544,109 @@ class LayerPrecision(StrictModel):
         return layer in self.indices(num_layers)
 
 
-#: Every op name a model's operator graph can carry, in block order (sim.workload.graph.OPS
-#: is the same list; a test keeps the two equal).
-OP_NAMES = (
+#: Op names of a transformer's graphs, in block order.
+TRANSFORMER_OP_NAMES = (
     "embed",
     "norm_attn", "q_proj", "k_proj", "v_proj", "qk", "softmax", "av", "o_proj", "residual_attn",
     "norm_ffn", "gate_proj", "up_proj", "act", "down_proj", "residual_ffn",
     "final_norm", "lm_head",
 )
+#: Op names of a Mamba (selective state-space) model's graphs, in block order.
+MAMBA_OP_NAMES = (
+    "embed",
+    "norm", "in_proj", "state_load", "conv1d", "x_proj", "dt_proj", "scan", "state_store",
+    "out_proj", "residual",
+    "final_norm", "lm_head",
+)
+#: The weight GEMMs of a Mamba block (what N:M schedules and outlier profiles name for it).
+SSM_GEMM_OPS = ("in_proj", "x_proj", "dt_proj", "out_proj")
+#: Every op name a model's operator graph can carry (sim.workload.graph.OPS is the same list;
+#: a test keeps the two equal).
+OP_NAMES = TRANSFORMER_OP_NAMES[:-2] + MAMBA_OP_NAMES[1:]
+
+#: The model families a ``workloads/*.yaml`` file may describe (key ``architecture``).
+ARCHITECTURES = ("transformer", "mamba")
+#: Keys only a transformer has: a Mamba file that sets one is refused rather than ignored.
+TRANSFORMER_KEYS = ("num_heads", "num_kv_heads", "head_dim", "intermediate_size", "ffn",
+                    "qkv_bias", "position_embedding")
+#: Keys a transformer file must give (before the family key existed they were all required).
+_TRANSFORMER_REQUIRED = ("num_heads", "num_kv_heads", "intermediate_size", "ffn")
+
+
+class SSMConfig(StrictModel):
+    """The selective state-space mixer of a Mamba block (``ssm:`` of a mamba model), in the
+    names of the reference implementation (state-spaces/mamba, ``Mamba`` in mamba_simple.py).
+
+    ``d_inner = expand * hidden_size``; ``dt_rank: auto`` is ``ceil(hidden_size / 16)``, as the
+    reference computes it. Biases as in the reference: the depthwise conv1d and dt_proj have
+    one, in_proj / x_proj / out_proj have none (``proj_bias: true`` gives in/out_proj one).
+    ``state_bits``: storage width of the recurrent state (conv window and SSM state) between
+    steps; the reference allocates its inference cache in the model's dtype (fp16/bf16)."""
+
+    d_state: PosInt
+    d_conv: PosInt
+    expand: PosInt
+    dt_rank: PosInt | Literal["auto"] = "auto"
+    conv_bias: bool = True
+    dt_bias: bool = True
+    proj_bias: bool = False
+    state_bits: PrecisionBits = 16
+
+    @field_validator("dt_rank", mode="before")
+    @classmethod
+    def _rank_or_auto(cls, v: Any) -> Any:
+        # one message for the union (pydantic would report each branch at its own key)
+        if v == "auto" and isinstance(v, str) or type(v) is int and 0 < v <= MAX_SIZE:
+            return v
+        raise InvalidValue("an integer > 0 or 'auto' (ceil(hidden_size / 16))",
+                           got=short_repr(v))
+
+    def d_inner(self, hidden_size: int) -> int:
+        return self.expand * hidden_size
+
+    def rank(self, hidden_size: int) -> int:
+        """dt_rank, with ``auto`` resolved to ``ceil(hidden_size / 16)``."""
+        return -(-hidden_size // 16) if self.dt_rank == "auto" else self.dt_rank
+
+    def gemm_shapes(self, hidden_size: int) -> dict[str, tuple[int, int]]:
+        """``[K, N]`` (in, out features) of the block's weight GEMMs, in block order."""
+        d, r = self.d_inner(hidden_size), self.rank(hidden_size)
+        return {"in_proj": (hidden_size, 2 * d), "x_proj": (d, r + 2 * self.d_state),
+                "dt_proj": (r, d), "out_proj": (d, hidden_size)}
 
 
 class ModelConfig(_Hashable):
-    """A transformer model's shapes (workloads/*.yaml)."""
+    """A model's shapes (workloads/*.yaml): a decoder-only transformer (the default) or, with
+    ``architecture: mamba``, a Mamba selective state-space model (its mixer under ``ssm:``).
+
+    The transformer keys (:data:`TRANSFORMER_KEYS`) are required of a transformer, as they were
+    before the family key existed, and refused in a mamba file; ``ssm`` the other way round.
+    They are held as None where the family has none, so a mamba model never carries heads."""
 
     name: Name
     description: str = ""
     source: Name  # where the numbers come from, e.g. an HF config.json
+    architecture: Literal["transformer", "mamba"] = "transformer"
     hidden_size: PosInt
     num_layers: PosInt
-    num_heads: PosInt
-    num_kv_heads: PosInt
+    num_heads: PosInt | None = None           # transformer (required there)
+    num_kv_heads: PosInt | None = None        # transformer (required there)
     head_dim: PosInt | None = None  # default hidden_size // num_heads
-    intermediate_size: PosInt
-    ffn: Literal["gated", "plain"]  # gated: gate+up+down (SwiGLU/GeGLU); plain: up+down
+    intermediate_size: PosInt | None = None   # transformer (required there)
+    # gated: gate+up+down (SwiGLU/GeGLU); plain: up+down (transformer, required there)
+    ffn: Literal["gated", "plain"] | None = None
+    ssm: SSMConfig | None = None              # mamba (required there)
     tie_embeddings: bool = False  # lm_head shares the embedding matrix (counted once)
     outlier_profile: Name | None = None  # workloads/outliers/<name>.yaml (outlier-aware archs)
     # fraction of input channels (PE rows) that hold all of an op's outlier micro-blocks;
     # unset: the profile's measured row-tile fractions (see sim.hw.accelerator.WeightOutliers)
     outlier_channel_share: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] | None = None
-    position_embedding: Literal["rope", "learned"] = "rope"  # learned: max_position x hidden table
+    # learned: max_position x hidden table (transformer; default rope)
+    position_embedding: Literal["rope", "learned"] | None = None
     vocab_size: PosInt
     max_position: PosInt
     norm: Literal["rmsnorm", "layernorm"]
-    qkv_bias: bool = False
+    qkv_bias: bool | None = None   # transformer (default False)
     precision: Precision = Field(default_factory=lambda: Precision(wbits=8, abits=8))
     layer_precision: FrozenList[LayerPrecision] = Field(default_factory=tuple)
 
@@ -585,21 +656,47 @@ class ModelConfig(_Hashable):
         # head_dim defaults to hidden_size // num_heads; filled in before validation, since a
         # validated (frozen) config is never changed. Bad or missing sizes are left for the
         # field checks; a head count that does not divide is reported below.
-        if isinstance(data, Mapping) and data.get("head_dim") is None:
+        if not isinstance(data, Mapping) or data.get("architecture", "transformer") != \
+                "transformer":
+            return data
+        # a transformer's defaults, filled in here so that they stay None in a mamba model
+        data = {**data, **{k: v for k, v in (("position_embedding", "rope"),
+                                             ("qkv_bias", False)) if k not in data}}
+        if data.get("head_dim") is None:
             h, n = data.get("hidden_size"), data.get("num_heads")
             if (type(h) is int and type(n) is int and n > 0 and h > 0 and h % n == 0):
                 data = {**data, "head_dim": h // n}
         return data
 
+    def _check_family(self) -> None:
+        """The keys of the other family are errors, not silently ignored (one line each)."""
+        if self.architecture == "transformer":
+            for k in _TRANSFORMER_REQUIRED:
+                if getattr(self, k) is None:
+                    raise InvalidValue("a value (this key is required)", loc=(k,))
+            if self.ssm is not None:
+                raise InvalidValue("no ssm section in a transformer (set architecture: mamba "
+                                   "for a state-space model)", loc=("ssm",), got="a section")
+            return
+        for k in TRANSFORMER_KEYS:
+            if getattr(self, k) is not None:
+                raise InvalidValue(f"no {k} in a {self.architecture} model (a transformer key; "
+                                   f"the state-space mixer is described under ssm)", loc=(k,),
+                                   got=short_repr(getattr(self, k)))
+        if self.ssm is None:
+            raise InvalidValue("a value (architecture: mamba requires an ssm section: "
+                               "d_state, d_conv, expand[, dt_rank])", loc=("ssm",))
+
     @model_validator(mode="after")
     def _check_shapes(self) -> "ModelConfig":
-        if self.num_heads % self.num_kv_heads:
+        self._check_family()
+        if self.architecture == "transformer" and self.num_heads % self.num_kv_heads:
             raise InvalidValue(
                 f"a divisor of num_heads ({self.num_heads})",
                 loc=("num_kv_heads",),
                 got=str(self.num_kv_heads),
             )
-        if self.head_dim is None:
+        if self.architecture == "transformer" and self.head_dim is None:
             if self.hidden_size % self.num_heads:
                 raise InvalidValue(
                     f"a value: hidden_size {self.hidden_size} is not a multiple of "
@@ -622,9 +719,20 @@ class ModelConfig(_Hashable):
                 )
         return self
 
+    def canonical_json(self) -> str:
+        # a transformer's text (and so its content hash, the key of every cache and result
+        # store) is what it was before the family key existed: its family keys are dropped
+        data = self.model_dump(mode="json")
+        if data.get("architecture") == "transformer" and data.get("ssm") is None:
+            del data["architecture"], data["ssm"]
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
     def op_names(self) -> tuple[str, ...]:
         """The op names this model's graphs carry (``layer_precision.ops`` picks among them)."""
-        return tuple(op for op in OP_NAMES if not (op == "gate_proj" and self.ffn == "plain"))
+        if self.architecture == "mamba":
+            return MAMBA_OP_NAMES
+        return tuple(op for op in TRANSFORMER_OP_NAMES
+                     if not (op == "gate_proj" and self.ffn == "plain"))
 
     def precision_for(self, layer: int, op: str) -> tuple[int, int]:
         """(wbits, abits) of ``op`` in ``layer``: the last matching layer_precision rule, else

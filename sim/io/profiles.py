@@ -29,7 +29,7 @@ import numpy as np
 from sim.config.errors import ConfigError, short_repr
 from sim.config.loader import load_model, repo_root
 from sim.config.outliers import (
-    BLOCK_OPS,
+    ALL_BLOCK_OPS,
     DEFAULT_RECIPE,
     OpOutlierStats,
     OutlierProfile,
@@ -150,7 +150,7 @@ def profile_from_weights(path: Any, model_config: Any, *, name: str | None = Non
     missing: list[str] = []
     for layer in range(model.num_layers):
         layers[layer] = {}
-        for op in BLOCK_OPS:
+        for op in ALL_BLOCK_OPS:
             if op not in shapes:
                 continue
             fused = "qkv_proj" if op in ("q_proj", "k_proj", "v_proj") else (

@@ -224,11 +224,18 @@ _BLOCK_RE = re.compile(
     r"(q_proj|k_proj|v_proj|o_proj|out_proj|gate_proj|up_proj|down_proj|fc1|fc2|qkv_proj|gate_up_proj)"
     r"(?:\.weight)?$"
 )
+# a Mamba block's projections (state-spaces/mamba: backbone.layers.N.mixer.in_proj.weight):
+# matched first, since its out_proj is not OPT's attention out_proj (o_proj)
+_MAMBA_RE = re.compile(r"(?:^|\.)layers\.(\d+)\.mixer\.(in_proj|x_proj|dt_proj|out_proj)"
+                       r"(?:\.weight)?$")
 _HEAD_RE = re.compile(r"(?:^|\.)lm_head(?:\.weight)?$")
 
 
 def canonical_op(name: str) -> tuple[int, str] | None:
     """``(layer, op)`` a tensor name stands for (layer -1 for lm_head), or None."""
+    m = _MAMBA_RE.search(name)
+    if m:
+        return int(m.group(1)), m.group(2)
     m = _BLOCK_RE.search(name)
     if m:
         op = m.group(2)

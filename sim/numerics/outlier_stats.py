@@ -57,6 +57,8 @@ from sim.config.loader import load_model
 from sim.config.outliers import (
     DEFAULT_RECIPE,
     PROFILE_OPS,
+    SSM_BLOCK_OPS,
+    TRANSFORMER_PROFILE_OPS,
     OpOutlierStats,
     OutlierProfile,
     SyntheticParams,
@@ -283,6 +285,11 @@ def measure_matrix(w: np.ndarray, *, k_sigma: float = 3.0, micro: int = 8, macro
 
 def op_shapes(model: ModelConfig, include_lm_head: bool = False) -> dict[str, tuple[int, int]]:
     """``[K, N]`` of each linear op of one block (and the lm_head), Strata orientation."""
+    if model.architecture == "mamba":
+        shapes = model.ssm.gemm_shapes(model.hidden_size)
+        if include_lm_head:
+            shapes["lm_head"] = (model.hidden_size, model.vocab_size)
+        return shapes
     hd = model.head_dim or model.hidden_size // model.num_heads
     h, inter = model.hidden_size, model.intermediate_size
     shapes = {
@@ -393,7 +400,12 @@ def _op_rates(model: ModelConfig, params: SyntheticParams, seed: int,
               ops: Sequence[str]) -> dict[tuple[int, str], float]:
     """Spike-start rate of every (layer, op) before the row/column factors."""
     jitter = _lognormal_factor(np.random.default_rng([seed, 0, 0]), params.layer_sigma,
-                               (model.num_layers + 1, len(PROFILE_OPS)))
+                               (model.num_layers + 1, len(TRANSFORMER_PROFILE_OPS)))
+    if any(op in SSM_BLOCK_OPS for op in ops):
+        # the state-space ops draw their own stream, so a transformer's draws stay as they were
+        ssm = _lognormal_factor(np.random.default_rng([seed, 0, 1]), params.layer_sigma,
+                                (model.num_layers + 1, len(SSM_BLOCK_OPS)))
+        jitter = np.concatenate([jitter, ssm], axis=1)
     rates = {}
     last = model.num_layers
     for layer in list(range(model.num_layers)) + [-1]:

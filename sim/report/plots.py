@@ -17,10 +17,15 @@ CATEGORIES = {
     "FFN": ("gate_proj", "up_proj", "down_proj"),
     "LM head": ("lm_head",),
     "vector ops": ("norm_attn", "norm_ffn", "softmax", "act", "residual_attn", "residual_ffn",
-                   "final_norm"),
+                   "final_norm", "norm", "residual"),
     "embedding": ("embed",),
+    # a state-space (Mamba) model's blocks
+    "SSM projections (in, x, dt, out)": ("in_proj", "x_proj", "dt_proj", "out_proj"),
+    "selective scan + conv1d": ("scan", "conv1d"),
+    "SSM state load / store": ("state_load", "state_store"),
 }
-COLORS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3"]
+COLORS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3",
+          "#CCB974", "#64B5CD", "#8C8C8C"]
 # one fixed colour per hardware component, in every figure
 COMPONENT_COLORS = {"pe_array": "#4C72B0", "sram": "#DD8452", "l2": "#55A868", "dram": "#C44E52",
                     "noc": "#8172B3", "vector": "#937860", "static": "#DA8BC3",

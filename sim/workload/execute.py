@@ -9,7 +9,9 @@ Where operands live (the placement the GEMM model is handed):
 * static weights and the KV cache are in DRAM;
 * an activation tensor stays on chip (L2) when it fits in half of L2, otherwise it goes
   through DRAM; the same rule decides where an op's output goes;
-* k_proj / v_proj outputs are appended to the KV cache, so they are always written to DRAM.
+* k_proj / v_proj outputs are appended to the KV cache, so they are always written to DRAM;
+* a state-space model's recurrent state lives in DRAM between steps (``state_load`` reads it,
+  ``state_store`` writes it: memory nodes).
 """
 from __future__ import annotations
 
@@ -24,6 +26,9 @@ from ..hw.interface import OpResult, ordered_components
 from ..hw.memory_plan import OperandPlacement
 
 KV_APPEND_OPS = ("k_proj", "v_proj")
+#: memory nodes that write DRAM (a state-space model's recurrent state after a step); every
+#: other memory node reads DRAM into L2 (the embedding gather, the state load)
+DRAM_WRITE_OPS = ("state_store",)
 
 # identity and shape of a graph node (copied from the node), then its results; the energy
 # columns (``energy_<component>_pj``, one per component the accelerator declares or charged,
@@ -137,6 +142,8 @@ def run_op(accel, op: dict, seed: int = 0, compress: bool = True) -> OpResult:
                             op["a_bytes"] + op["w_bytes"], op["o_bytes"],
                             place=OperandPlacement(a_src=where, w_src="dram", o_dst=where))
     if kind == "memory":
+        if op["op"] in DRAM_WRITE_OPS:
+            return accel.memory_op(0, op["bytes"])
         return accel.memory_op(op["bytes"])
     if accel.supports(kind):
         return accel.run_operator(kind, op, seed=seed)
@@ -150,7 +157,7 @@ def _instances(op: dict) -> int:
 
 def _op_key(op: dict) -> tuple:
     """Everything :func:`run_op` reads: ops with equal keys have equal results."""
-    return (op["kind"], op["op"] in KV_APPEND_OPS, op["M"], op["K"], op["N"], op["count"],
+    return (op["kind"], op["op"] in KV_APPEND_OPS, op["op"] in DRAM_WRITE_OPS, op["M"], op["K"], op["N"], op["count"],
             op["wbits"], op["abits"], op["a_bytes"], op["w_bytes"], op["o_bytes"], op["bytes"],
             op["elements"], op["ops_per_element"], op.get("outliers"), op.get("gemm_args"))
 

@@ -26,6 +26,12 @@ ragged steps (``ragged_step`` / ``ragged_shape`` / ``build_ragged_graph``)
     named ``L3.qk.prefill.q64.kv192`` / ``L3.qk.decode.kv1025``), optionally exploiting causal
     masking by query blocks (see :func:`ragged_shape`).
 
+A model with ``architecture: mamba`` is built by :class:`_MambaBuilder` instead: the same
+step kinds, blocks of norm, in_proj, conv1d, x_proj, dt_proj, scan, out_proj and residual,
+with the recurrent state as memory nodes (``state_load`` for the step's resumed sequences,
+``state_store`` for all of them, ``StepShape.resumed``); no attention, no KV cache, and the
+attention parts of a step shape are not read.
+
 Shape conventions (O[M,N] = A[M,K] @ W[K,N], A = activations, W = the weight-like operand):
 
 * Linear layers: M = tokens in the step, K = in features, N = out features, ``count`` = 1,
@@ -73,26 +79,38 @@ from dataclasses import dataclass
 import networkx as nx
 
 from sim.config.errors import ConfigError, short_repr
-from sim.config.schema import ModelConfig
+from sim.config.schema import MAMBA_OP_NAMES, SSM_GEMM_OPS, ModelConfig
 from sim.workload.precision import lookup_fn
 
 PHASES = ("prefill", "decode", "mixed")
 LM_HEAD_MODES = ("last", "all")
 
-#: Every op name a node can carry, in block order.
+#: Every op name a node can carry, in block order: a transformer's, then a Mamba block's
+#: (see :class:`_MambaBuilder`).
 OPS = (
     "embed",
     "norm_attn", "q_proj", "k_proj", "v_proj", "qk", "softmax", "av", "o_proj", "residual_attn",
     "norm_ffn", "gate_proj", "up_proj", "act", "down_proj", "residual_ffn",
+    *MAMBA_OP_NAMES[1:-2],
     "final_norm", "lm_head",
 )
-GEMM_OPS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head")
+GEMM_OPS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head",
+            *SSM_GEMM_OPS)
 ATTENTION_OPS = ("qk", "av")
-VECTOR_OPS = ("norm_attn", "softmax", "residual_attn", "norm_ffn", "act", "residual_ffn", "final_norm")
+VECTOR_OPS = ("norm_attn", "softmax", "residual_attn", "norm_ffn", "act", "residual_ffn", "final_norm",
+              "norm", "conv1d", "scan", "residual")
+#: Memory nodes of a Mamba block: the recurrent state read before and written after the mixer.
+STATE_OPS = ("state_load", "state_store")
 #: the ops of one decoder block (their precisions decide whether two blocks are identical)
 BLOCK_OPS = ("norm_attn", "q_proj", "k_proj", "v_proj", "qk", "softmax", "av", "o_proj",
              "residual_attn", "norm_ffn", "gate_proj", "up_proj", "act", "down_proj",
              "residual_ffn")
+MAMBA_BLOCK_OPS = MAMBA_OP_NAMES[1:-2]
+
+
+def block_ops(model: ModelConfig) -> tuple[str, ...]:
+    """The ops of one block of ``model``'s family, in block order."""
+    return MAMBA_BLOCK_OPS if model.architecture == "mamba" else BLOCK_OPS
 
 #: Storage width of norm parameters and linear biases (kept in fp16 next to quantized weights).
 PARAM_BITS = 16
@@ -128,6 +146,9 @@ class StepShape:
     sequences: int
     lm_rows: int
     attention: tuple[AttentionPart, ...]
+    #: sequences that continue earlier tokens (a prefill chunk on a past context, every decode
+    #: sequence): a state-space model reads their recurrent state back (attention reads KV)
+    resumed: int = 0
 
 
 def step_shape(phase: str, *, batch: int = 1, seq_len: int | None = None,
@@ -153,12 +174,14 @@ def step_shape(phase: str, *, batch: int = 1, seq_len: int | None = None,
         parts = (AttentionPart(suffix="", part=None, seqs=batch, lq=seq_len,
                                lkv=ctx + seq_len),)
         tokens, sequences = batch * seq_len, batch
+        resumed = batch if ctx > 0 else 0
     elif phase == "decode":
         batch = _check_int("batch", batch, minimum=1)
         if context is None:
             raise _bad("context", "an integer >= 0 (KV context) for a decode step", None)
         parts = (AttentionPart(suffix="", part=None, seqs=batch, lq=1, lkv=context + 1),)
         tokens, sequences = batch, batch
+        resumed = batch
     else:  # mixed
         batch = _check_int("batch", batch, minimum=0)
         if batch + decode_batch == 0:
@@ -176,8 +199,10 @@ def step_shape(phase: str, *, batch: int = 1, seq_len: int | None = None,
         parts = tuple(plist)
         tokens = batch * (seq_len or 0) + decode_batch
         sequences = batch + decode_batch
+        resumed = (batch if ctx > 0 else 0) + decode_batch
     lm_rows = sequences if lm_head == "last" else tokens
-    return StepShape(tokens=tokens, sequences=sequences, lm_rows=lm_rows, attention=parts)
+    return StepShape(tokens=tokens, sequences=sequences, lm_rows=lm_rows, attention=parts,
+                     resumed=resumed)
 
 
 def _bad(key: str, expected: str, got, where: str = "<build_graph>") -> ConfigError:
@@ -315,7 +340,8 @@ def ragged_shape(step: RaggedStep, *, causal_block: int | None = None,
     sequences = step.sequences
     return StepShape(tokens=tokens, sequences=sequences,
                      lm_rows=sequences if lm_head == "last" else tokens,
-                     attention=tuple(parts))
+                     attention=tuple(parts),
+                     resumed=sum(1 for _, past in step.prefill if past > 0) + len(step.decode))
 
 
 class _GraphWriter:
@@ -355,14 +381,16 @@ class _Builder:
         self.shape = shape
         self.prec = lookup_fn(model)
         self.H = model.hidden_size
-        self.nh = model.num_heads
-        self.nkv = model.num_kv_heads
-        self.hd = model.head_dim or model.hidden_size // model.num_heads
-        self.I = model.intermediate_size
-        self.gated = model.ffn == "gated"
+        if model.architecture == "transformer":
+            self.nh = model.num_heads
+            self.nkv = model.num_kv_heads
+            self.hd = model.head_dim or model.hidden_size // model.num_heads
+            self.I = model.intermediate_size
+            self.gated = model.ffn == "gated"
         self.norm_ops = OPS_PER_ELEMENT[model.norm]
         self.norm_params = self.H * (2 if model.norm == "layernorm" else 1)
         self.w = _GraphWriter(nx.DiGraph())
+        self.block_ops = BLOCK_OPS
 
     # -- node kinds ------------------------------------------------------------------------
     def linear(self, name: str, layer: int, op: str, rows: int, k: int, n: int, preds, *,
@@ -411,7 +439,7 @@ class _Builder:
         # graph per decode step)
         templates: dict[tuple, tuple[int, int, str, str]] = {}
         for layer in range(self.m.num_layers):
-            sig = tuple(self.prec(layer, op) for op in BLOCK_OPS)
+            sig = tuple(self.prec(layer, op) for op in self.block_ops)
             if sig in templates:
                 x = self._copy_block(*templates[sig], layer, x)
             else:
@@ -490,6 +518,113 @@ class _Builder:
         return out
 
 
+class _MambaBuilder(_Builder):
+    """One step of a Mamba model (Gu & Dao 2023; reference: state-spaces/mamba, ``Mamba`` in
+    mamba_ssm/modules/mamba_simple.py). A block, for ``T`` tokens of ``S`` sequences, with
+    ``D = d_inner = expand * hidden_size``, ``n = d_state``, ``k = d_conv``, ``r = dt_rank``::
+
+        norm         RMSNorm of the block input                     (T*H elements, as norm_attn)
+        in_proj      GEMM  [T, H] x [H, 2D]  -> x, z                 (bias only if proj_bias)
+        state_load   DRAM -> chip: the recurrent state of the R resumed sequences
+        conv1d       x_c = SiLU(conv_k(x) + b): causal depthwise conv, kernel k, per channel
+        x_proj       GEMM  [T, D] x [D, r + 2n] -> dt_low, B, C
+        dt_proj      GEMM  [T, r] x [r, D]   -> dt (its bias is stored with the weights)
+        scan         dt = softplus(dt + b_dt); per state n: dA = exp(dt * A_n),
+                     h_n = dA * h_n + (dt * x_c) * B_n, y = sum_n C_n * h_n + D_skip * x_c,
+                     out = y * SiLU(z)
+        state_store  chip -> DRAM: the state of all S sequences after the step
+        out_proj     GEMM  [T, D] x [D, H]
+        residual     block input + out_proj                         (T*H adds)
+
+    Vector work per element (``ops_per_element``, an element is one (token, channel) of D):
+
+    * conv1d: ``k`` multiplies + ``k - 1`` adds (+ 1 bias add with conv_bias) + SiLU
+      (``OPS_PER_ELEMENT["act"]`` = 4, as the FFN's SiLU): 12 for k = 4 with a bias.
+    * scan: dt bias add (1 with dt_bias) + softplus log(1 + exp(v)) (3) + dt * x (1); per
+      state ``n``: dt * A_n, exp, (dt x) * B_n, dA * h, + (dBx), C_n * h (6); the sum over
+      ``n`` (n - 1 adds); D_skip * x and its add (2); SiLU(z) (4) and the gating multiply
+      (1): ``7n + 11`` = 123 for n = 16. ``A = -exp(A_log)`` is a constant of the weights,
+      taken as precomputed once at load time (it does not depend on the input).
+
+    State (stored at ``ssm.state_bits``): per sequence ``D * (k - 1)`` conv inputs (the causal
+    window the next token's conv needs; the reference keeps a ``k``-wide shift register, one
+    column of which is the current input) and ``D * n`` SSM state values. A decode sequence
+    reads and writes it every step, so a step's state traffic depends on its sequences, never
+    on their context. Prefill assumption: inside a chunk the scan keeps ``h`` on chip (the
+    reference's hardware-aware scan loads its inputs once and never writes ``h`` out, chunked
+    over the sequence), so a chunk reads the state once when it resumes a past context and
+    writes its final state once. There is no attention, no KV cache and no causal masking:
+    the step shape's attention parts are not read.
+
+    GEMM shapes follow the module's convention (M = tokens, K = in, N = out); the depthwise
+    conv weights (``k * D``), its bias, ``A`` (``D * n``) and ``D_skip`` (``D``) are small
+    parameters at ``PARAM_BITS``, read by the vector op that uses them."""
+
+    def __init__(self, model: ModelConfig, shape: StepShape):
+        super().__init__(model, shape)
+        ssm = model.ssm
+        self.ssm = ssm
+        self.D = ssm.d_inner(self.H)
+        self.n_state = ssm.d_state
+        self.k_conv = ssm.d_conv
+        self.r = ssm.rank(self.H)
+        self.block_ops = MAMBA_BLOCK_OPS
+
+    def state_values(self) -> int:
+        """Recurrent state of one sequence in one block (values)."""
+        return self.D * (self.k_conv - 1) + self.D * self.n_state
+
+    def conv_ops(self) -> int:
+        return 2 * self.k_conv - 1 + int(self.ssm.conv_bias) + OPS_PER_ELEMENT["act"]
+
+    def scan_ops(self) -> int:
+        n = self.n_state
+        return (int(self.ssm.dt_bias) + 3 + 1 + 6 * n + (n - 1) + 2
+                + OPS_PER_ELEMENT["act"] + OPS_PER_ELEMENT["gate_mul"])
+
+    def state(self, name: str, layer: int, op: str, sequences: int, preds) -> str:
+        size = nbytes(sequences * self.state_values(), self.ssm.state_bits)
+        # state_load moves DRAM -> chip (o_bytes, as the embedding gather); state_store moves
+        # chip -> DRAM (a_bytes); sim.workload.execute writes the latter
+        moved = {"o_bytes": size} if op == "state_load" else {"a_bytes": size}
+        return self.w.node(name, layer, op, "memory", preds, w_source="dram",
+                           elements=sequences * self.state_values(), **moved)
+
+    def block(self, layer: int, x: str) -> str:
+        first_node, first_edge = len(self.w.nodes), len(self.w.edges)
+        T, H, D, n, r = self.shape.tokens, self.H, self.D, self.n_state, self.r
+        p = f"L{layer}."
+        bias = bool(self.ssm.proj_bias)
+        nrm = self.vector(p + "norm", layer, "norm", T * H, self.norm_ops, 1, (x,),
+                          params=self.norm_params)
+        xz = self.linear(p + "in_proj", layer, "in_proj", T, H, 2 * D, (nrm,), bias=bias)
+        loads = ()
+        if self.shape.resumed:
+            loads = (self.state(p + "state_load", layer, "state_load", self.shape.resumed, ()),)
+        conv = self.vector(p + "conv1d", layer, "conv1d", T * D, self.conv_ops(), 1,
+                           (xz, *loads),
+                           params=self.k_conv * D + (D if self.ssm.conv_bias else 0))
+        xp = self.linear(p + "x_proj", layer, "x_proj", T, D, r + 2 * n, (conv,))
+        dt = self.linear(p + "dt_proj", layer, "dt_proj", T, r, D, (xp,), bias=self.ssm.dt_bias)
+        _, abits = self.prec(layer, "scan")
+        scan = self.w.node(
+            p + "scan", layer, "scan", "vector", (conv, xp, dt, xz, *loads), abits=abits,
+            w_source="dram", a_bytes=nbytes(T * (3 * D + 2 * n), abits),   # x_c, dt, z, B, C
+            w_bytes=nbytes(D * n + D, PARAM_BITS), o_bytes=nbytes(T * D, abits),
+            elements=T * D, ops_per_element=self.scan_ops())
+        self.state(p + "state_store", layer, "state_store", self.shape.sequences, (scan, xz))
+        o = self.linear(p + "out_proj", layer, "out_proj", T, D, H, (scan,), bias=bias)
+        out = self.vector(p + "residual", layer, "residual", T * H, OPS_PER_ELEMENT["residual"],
+                          2, (o, x))
+        self.w.nodes_per_block = len(self.w.nodes) - first_node
+        self.w.edges_per_block = len(self.w.edges) - first_edge
+        return out
+
+
+def _builder(model: ModelConfig, shape: StepShape) -> _Builder:
+    return (_MambaBuilder if model.architecture == "mamba" else _Builder)(model, shape)
+
+
 def step_ops(model: ModelConfig, phase: str, *, batch: int = 1, seq_len: int | None = None,
              context: int | None = None, decode_batch: int = 0, lm_head: str = "last") -> list[dict]:
     """The nodes ``graph_ops(build_graph(...))`` would return, without building the networkx
@@ -502,7 +637,7 @@ def step_ops(model: ModelConfig, phase: str, *, batch: int = 1, seq_len: int | N
 
 def shape_ops(model: ModelConfig, shape: StepShape) -> list[dict]:
     """The ordered nodes of one step of any shape (``step_shape`` or ``ragged_shape``)."""
-    b = _Builder(model, shape)
+    b = _builder(model, shape)
     b.w.keep_edges = False
     b.build(finish=False)
     return [data for _, data in b.w.nodes]
@@ -516,7 +651,7 @@ def build_ragged_graph(model: ModelConfig, prefill=(), decode=(), *,
     decode lists, causal_block, lm_head, tokens and sequences."""
     step = ragged_step(prefill, decode, max_position=model.max_position)
     shape = ragged_shape(step, causal_block=causal_block, lm_head=lm_head)
-    g = _Builder(model, shape).build()
+    g = _builder(model, shape).build()
     g.graph.update(model=model.name, phase="step", prefill=step.prefill, decode=step.decode,
                    causal_block=causal_block, lm_head=lm_head, tokens=shape.tokens,
                    sequences=shape.sequences)
@@ -534,7 +669,7 @@ def build_graph(model: ModelConfig, phase: str, *, batch: int = 1, seq_len: int 
     """
     shape = step_shape(phase, batch=batch, seq_len=seq_len, context=context,
                        decode_batch=decode_batch, lm_head=lm_head)
-    g = _Builder(model, shape).build()
+    g = _builder(model, shape).build()
     g.graph.update(
         model=model.name, phase=phase, batch=int(batch),
         seq_len=None if seq_len is None else int(seq_len),

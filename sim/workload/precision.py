@@ -94,8 +94,8 @@ def _modes_text(accel) -> str:
 def _needed_pairs(model):
     """(layer, op, (wbits, abits) the PE array must run, index of the deciding rule or None)
     for every GEMM and attention op of the model; attention reads the KV cache at abits."""
-    from sim.workload.graph import ATTENTION_OPS, BLOCK_OPS, GEMM_OPS
-    block = [op for op in BLOCK_OPS if op in GEMM_OPS or op in ATTENTION_OPS]
+    from sim.workload.graph import ATTENTION_OPS, GEMM_OPS, block_ops
+    block = [op for op in block_ops(model) if op in GEMM_OPS or op in ATTENTION_OPS]
     n = model.num_layers
     for layer in list(range(n)) + [-1]:
         for op in (block if layer >= 0 else ["lm_head"]):

@@ -4,7 +4,10 @@ A serving simulator's scheduler hands the hardware layer one step at a time: pre
 different lengths, each on its own past context, and decode sequences at different contexts.
 :func:`simulate_step` builds that step's operator list (``sim.workload.graph.ragged_shape``:
 linear layers once over all tokens, attention per sequence, causal masking exploited by query
-blocks), runs it on the accelerator and returns a frozen :class:`StepResult`.
+blocks), runs it on the accelerator and returns a frozen :class:`StepResult`. A state-space
+model (``architecture: mamba``) has no attention: its step is priced from its tokens, its
+sequences and how many of them resume a recurrent state; ``causal_block`` does not apply
+(``StepResult.causal_block`` is None; passing one is an error).
 
 Causal granularity. With ``causal=True`` a prefill chunk's queries are cut into blocks of
 ``causal_block`` queries, by default the arch's ``array.cols``: in the Q·Kᵀ GEMM the keys lie
@@ -305,6 +308,10 @@ def simulate_step(arch, model, *, prefill=(), decode=(), precision=None, causal:
         if not causal:
             raise ConfigError("no causal_block when causal=False", file=WHERE,
                               key="causal_block", got=str(causal_block))
+    if causal_block is not None and model_cfg.architecture != "transformer":
+        raise ConfigError(f"no causal_block for {model_cfg.name!r}: a {model_cfg.architecture} "
+                          "model has no attention to mask", file=WHERE, key="causal_block",
+                          got=str(causal_block))
     prec = _precision_key(precision)
     accel = accelerator_for(arch_cfg)
     # what the accelerator reads for this model beyond the configs (e.g. an N:M schedule
@@ -335,7 +342,8 @@ def _compute(key, accel, model, step, prec, causal, causal_block, seed) -> StepR
     # stacklevel: warn at the caller of sim.simulate_step
     run_model, notes = resolve_precision(accel, model, prec, file=WHERE, stacklevel=6)
     block = None
-    if causal and step.prefill:          # a decode-only step has no query blocks to price
+    # a decode-only step has no query blocks to price; an SSM has no attention to mask
+    if causal and step.prefill and model.architecture == "transformer":
         block = causal_block or accel.causal_query_block()
         if block is None:
             raise ConfigError(f"a causal_block (queries priced together): arch type "

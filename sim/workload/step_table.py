@@ -14,6 +14,11 @@ operators fall into four groups whose cost depends on few numbers:
 * prefill attention of one chunk of ``n`` new tokens on ``p`` past tokens (causal query
   blocks included): ``f_pre(n, p)``.
 
+A state-space model (``architecture: mamba``) has no attention groups; its state writes are
+priced with the head ops (one per sequence) and its state reads by a curve over the resumed
+sequences ``R`` (decodes, and chunks on a past context), probed with the token ops: a step is
+``f_tok(T) + f_head(S) + f_load(R)``.
+
 The table probes ``simulate_step`` (with the table's precision, causal and seed options) and
 splits each probe's per-operator table into the groups. ``f_tok`` and ``f_head`` come from
 probes of ``T`` decodes at context 0, ``f_dec`` from one decode at ``c``. Prefill attention is
@@ -63,6 +68,10 @@ ENERGY = slice(1, None)
 
 WHERE = "<StepTable>"
 HEAD_OPS = ("final_norm", "lm_head")
+#: a state-space model's recurrent state: written for every sequence of a step (priced with
+#: the head ops, by sequences) and read back for every resumed one (its own curve)
+STATE_STORE_OPS = ("state_store",)
+STATE_LOAD_OPS = ("state_load",)
 
 
 @dataclass(frozen=True)
@@ -122,8 +131,11 @@ class StepTable:
         self.options = dict(precision=precision, causal=causal, causal_block=causal_block,
                             seed=seed)
         self.arch, self.model = arch, model
-        max_pos = load_model(model).max_position if not hasattr(model, "max_position") \
-            else model.max_position
+        cfg = model if hasattr(model, "max_position") else load_model(model)
+        max_pos = cfg.max_position
+        # a state-space model has no attention: its steps depend on tokens, sequences and
+        # resumed sequences only (see _build)
+        self.ssm = cfg.architecture != "transformer"
         self.max_tokens = _check_size("max_tokens", max_tokens, 1)
         self.max_chunk = _check_size("max_chunk", max_chunk, 1)
         if self.max_chunk > min(self.max_tokens, max_pos):
@@ -199,18 +211,28 @@ class StepTable:
                              if c.startswith("energy_") and c.endswith("_pj") and c != "energy_pj"]
         self.components = tuple(c[len("energy_"):-len("_pj")] for c in self._energy_cols)
         is_seq = lambda f: f.op.isin(SEQUENCE_OPS)
-        is_head = lambda f: f.op.isin(HEAD_OPS)
+        is_head = lambda f: f.op.isin(HEAD_OPS + STATE_STORE_OPS)
+        is_load = lambda f: f.op.isin(STATE_LOAD_OPS)
         scale = self._columns(ops)           # the cheapest step: errors are judged against it
         k = self.points_per_octave
 
         def tok_head(T):                     # T decodes at context 0: T tokens, T sequences
-            f = self._probe(decode=[0] * T).ops
-            return np.stack([self._columns(f[~is_seq(f) & ~is_head(f)]),   # per token
-                             self._columns(f[is_head(f)])])                # per sequence
+            f = self._probe(decode=[0] * T).ops     # (and T resumed states, for an SSM)
+            return np.stack([self._columns(f[~is_seq(f) & ~is_head(f) & ~is_load(f)]),
+                             self._columns(f[is_head(f)]),              # per sequence
+                             self._columns(f[is_load(f)])])             # per resumed one
         self.token_grid, th = self._refine(tok_head, geometric_grid(1, self.max_tokens, k),
-                                           np.stack([scale, scale]))
-        per_token, per_sequence = 0, 1       # the rows of a tok_head value
+                                           np.stack([scale, scale, scale]))
+        per_token, per_sequence, per_resumed = 0, 1, 2     # the rows of a tok_head value
         self._tok, self._head = th[:, per_token], th[:, per_sequence]
+        self._load = th[:, per_resumed]
+        if self.ssm:           # no attention: nothing priced by context or by query block
+            zero = np.zeros((1, len(scale)))
+            self.context_grid, self._dec = np.array([0]), zero
+            self.block, self.full_keys, self._full = None, None, None
+            self.tail_rows = self.tail_keys = np.array([1])
+            self._tail = zero[None]
+            return
 
         def attention(**step):
             f = self._probe(**step).ops
@@ -305,8 +327,14 @@ class StepTable:
         if step.decode:
             v = v + self._interp(self.context_grid, self._dec,
                                  np.array(step.decode, dtype=float))
-        for n, p in step.prefill:
-            v = v + self._prefill(n, p)
+        if self.ssm:
+            resumed = sum(1 for _, p in step.prefill if p > 0) + len(step.decode)
+            if resumed:
+                v = v + self._interp(self.token_grid, self._load,
+                                     np.array([resumed], dtype=float))
+        else:
+            for n, p in step.prefill:
+                v = v + self._prefill(n, p)
         cycles = float(v[CYCLES])
         energy = MappingProxyType({c: float(e) for c, e in zip(self.components, v[ENERGY])})
         return StepEstimate(cycles=cycles, seconds=cycles * self.clock_seconds_per_cycle,

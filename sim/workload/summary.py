@@ -41,6 +41,37 @@ def _dims(model: ModelConfig) -> dict:
     }
 
 
+def _mamba_summary(model: ModelConfig) -> dict:
+    """:func:`model_summary` of a Mamba model: per block the in/x/dt/out projections, the
+    depthwise conv1d weights (and bias), dt_proj's bias, A_log and D (``d_inner * d_state`` and
+    ``d_inner``) and one RMSNorm; no KV cache (``kv_bytes_per_token`` 0) but a recurrent state
+    of constant size per sequence (``state_bytes_per_sequence``, all blocks)."""
+    H, L, V, ssm = model.hidden_size, model.num_layers, model.vocab_size, model.ssm
+    D, n, k = ssm.d_inner(H), ssm.d_state, ssm.d_conv
+    dims = ssm.gemm_shapes(H)
+    linear = sum(a * b for a, b in dims.values())
+    proj_bias = (2 * D + H) if ssm.proj_bias else 0                 # in_proj, out_proj
+    small = k * D + (D if ssm.conv_bias else 0) + (D if ssm.dt_bias else 0) + D * n + D
+    norm = H * (2 if model.norm == "layernorm" else 1)
+    per_layer = linear + proj_bias + small + norm
+    embedding = V * H
+    lm_head = 0 if model.tie_embeddings else V * H
+    total = embedding + L * per_layer + norm + lm_head
+    prec = lookup_fn(model)
+    weight_bytes = sum(nbytes(a * b, prec(layer, op)[0]) for layer in range(L)
+                       for op, (a, b) in dims.items())
+    weight_bytes += L * nbytes(proj_bias + small + norm, PARAM_BITS) + nbytes(norm, PARAM_BITS)
+    weight_bytes += nbytes(V * H, prec(-1, "lm_head")[0])
+    return {
+        "name": model.name, "embedding": embedding, "per_layer": per_layer,
+        "layers": L * per_layer, "final_norm": norm, "lm_head": lm_head, "total": total,
+        "non_embedding": total - embedding - lm_head, "tie_embeddings": model.tie_embeddings,
+        "weight_bytes": weight_bytes, "kv_bytes_per_token": 0,
+        "state_bytes_per_sequence": L * nbytes(D * (k - 1) + D * n, ssm.state_bits),
+        "linear_flops_per_token": 2 * L * linear,
+    }
+
+
 def model_summary(model: ModelConfig) -> dict:
     """Parameter counts and per-step byte figures of ``model``.
 
@@ -48,8 +79,11 @@ def model_summary(model: ModelConfig) -> dict:
     ``final_norm``, ``lm_head``, ``total``, ``non_embedding`` (total - embedding - lm_head);
     ``tie_embeddings``; bytes ``weight_bytes`` (one step's DRAM weight stream, see module doc),
     ``kv_bytes_per_token`` (K and V of one token over all layers, at the qk/av activation
-    precision); ``linear_flops_per_token`` (2 x GEMM weights of the blocks).
+    precision); ``linear_flops_per_token`` (2 x GEMM weights of the blocks). A Mamba model:
+    see :func:`_mamba_summary` (adds ``state_bytes_per_sequence``).
     """
+    if model.architecture == "mamba":
+        return _mamba_summary(model)
     H, L, V = model.hidden_size, model.num_layers, model.vocab_size
     hd = model.head_dim or H // model.num_heads
     dims = _dims(model)
