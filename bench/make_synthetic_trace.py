@@ -114,10 +114,11 @@ def measure(azure: Path) -> dict:
 
 
 def write_recipe(section: dict, path: Path, azure_rows: int) -> None:
-    header = (f"# Recipe of traces/{NAME}.csv, written by bench/make_synthetic_trace.py from the\n"
-              f"# Azure LLM inference conversation trace (2023, {azure_rows} requests): gamma\n"
-              "# arrivals with its mean rate and gap CV; prompt and output lengths from log-normal\n"
-              "# mixtures fitted to it (EM on log tokens, components by BIC), clipped to its range.\n")
+    header = (f"# Recipe of traces/{NAME}.csv, written by bench/make_synthetic_trace.py from\n"
+              f"# the Azure LLM inference conversation trace (2023, {azure_rows} requests):\n"
+              "# gamma arrivals with its mean rate and gap CV; prompt and output lengths from\n"
+              "# log-normal mixtures fitted to it (EM on log tokens, components by BIC),\n"
+              "# clipped to its range. Regenerate with the script, check with --check.\n")
     path.write_text(header + yaml.safe_dump({"workload": section}, sort_keys=False,
                                             default_flow_style=None, width=100))
 
