@@ -480,6 +480,11 @@ def _synthetic_arrivals(cfg: WorkloadConfig, rng: np.random.Generator, source,
     if limit is not None and limit > MAX_REQUESTS:
         raise ConfigError(f"at most {MAX_REQUESTS:,} requests", file=source,
                           key=f"{key}.requests", got=str(limit))
+    rate = cfg.arrivals_config.rate
+    if limit is None and rate is not None and rate * cfg.duration_s > MAX_REQUESTS:
+        raise ConfigError(f"a duration_s that holds at most {MAX_REQUESTS:,} requests at rate "
+                          f"{rate:g} (or a requests: limit)", file=source,
+                          key=f"{key}.duration_s", got=f"{cfg.duration_s:g}")
     chunks, total, count = [], 0.0, 0
     # the first request comes at t = 0, request i at the sum of the first i gaps
     while True:
