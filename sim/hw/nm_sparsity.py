@@ -29,10 +29,14 @@ API::
     NMSparsityConfig                      # the pydantic section; add it to a type's config:
                                           #   sparsity: NMSparsityConfig = Field(default_factory=NMSparsityConfig)
     resolve_layers(section, model, supported, seed=0, arch=None) -> LayerPatterns
+    memo_key(section, model, seed=0, arch=None) -> tuple   # to memoize resolve_layers per model
+    schedule_path(section, arch) -> str                     # where a relative schedule is read
     nm_annotations(layers, name="nm") -> OpAnnotations | None
         # lookup(layer, op) -> (("nm", Pattern(n, m)),) for a sparse block, () otherwise, so a
         # type's gemm(..., nm: Pattern | None = None) receives the block's pattern
     check_supported(patterns, key, file) -> tuple[Pattern, ...]   # a type's supported list
+    # schema validators for a type's own pattern fields: sim.config.nm_schedule.pattern_text
+    # (one pattern) and pattern_list (distinct patterns)
 
 :class:`LayerPatterns` records, per decoder block, the pattern asked for and the pattern run,
 and where the request came from (for reports). FLOW solves are memoized on everything that
@@ -50,26 +54,14 @@ from pydantic import Field, field_validator, model_validator
 
 from ..config.errors import ConfigError, InvalidValue, short_repr
 from ..config.nm_schedule import (DENSE, Pattern, fallback_pattern, load_nm_schedule,
-                                  parse_pattern)
+                                  parse_pattern, pattern_list, pattern_text)
 from ..config.schema import StrictModel
 from .interface import OpAnnotations
 
 __all__ = ["NMSparsityConfig", "LayerPatterns", "resolve_layers", "nm_annotations",
-           "check_supported", "pattern_text"]
+           "check_supported", "memo_key", "schedule_path"]
 
 Sparsity = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
-
-
-def pattern_text(value: Any) -> str:
-    """Canonical text of a pattern value (``"2:4"``, ``"dense"``); InvalidValue otherwise
-    (an unquoted YAML 2:4 arrives as the integer 124 and is refused with that hint)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        raise InvalidValue("an N:M pattern string such as '2:4' or 'dense' (quote it: YAML "
-                           "reads an unquoted 2:4 as the number 124)", got=short_repr(value))
-    try:
-        return str(parse_pattern(value))
-    except ConfigError as exc:
-        raise InvalidValue(exc.expected, got=exc.got) from None
 
 
 class NMSparsityConfig(StrictModel):
@@ -90,18 +82,8 @@ class NMSparsityConfig(StrictModel):
     @field_validator("candidates", mode="before")
     @classmethod
     def _candidates(cls, v: Any) -> Any:
-        if not isinstance(v, list):
-            return v
-        out = []
-        for i, item in enumerate(v):
-            try:
-                text = pattern_text(item)
-            except InvalidValue as exc:
-                raise InvalidValue(exc.expected, loc=(i,), got=exc.got) from None
-            if text in out:
-                raise InvalidValue("distinct patterns", loc=(i,), got=short_repr(item))
-            out.append(text)
-        if not out:
+        out = pattern_list(v)
+        if out == []:
             raise InvalidValue("at least one candidate pattern", got="[]")
         return out
 
@@ -111,11 +93,9 @@ class NMSparsityConfig(StrictModel):
         if len(given) > 1:
             raise InvalidValue("at most one of schedule, target, pattern",
                                loc=(given[1],), got=f"both {given[0]} and {given[1]}")
-        if self.target is None:
-            for k in ("candidates",):
-                if getattr(self, k) is not None:
-                    raise InvalidValue("candidates only with target (they are FLOW's)",
-                                       loc=(k,), got=short_repr(getattr(self, k)))
+        if self.target is None and self.candidates is not None:
+            raise InvalidValue("candidates only with target (they are FLOW's)",
+                               loc=("candidates",), got=short_repr(self.candidates))
         return self
 
     @property
@@ -181,7 +161,7 @@ def check_supported(patterns: Iterable, *, key: str, file: str | None = None
     return tuple(out)
 
 
-def _schedule_path(section: NMSparsityConfig, arch: Any) -> str:
+def schedule_path(section: NMSparsityConfig, arch: Any) -> str:
     """The schedule path: absolute as given; relative from the folder of the file that wrote
     ``sparsity.schedule`` when that file exists on disk, else from the working directory."""
     path = os.path.expanduser(section.schedule)
@@ -194,6 +174,20 @@ def _schedule_path(section: NMSparsityConfig, arch: Any) -> str:
         if candidate.exists():
             return str(candidate)
     return path
+
+
+def memo_key(section: NMSparsityConfig | None, model: Any, seed: int = 0, arch: Any = None
+             ) -> tuple:
+    """A key for memoizing :func:`resolve_layers` on one accelerator: the model, the seed and,
+    for a schedule file, its size and modification time (an edited file is read again)."""
+    stamp = None
+    if section is not None and section.schedule is not None:
+        try:
+            st = os.stat(schedule_path(section, arch))
+            stamp = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            stamp = None        # resolve_layers reports the missing file
+    return (model, int(seed), stamp)
 
 
 @lru_cache(maxsize=64)
@@ -216,7 +210,7 @@ def resolve_layers(section: NMSparsityConfig | None, model: Any, supported: Iter
     L = model.num_layers
     sec = section if section is not None else NMSparsityConfig()
     if sec.schedule is not None:
-        path = _schedule_path(sec, arch)
+        path = schedule_path(sec, arch)
         sched = load_nm_schedule(path, model)     # layer count checked against the model
         req = tuple(parse_pattern(p) for p in sched.patterns())
         origin = f"schedule {sec.schedule}"

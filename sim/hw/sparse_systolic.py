@@ -38,17 +38,16 @@ once).
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from ..config.errors import ConfigError, InvalidValue, short_repr
-from ..config.nm_schedule import DENSE, Pattern, parse_pattern
+from ..config.errors import ConfigError, InvalidValue
+from ..config.nm_schedule import DENSE, Pattern, parse_pattern, pattern_list
 from ..config.schema import NonNegFloat, PosFloat, StrictModel, SystolicArchConfig
 from ..core import EnergyLedger
 from .accelerator import ArrayView, GemmOperands, SystolicAccelerator
-from .nm_sparsity import (NMSparsityConfig, check_supported, nm_annotations, pattern_text,
+from .nm_sparsity import (NMSparsityConfig, check_supported, memo_key, nm_annotations,
                           resolve_layers)
 from .registry import register
 
@@ -80,18 +79,7 @@ class SparseArrayConfig(StrictModel):
     @field_validator("patterns", mode="before")
     @classmethod
     def _patterns(cls, v: Any) -> Any:
-        if not isinstance(v, list):
-            return v
-        out = []
-        for i, item in enumerate(v):
-            try:
-                text = pattern_text(item)
-            except InvalidValue as exc:
-                raise InvalidValue(exc.expected, loc=(i,), got=exc.got) from None
-            if text in out:
-                raise InvalidValue("distinct patterns", loc=(i,), got=short_repr(item))
-            out.append(text)
-        return out
+        return pattern_list(v)
 
     def supported(self) -> tuple[Pattern, ...]:
         return check_supported(self.patterns, key="sparse_array.patterns")
@@ -150,15 +138,7 @@ class SparseSystolicAccelerator(SystolicAccelerator):
         """The model's per-block patterns (:class:`sim.hw.nm_sparsity.LayerPatterns`),
         memoized on the model, the seed and (for a schedule file) its size and mtime."""
         sec = self.arch.sparsity
-        stamp = None
-        if sec.schedule is not None:
-            from .nm_sparsity import _schedule_path
-            try:
-                st = os.stat(_schedule_path(sec, self.arch))
-                stamp = (st.st_size, st.st_mtime_ns)
-            except OSError:
-                stamp = None        # the loader reports the missing file
-        key = (model, int(seed), stamp)
+        key = memo_key(sec, model, seed, self.arch)
         hit = self._layers.get(key)
         if hit is None:
             hit = resolve_layers(sec, model, self.supported, seed=seed, arch=self.arch)
