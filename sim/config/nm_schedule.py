@@ -40,7 +40,7 @@ from .loader import load_validated
 from .schema import StrictModel
 
 __all__ = ["MAX_M", "Pattern", "DENSE", "parse_pattern", "admits", "fallback_pattern",
-           "FALLBACK_RULES", "pattern_sparsity", "LayerNM",
+           "FALLBACK_RULES", "pattern_sparsity", "pattern_text", "pattern_list", "LayerNM",
            "NMSchedule", "load_nm_schedule", "schedule_to_yaml", "check_for_model",
            "SPARSITY_TOLERANCE"]
 
@@ -174,6 +174,28 @@ def _pattern_text(v: Any) -> Any:
         raise InvalidValue(exc.expected, got=exc.got) from None
 
 
+def pattern_text(v: Any) -> str:
+    """Canonical text of one pattern value for a schema validator (InvalidValue otherwise)."""
+    return _pattern_text(v)
+
+
+def pattern_list(v: Any) -> Any:
+    """A schema validator's list of distinct patterns as canonical text (InvalidValue naming
+    the bad item's index); a non-list is left for the field type to refuse."""
+    if not isinstance(v, list):
+        return v
+    out = []
+    for i, item in enumerate(v):
+        try:
+            text = _pattern_text(item)
+        except InvalidValue as exc:
+            raise InvalidValue(exc.expected, loc=(i,), got=exc.got) from None
+        if text in out:
+            raise InvalidValue("distinct patterns", loc=(i,), got=short_repr(item))
+        out.append(text)
+    return out
+
+
 def pattern_sparsity(text: str) -> float:
     return parse_pattern(text).sparsity
 
@@ -223,18 +245,7 @@ class NMSchedule(StrictModel):
     @field_validator("candidates", mode="before")
     @classmethod
     def _candidates(cls, v: Any) -> Any:
-        if not isinstance(v, list):
-            return v
-        out = []
-        for i, item in enumerate(v):
-            try:
-                text = _pattern_text(item)
-            except InvalidValue as exc:
-                raise InvalidValue(exc.expected, loc=(i,), got=exc.got) from None
-            if text in out:
-                raise InvalidValue("distinct patterns", loc=(i,), got=short_repr(item))
-            out.append(text)
-        return out
+        return pattern_list(v)
 
     @model_validator(mode="after")
     def _consistent(self) -> "NMSchedule":

@@ -38,7 +38,8 @@ from .systolic import DATAFLOWS, array_timing, map_gemm
 # the types this module registers (read by sim.hw.registry without importing the module)
 ACCELERATOR_TYPES = ("systolic",)
 
-__all__ = ["SystolicAccelerator", "OpResult", "GemmOperands", "WeightOutliers", "op_seed"]
+__all__ = ["SystolicAccelerator", "OpResult", "GemmOperands", "ArrayView", "WeightOutliers",
+           "op_seed"]
 
 
 def op_seed(seed: int, op_key: tuple) -> int | list[int]:
@@ -64,6 +65,18 @@ class GemmOperands:
     abits: int
     macs_per_cycle: float
     compress: bool = True      # False: hooks price repeats in full (the exactness check)
+    view: object = None        # the type's weight view (array_view), e.g. an N:M pattern
+    array_K: int | None = None  # the K the array folds over (K unless a view compresses it)
+
+
+@dataclass(frozen=True)
+class ArrayView:
+    """How the array sees one GEMM (:meth:`SystolicAccelerator.array_view`)."""
+
+    K: int                     # the K the array folds over
+    weight_bits: float         # stored bits per (kept) weight, metadata included
+    act_bits: float            # bits of activation operand per element along K
+    macs: int                  # MACs executed
 
 
 @dataclass(frozen=True)
@@ -197,12 +210,14 @@ class SystolicAccelerator(Accelerator):
              convention: str = "strata", place: OperandPlacement = OperandPlacement(),
              outliers: WeightOutliers | None = None,
              trace: TraceRecorder | None = None, seed: int = 0,
-             compress: bool = True) -> OpResult:
+             compress: bool = True, view=None) -> OpResult:
         """One GEMM; ``outliers`` describes the weight matrix for outlier-aware accelerators
         (a plain systolic array computes every weight alike and ignores it). ``seed`` is the
         experiment's seed: with :func:`op_seed` it seeds every random draw of the op (none on
         a plain array). ``compress=False`` simulates every repeated tile and fold in full (same
-        result, for checking). The result is memoized on every argument, seed included."""
+        result, for checking). ``view`` (hashable, types built on this one) says how the array
+        sees the weights, e.g. an N:M pattern (see :meth:`array_view`); None: as stored. The
+        result is memoized on every argument, seed included."""
         dataflow = dataflow or self.arch.array.dataflow
         if dataflow not in DATAFLOWS:
             raise ValueError(f"dataflow must be one of {DATAFLOWS}, got {dataflow!r}")
@@ -210,8 +225,8 @@ class SystolicAccelerator(Accelerator):
         key = (int(M), int(K), int(N), int(wbits), int(abits), dataflow, int(rows), int(cols),
                convention, place, outliers, int(seed), bool(compress))
         if trace is not None:          # a traced run records spans, so it is never memoized
-            return self._gemm_uncached(*key, trace=trace)
-        return self._gemm(*key)
+            return self._gemm_uncached(*key, trace=trace, view=view)
+        return self._gemm(*key) if view is None else self._gemm(*key, view=view)
 
     def _outer_tilings(self, M, K, N, wbits, abits, dataflow) -> list[list[tuple[int, int, int]]]:
         """Candidate outer tilings (a list of sub-GEMM shapes each), the mapper's choices:
@@ -230,7 +245,8 @@ class SystolicAccelerator(Accelerator):
             options.append([(M, K, s) if split_n else (s, K, N) for s in sizes])
         return options
 
-    def _schedule(self, shapes, wbits, abits, dataflow, rows, cols, m, convention, place):
+    def _schedule(self, shapes, wbits, abits, dataflow, rows, cols, m, convention, place,
+                  act_bits=None):
         """Array timings and memory plans of a sequence of sub-GEMMs, run back to back."""
         l2kb = self.arch.memory.l2.size_kb
         distinct = {}          # chunks of one GEMM mostly share a shape: plan each shape once
@@ -238,13 +254,23 @@ class SystolicAccelerator(Accelerator):
             if shape not in distinct:
                 timing = array_timing(*shape, rows, cols, dataflow, m, convention)
                 distinct[shape] = (timing, plan_gemm(timing.mapping, *shape, wbits, abits,
-                                                     self.sram_kb, l2kb, place))
+                                                     self.sram_kb, l2kb, place, act_bits))
         return [distinct[shape] for shape in shapes]
 
     # hooks for accelerators built on this one ------------------------------------------------
     def stored_weight_bits(self, wbits: int, outliers: WeightOutliers | None) -> float:
         """Bits one weight occupies in memory (a format with metadata stores more)."""
         return wbits
+
+    def array_view(self, M: int, K: int, N: int, wbits: int, abits: int,
+                   outliers: WeightOutliers | None, view) -> "ArrayView":
+        """How the array sees one GEMM: the K it folds over, the stored bits per weight, the
+        bits of activation operand per element along that K, and the MACs it executes. The
+        plain array sees the GEMM as it is (``view`` must be None)."""
+        if view is not None:
+            raise ValueError(f"accelerator type {self.arch.type!r} takes no weight view "
+                             f"(got {view!r})")
+        return ArrayView(K, self.stored_weight_bits(wbits, outliers), abits, M * K * N)
 
     def fold_extra_cycles(self, gemm: GemmOperands, timing, outliers: WeightOutliers | None,
                           seed):
@@ -258,12 +284,13 @@ class SystolicAccelerator(Accelerator):
         """Charge the energy of the events ``fold_extra_cycles`` counted."""
 
     def _gemm_uncached(self, M, K, N, wbits, abits, dataflow, rows, cols, convention, place,
-                       outliers=None, seed=0, compress=True, trace=None) -> OpResult:
+                       outliers=None, seed=0, compress=True, trace=None, view=None) -> OpResult:
         m = self.arch.mode(wbits, abits).macs_per_cycle
-        check_gemm_size(map_gemm(M, K, N, rows, cols, dataflow, m), M, K, N, m)
-        wstore = self.stored_weight_bits(wbits, outliers)
+        av = self.array_view(M, K, N, wbits, abits, outliers, view)
+        Ka, wstore, act_bits = av.K, av.weight_bits, av.act_bits
+        check_gemm_size(map_gemm(M, Ka, N, rows, cols, dataflow, m), M, Ka, N, m)
         operands = GemmOperands(M=M, K=K, N=N, wbits=wbits, abits=abits, macs_per_cycle=m,
-                                compress=compress)
+                                compress=compress, view=view, array_K=Ka)
 
         def roofline(parts):
             """(cycles estimate, DRAM bytes): the mapper is latency first, then traffic."""
@@ -272,8 +299,8 @@ class SystolicAccelerator(Accelerator):
             return max(compute, math.ceil(dram / self.dram_bytes_per_cycle)), dram
 
         candidates = [self._schedule(shapes, wstore, abits, dataflow, rows, cols, m, convention,
-                                     place)
-                      for shapes in self._outer_tilings(M, K, N, wbits, abits, dataflow)]
+                                     place, None if act_bits == abits else act_bits)
+                      for shapes in self._outer_tilings(M, Ka, N, wbits, act_bits, dataflow)]
         fitting = [c for c in candidates
                    if all(all(v <= self.sram_kb[b] * 512 for b, v in p.fold_bytes.items())
                           for _, p in c)]
@@ -288,7 +315,8 @@ class SystolicAccelerator(Accelerator):
 
         # compute span of each memory tile on its sub-GEMM's ideal-memory fold schedule, plus
         # whatever else the folds pass through (e.g. ReCoN)
-        content = (M, K, N, wbits, abits, dataflow, rows, cols, outliers)
+        content = (M, K, N, wbits, abits, dataflow, rows, cols, outliers) + (
+            () if view is None else (view,))
         spans, plans, extra_total, counters = [], [p for _, p in parts], 0, {}
         for i, (timing, plan) in enumerate(parts):
             bounds = np.r_[0, timing.issue_times()[plan.first_fold[1:]], timing.total]
@@ -316,7 +344,7 @@ class SystolicAccelerator(Accelerator):
 
         led = EnergyLedger()
         t = self.tech
-        led.add("pe_array", f"mac_w{wbits}a{abits}", M * K * N, t.mac_pj(wbits, abits, m))
+        led.add("pe_array", f"mac_w{wbits}a{abits}", av.macs, t.mac_pj(wbits, abits, m))
         for buf, kb in self.sram_kb.items():
             led.add("sram", f"{buf}_read_byte", per_buffer("buffer_reads", buf),
                     t.sram_read_pj_per_byte(kb))
@@ -335,7 +363,7 @@ class SystolicAccelerator(Accelerator):
         return self._result(f"gemm {M}x{K}x{N} w{wbits}a{abits} {dataflow}",
                             cycles=total, compute_cycles=compute, stall_cycles=total - compute,
                             stall_memory=pipe.stall_memory, stall_sram=pipe.stall_sram,
-                            stall_drain=total - pipe.array_end, macs=M * K * N,
+                            stall_drain=total - pipe.array_end, macs=av.macs,
                             peak_macs_per_cycle=rows * cols * m,
                             dram_read_bytes=tot("fetch_dram"), dram_write_bytes=tot("store_dram"),
                             dram_busy_cycles=pipe.dram_busy, l2_busy_cycles=pipe.l2_busy,

@@ -86,8 +86,13 @@ def _bytes(elements, bits: float) -> np.ndarray:
 
 
 def plan_gemm(mp: ArrayMapping, M: int, K: int, N: int, wbits: float, abits: int,
-              sram_kb: dict, l2_kb: float, place: OperandPlacement) -> MemoryPlan:
-    """``wbits`` is the weight's storage width in memory (may include metadata, e.g. EBW)."""
+              sram_kb: dict, l2_kb: float, place: OperandPlacement,
+              act_bits: float | None = None) -> MemoryPlan:
+    """``wbits`` is the weight's storage width in memory (may include metadata, e.g. EBW).
+    ``act_bits`` (default ``abits``) is what one element of the activation operand along K
+    occupies when it differs from an output element: an N:M-compressed GEMM (K = kept weights
+    per column) reads M/N activations per kept weight, ``act_bits = abits * M / N``."""
+    ab = abits if act_bits is None else act_bits
     n, FR, FC = mp.folds, mp.fold_rows, mp.fold_cols
     f = np.arange(n, dtype=np.int64)
     cf, rf = f // FR, f % FR
@@ -100,12 +105,12 @@ def plan_gemm(mp: ArrayMapping, M: int, K: int, N: int, wbits: float, abits: int
     if mp.dataflow == "ws":      # stationary W[k-slice, n-slice], streamed A[:, k-slice]
         stat_buf, stream_buf, stat_src, stream_src = "weight", "ifmap", place.w_src, place.a_src
         stat = _bytes(rows * cols, wbits)
-        stream = _bytes(M * rows, abits)
-        stream_total = int(_bytes(M * K, abits))
+        stream = _bytes(M * rows, ab)
+        stream_total = int(_bytes(M * K, ab))
         out_elems = M * cols
     elif mp.dataflow == "is":    # stationary A[m-slice, k-slice], streamed W[k-slice, :]
         stat_buf, stream_buf, stat_src, stream_src = "ifmap", "weight", place.a_src, place.w_src
-        stat = _bytes(rows * cols, abits)
+        stat = _bytes(rows * cols, ab)
         stream = _bytes(N * rows, wbits)
         stream_total = int(_bytes(K * N, wbits))
         out_elems = cols * N
@@ -113,8 +118,8 @@ def plan_gemm(mp: ArrayMapping, M: int, K: int, N: int, wbits: float, abits: int
         stat_buf, stream_buf, stat_src, stream_src = "weight", "ifmap", place.w_src, place.a_src
         col_bytes = _bytes(K * cols, wbits)
         stat = np.where((rf == 0) | (col_bytes > half["weight"]), col_bytes, 0)
-        stream = _bytes(rows * K, abits)
-        stream_total = int(_bytes(M * K, abits))
+        stream = _bytes(rows * K, ab)
+        stream_total = int(_bytes(M * K, ab))
         out_elems = rows * cols
 
     # streamed operand: resident, re-fetched from L2, or re-fetched from its source
