@@ -496,18 +496,19 @@ def run_gemms(models: dict, out: Path, deadline: float, ms: list[int], l2: int):
 
 STEP_HDR = ["model", "kind", "batch", "prefill_seqs", "prompt_tokens", "decode_seqs",
             "context_sum", "context_max", "context_list", "tokens", "time_ms", "layers",
-            "weight_bytes", "kv_bytes_read", "kv_fits_hbm", "check"]
+            "weight_bytes", "kv_bytes_read", "kv_fits_hbm", "check", "grid"]
 
 
 def step_row(w: Csv, m: Model, kind: str, prefill: list[int], decode: list[int], t: float,
-             check: str = ""):
+             check: str = "", grid: str = "base"):
     ctx = list(prefill) + list(decode)
     w.row(model=m.name, kind=kind, batch=len(ctx), prefill_seqs=len(prefill),
           prompt_tokens=sum(prefill), decode_seqs=len(decode), context_sum=sum(ctx),
           context_max=max(ctx), context_list=(" ".join(map(str, ctx)) if len(ctx) <= 8 else ""),
           tokens=sum(prefill) + len(decode), time_ms=t * 1e3, layers=m.L,
           weight_bytes=m.weight_bytes, kv_bytes_read=m.kv_total_bytes(sum(decode)),
-          kv_fits_hbm=int(m.weight_bytes + m.kv_total_bytes(sum(ctx)) <= HBM_BYTES), check=check)
+          kv_fits_hbm=int(m.weight_bytes + m.kv_total_bytes(sum(ctx)) <= HBM_BYTES), check=check,
+          grid=grid)
 
 
 def measure_step(m: Model, prefill, decode, max_s=0.5) -> float:
@@ -556,7 +557,37 @@ def run_check(m: Model, w: Csv, attn: Csv):
     return res
 
 
-def run_steps(m: Model, w: Csv, deadline: float, quick: bool):
+def extra_jobs(seed: int = 7):
+    """Second grid: off-grid sizes, heterogeneous decode contexts and repeats of base points,
+    meant as held-out data for a model fitted on the base grid."""
+    import random
+    rng = random.Random(seed)
+    jobs = [("decode", [], [c] * b) for c in (256, 1024, 4096) for b in (1, 3, 12, 48, 96, 192)]
+    for b in (8, 32, 128, 200):
+        jobs.append(("decode", [], [rng.randint(64, 8192) for _ in range(b)]))
+        jobs.append(("decode", [], [rng.choice((128, 512, 2048, 6000)) for _ in range(b)]))
+    jobs += [("prefill", [p] * b, []) for p in (384, 1536, 3000, 6000) for b in (1, 3)]
+    jobs += [("mixed", [p] * bp, [c] * bd) for bp, p, bd, c in
+             ((2, 512, 64, 1024), (1, 1000, 16, 3000), (3, 256, 100, 700), (1, 4000, 48, 1500),
+              (4, 128, 200, 300))]
+    jobs += [("mixed", [768], [rng.randint(100, 6000) for _ in range(40)])]
+    rep = [("decode", [], [2048] * 32), ("prefill", [1024] * 2, []), ("decode", [], [512] * 128)]
+    return jobs, rep
+
+
+def run_steps(m: Model, w: Csv, deadline: float, quick: bool, grid: str = "base"):
+    if grid == "extra":
+        jobs, rep = extra_jobs()
+        for kind, p, d in jobs + rep:
+            if time.time() > deadline:
+                log(f"extra steps budget spent for {m.name}")
+                return
+            if not feasible(m, p, d) or sum(p) + sum(d) > m.pool_tokens:
+                continue
+            t = measure_step(m, p, d)
+            step_row(w, m, kind, p, d, t, check=("repeat" if (kind, p, d) in rep else ""),
+                     grid="extra")
+        return
     if quick:
         pre = [(1, 128), (2, 256)]
         dec = [(1, 128), (8, 512)]
@@ -716,6 +747,8 @@ def main():
                     choices=["env", "power", "check", "gemm", "steps", "final"],
                     help="one section a process, so that a crash in one loses only that one")
     ap.add_argument("--power-phase-s", type=float, default=7.0)
+    ap.add_argument("--grid", choices=["base", "extra"], default="base",
+                    help="steps grid: base (regular grid) or extra (held-out style points)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -761,7 +794,7 @@ def main():
             dl = now + (end - now) / (len(names) - i)
             log(f"steps {n}: budget {dl - now:.0f}s")
             m = Model(models[n], kvpool, sms)
-            run_steps(m, steps, dl, args.quick)
+            run_steps(m, steps, dl, args.quick, args.grid)
             m.free()
             del m
             torch.cuda.empty_cache()

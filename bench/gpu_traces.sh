@@ -18,3 +18,5 @@ sec check 60
 sec gemm $B_GEMM
 sec steps $B_STEPS
 sec final 20
+# second pass (a separate device call in the shipped traces): off-grid and heterogeneous steps
+#   python3 bench/gpu_traces.py --out OUT --root ROOT --section steps --grid extra --budget-s 200
