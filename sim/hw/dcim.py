@@ -3,8 +3,7 @@
 Facts from ``research/flexcim.md`` (sections 3 and 4: the released RTL ``hw/flexcim.v``, the
 patent text, and derivations marked there as [D]); the choices this module makes where those
 are silent are parameters of :class:`DCiMMacro` with a comment naming where the default comes
-from. This is the macro only: it is not an accelerator type yet (no ``ACCELERATOR_TYPES``
-entry), the many-macro chip around it is issue 8's later "Must deliver" items.
+from. This is the macro only; the many-macro chip around it is :mod:`sim.hw.flexcim`.
 
 The macro
 ---------
@@ -115,10 +114,8 @@ __all__ = ["DCiMMacro", "DCiMTech", "Pattern", "Mapping", "parse_pattern", "map_
            "uniform_sequence_cycles", "place_tile", "TilePlacement",
            "DEFAULT_PATTERNS", "GemmMapping", "macro_area_um2", "pass_energy_pj"]
 
-# No accelerator type yet; declares the technology-table section this module's schema reads
-# (sim.hw.registry reads these lines as text; the empty type list registers no type).
-ACCELERATOR_TYPES = ()
-TECH_SECTIONS = ("dcim",)
+# The chip around the macros, accelerator type ``flexcim``, is sim/hw/flexcim.py (which declares
+# the ``dcim`` technology section this module's schema reads).
 
 DEFAULT_PATTERNS = ("1:4", "2:4", "2:8", "4:8", "1:2", "dense")
 MAX_M = 16

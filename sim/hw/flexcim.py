@@ -74,6 +74,7 @@ from .registry import register
 
 # the types this module registers (read by sim.hw.registry without importing the module)
 ACCELERATOR_TYPES = ("flexcim",)
+TECH_SECTIONS = ("dcim",)
 
 __all__ = ["FlexCiMArchConfig", "FlexCiMAccelerator", "chip_cycles", "chip_cycles_loop",
            "ACC_BYTES"]
