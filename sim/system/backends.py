@@ -153,11 +153,6 @@ class StrataBackend(Backend):
         return cost
 
 
-def _gpu_backend(**kw):
-    from sim.hw import gpu   # written by the GPU helper: a GPU arch priced via simulate_step(tp=)
-    return gpu.GPUBackend(**kw)   # pragma: no cover - wired when sim/hw/gpu.py lands
-
-
 #: backend type name -> factory(**options)
 BACKENDS: dict[str, Callable[..., Backend]] = {
     "analytic": AnalyticBackend,
