@@ -130,9 +130,9 @@ class Coordinator:
             raise ConfigError("a backend (mapping with 'type', or a Backend)", file=WHERE,
                               key="backend", got="nothing")
         backend = build_backend(backend_spec, WHERE)
-        opts = {k: v for k, v in engine.items() if k != "scheduler"} if role != "both" else dict(engine)
+        opts = dict(engine)
         if role != "both":
-            opts["scheduler"] = engine.get("pool_scheduler", "continuous")
+            opts["scheduler"] = opts.pop("pool_scheduler", "continuous")
         for i in range(n):
             c = LLMEngine(self, f"{prefix}{len(self.clients)}" if prefix == "client" else f"{prefix}{i}",
                           backend, role=role, where=WHERE, **opts)

@@ -25,7 +25,7 @@ NS = 1e-9
 class Seq:
     """One request inside the LLM stages."""
 
-    __slots__ = ("rid", "req", "prompt", "output", "generated", "computed", "arrival_ns",
+    __slots__ = ("rid", "req", "prompt", "output", "generated", "computed", "known", "arrival_ns",
                  "token_ns", "preemptions", "client", "order")
 
     def __init__(self, rid, req, prompt, output, arrival_ns, order):
@@ -33,15 +33,12 @@ class Seq:
         self.prompt, self.output = int(prompt), int(output)
         self.generated = 0
         self.computed = 0
+        self.known = self.prompt          # prompt + generated
         self.arrival_ns = arrival_ns
         self.token_ns: list[int] = []
         self.preemptions = 0
         self.client = None
         self.order = order      # FCFS key: (arrival, request id)
-
-    @property
-    def known(self) -> int:
-        return self.prompt + self.generated
 
     def work_left(self) -> int:
         return (self.known - self.computed) + (self.output - self.generated)
@@ -192,20 +189,31 @@ class LLMEngine:
                 s.computed += n
                 tokens += n
                 self.load_tokens_left -= n
-            for s in plan.decode:
-                s.computed += 1
-                self.load_tokens_left -= 1
+            self.load_tokens_left -= nd
             tokens += nd
             ctx = sum(c for _, c in pre) + sum(dec[:nd])
             kind = ("prefill" if not plan.decode else "mixed") if plan.prefill else "decode"
             self.steps.append((self.name, kind, start * NS, now * NS, len(pre) + nd,
                                len(pre) + padded, tokens, ctx, self.kv.used, cost.joules))
-            for s in [s for s, _ in plan.prefill if s.computed == s.known] + plan.decode:
-                self._emit(s, now)
+            for s, _ in plan.prefill:
+                if s.computed == s.known:
+                    self._emit(s, now)
+            for s in plan.decode:        # the hot loop: one token per decoding sequence
+                s.computed += 1
+                s.generated += 1
+                s.known += 1
+                s.token_ns.append(now)
+                if s.generated == s.output or self.role == "prefill":
+                    self._finish(s)
 
     def _emit(self, s: Seq, now: int) -> None:
         s.generated += 1
+        s.known += 1
         s.token_ns.append(now)
+        if s.generated == s.output or self.role == "prefill":
+            self._finish(s)
+
+    def _finish(self, s: Seq) -> None:
         if s.generated == s.output:     # (work_left: an emitted token moves from the output
             self._leave(s)              # count to the known tokens, so the load is unchanged)
             self.kv.free(s.rid)
@@ -213,5 +221,3 @@ class LLMEngine:
         elif self.role == "prefill":
             self._leave(s)
             self.coord.prefilled(s, self)
-        require(s.generated <= s.output, "LLMEngine", self.name, "tokens generated <= requested",
-                rid=s.rid, generated=s.generated, output=s.output)

@@ -70,7 +70,20 @@ def _schedule_decodes(eng, plan: Plan, candidates=None) -> None:
     """Every running decode gets its next block, preempting from the back of ``running``
     (most recently admitted first) when the blocks run out (vLLM v0 recompute)."""
     kv = eng.kv
-    queue = [s for s in eng.running if is_decode(s)] if candidates is None else list(candidates)
+    if candidates is None:
+        queue = [s for s in eng.running if s.generated and s.known - s.computed == 1]
+    else:
+        queue = list(candidates)
+    # fast path: a decode needs a new block exactly when its cached tokens fill whole blocks
+    bs = kv.block_size
+    needy = [s for s in queue if s.computed % bs == 0]
+    if len(needy) <= kv.free_blocks:
+        held = kv.held
+        for s in needy:
+            held[s.rid] = held.get(s.rid, 0) + 1
+        kv.used += len(needy)
+        plan.decode.extend(queue)
+        return
     pos = 0
     while pos < len(queue):
         s = queue[pos]
