@@ -253,3 +253,24 @@ def test_strata_backend_memo_is_exact_and_keyed_on_the_step():
     assert b.kv_bytes_per_token == 2 * 2 * 2 * 64 * abits / 8
     f = serve_frames(reqs([20, 30], [3, 2]), {"backend": b, "engine": {"kv_blocks": 100}})
     assert (f.requests.status == "completed").all()
+
+
+@pytest.mark.parametrize("sched", ["continuous", "chunked", "static", "mixed"])
+def test_decode_runs_equal_step_by_step(monkeypatch, sched):
+    """The engine waits for stable decode stretches with one timeout; frames must be the same
+    as stepping one decode at a time (MAX_RUN = 1), KV shortages and preemptions included."""
+    import sim.system.engine as engine_mod
+    rng = np.random.default_rng(11)
+    n = 120
+    r = pd.DataFrame({"request_id": np.arange(n), "arrival_s": np.sort(rng.uniform(0, 3, n)),
+                      "prompt_tokens": rng.integers(1, 200, n), "output_tokens": rng.integers(1, 80, n)})
+    c = {**cluster(clients=3, scheduler=sched, max_num_batched_tokens=256, max_num_seqs=12,
+                   block_size=8, kv_blocks=90, cuda_graph_sizes=[1, 2, 4, 8, 16]),
+         "router": {"type": "least_loaded", "by": "tokens_left"}}
+    fast = serve_frames(r, c)
+    monkeypatch.setattr(engine_mod, "MAX_RUN", 1)
+    slow = serve_frames(r, c)
+    pd.testing.assert_frame_equal(fast.requests, slow.requests)
+    pd.testing.assert_frame_equal(fast.steps, slow.steps)
+    pd.testing.assert_frame_equal(fast.token_gaps, slow.token_gaps)
+    assert fast.requests.preemptions.sum() > 0 or sched == "static"

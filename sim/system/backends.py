@@ -21,6 +21,8 @@ only divides the weight bytes per chip (see the module notes in the report).
 from __future__ import annotations
 
 import math
+
+import numpy as np
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -63,8 +65,22 @@ class Backend:
     #: the model's KV geometry, for transfers: layers, kv_heads, head_dim, bytes per element
     layers: int = 1
 
+    chips: int = 1
+
     def price(self, prefill: Sequence[tuple[int, int]], decode: Sequence[int]) -> StepCost:
         raise NotImplementedError
+
+    def price_decode_run(self, contexts: Sequence[int], pads: int, steps: int):
+        """(seconds, joules) lists of ``steps`` consecutive pure decode steps: step k has the
+        contexts ``c + k`` and ``pads`` padding sequences at context 0. The default prices
+        each step through :meth:`price`; a backend may vectorize it if it stays identical."""
+        secs, joules = [], []
+        base = list(contexts)
+        for k in range(steps):
+            cost = self.price((), [c + k for c in base] + [0] * pads)
+            secs.append(cost.seconds)
+            joules.append(cost.joules)
+        return secs, joules
 
 
 class AnalyticBackend(Backend):
@@ -90,6 +106,12 @@ class AnalyticBackend(Backend):
         s = (self.base_s + self.s_per_token * tokens + self.s_per_context * sum(decode)
              + self.s_per_attn * attn)
         return StepCost(s, self.watts * s)
+
+    def price_decode_run(self, contexts, pads, steps):
+        n = len(contexts) + pads
+        ctx = sum(contexts) + len(contexts) * np.arange(steps)
+        s = self.base_s + self.s_per_token * n + self.s_per_context * ctx + self.s_per_attn * 0
+        return s, self.watts * s
 
 
 class StrataBackend(Backend):

@@ -308,20 +308,37 @@ class Coordinator:
                                                "first_token_s", "finish_s", "prompt_tokens",
                                                "output_tokens", "generated_tokens", "status",
                                                "reason", "preemptions"])
-        steps = pd.DataFrame([row for c in self.clients for row in c.steps],
-                             columns=["client", "kind", "start_s", "end_s", "sequences",
-                                      "padded_sequences", "tokens", "context_tokens",
-                                      "kv_blocks_used", "energy_j"])
-        steps = steps.sort_values(["start_s", "client"], kind="stable").reset_index(drop=True)
+        steps = self._steps_frame()
         token_gaps = pd.DataFrame({"request_id": gaps_rid, "token": gaps_i, "gap_s": gaps})
-        clients = pd.DataFrame([(c.name, c.role, c.scheduler_name, c.kv.num_blocks, len(c.steps),
-                                 sum(r[3] - r[2] for r in c.steps), c.energy_j, c.preemptions)
+        clients = pd.DataFrame([(c.name, c.role, c.scheduler_name, c.kv.num_blocks,
+                                 len(c.cols["kind"]),
+                                 (sum(c.cols["end_ns"]) - sum(c.cols["start_ns"])) * NS,
+                                 c.energy_j, c.preemptions)
                                 for c in self.clients],
                                columns=["client", "role", "scheduler", "kv_blocks", "steps",
                                         "busy_s", "energy_j", "preemptions"])
         events = len(self.reqs) + len(steps) + sum(l.transfers for l in self.links.values()) \
             if self.disagg else len(self.reqs) + len(steps)
         return ServeFrames(requests, steps, token_gaps, clients, int(events), self.env.now * NS)
+
+
+    def _steps_frame(self) -> pd.DataFrame:
+        from .engine import KINDS
+        parts = []
+        for i, c in enumerate(self.clients):
+            cols = {k: np.frombuffer(v, dtype=v.typecode) if len(v) else np.array([], v.typecode)
+                    for k, v in c.cols.items()}
+            cols["client_index"] = np.full(len(cols["kind"]), i)
+            parts.append(cols)
+        cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        order = np.lexsort((cat["client_index"], cat["start_ns"]))
+        names = np.array([c.name for c in self.clients], dtype=object)
+        return pd.DataFrame({
+            "client": names[cat["client_index"][order]],
+            "kind": np.array(KINDS, dtype=object)[cat["kind"][order]],
+            "start_s": cat["start_ns"][order] * NS, "end_s": cat["end_ns"][order] * NS,
+            **{k: cat[k][order] for k in ("sequences", "padded_sequences", "tokens",
+                                          "context_tokens", "kv_blocks_used", "energy_j")}})
 
 
 def serve_frames(requests: pd.DataFrame, cluster: dict, *, pipeline="prefill_decode",

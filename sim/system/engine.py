@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import bisect
 import math
+from array import array
+
+import numpy as np
 
 from sim.config import ConfigError
 from sim.core.invariants import require
@@ -43,6 +46,13 @@ class Seq:
     def work_left(self) -> int:
         return (self.known - self.computed) + (self.output - self.generated)
 
+
+STEP_COLUMNS = (("kind", "b"), ("start_ns", "q"), ("end_ns", "q"), ("sequences", "q"),
+                ("padded_sequences", "q"), ("tokens", "q"), ("context_tokens", "q"),
+                ("kv_blocks_used", "q"), ("energy_j", "d"))
+KINDS = ("prefill", "decode", "mixed")
+#: most steps one decode run covers before the engine looks again
+MAX_RUN = 2048
 
 ENGINE_KEYS = {"scheduler", "max_num_seqs", "max_num_batched_tokens", "block_size",
                "memory_gb", "activation_reserve_gb", "host_s", "cuda_graph_sizes", "ordering",
@@ -84,7 +94,9 @@ class LLMEngine:
         self.running_set: set = set()
         self.running_rids: set = set()
         self.wake = None
-        self.steps: list[tuple] = []
+        # step rows, one typed column each (a day of traffic has millions of steps)
+        self.cols = {c: array(t) for c, t in STEP_COLUMNS}
+        self.run_state = None       # (starts, ends, kv_used, sequences) of a decode run in flight
         self.load_tokens_left = 0     # for routers: prefill + decode tokens still to process
         self.load_prompt = 0
         self.load_output = 0
@@ -175,6 +187,11 @@ class LLMEngine:
             padded = self._pad(nd) if not pre and nd else nd
             if padded > nd:
                 dec = dec + [0] * (padded - nd)
+            if not pre and self.role != "prefill":
+                horizon = self._horizon(plan.decode)
+                if horizon >= 2:
+                    yield from self._decode_run(plan.decode, padded, horizon)
+                    continue
             cost = self.backend.price(pre, dec)
             dur = max(1, math.ceil(cost.seconds / NS + self.host_ns))
             start = env.now
@@ -192,9 +209,9 @@ class LLMEngine:
             self.load_tokens_left -= nd
             tokens += nd
             ctx = sum(c for _, c in pre) + sum(dec[:nd])
-            kind = ("prefill" if not plan.decode else "mixed") if plan.prefill else "decode"
-            self.steps.append((self.name, kind, start * NS, now * NS, len(pre) + nd,
-                               len(pre) + padded, tokens, ctx, self.kv.used, cost.joules))
+            kind = (0 if not plan.decode else 2) if plan.prefill else 1
+            self._row(kind, start, now, len(pre) + nd, len(pre) + padded, tokens, ctx,
+                      self.kv.used, cost.joules)
             for s, _ in plan.prefill:
                 if s.computed == s.known:
                     self._emit(s, now)
@@ -205,6 +222,112 @@ class LLMEngine:
                 s.token_ns.append(now)
                 if s.generated == s.output or self.role == "prefill":
                     self._finish(s)
+
+    def _row(self, kind, start, end, seqs, padded, tokens, ctx, kv_used, joules) -> None:
+        c = self.cols
+        c["kind"].append(kind)
+        c["start_ns"].append(start)
+        c["end_ns"].append(end)
+        c["sequences"].append(seqs)
+        c["padded_sequences"].append(padded)
+        c["tokens"].append(tokens)
+        c["context_tokens"].append(ctx)
+        c["kv_blocks_used"].append(kv_used)
+        c["energy_j"].append(joules)
+
+    # ------------------------------------------------------------------ decode runs ----
+    # Between two events that can change a decision (a new request or freed KV wakes the
+    # engine; a sequence finishing; a KV block running short) the scheduler of a pure decode
+    # step would pick the same sequences every step, each one token further on. The engine
+    # then prices those steps one by one (exactly, through the backend, like single steps)
+    # but waits for them with one timeout, and applies them together. A wake in the middle
+    # ends the run at the first step boundary at or after it, which is where the step-by-step
+    # loop would have looked at its queue next. Routers read loads through live_* so they see
+    # what the step-by-step loop would show at that instant.
+
+    def _run_blocks(self, seqs, steps: int) -> np.ndarray:
+        """New KV blocks the decode steps 2..steps need (the first one is reserved already)."""
+        bs = self.kv.block_size
+        cnt = np.bincount(np.array([(-s.computed) % bs for s in seqs]), minlength=bs)
+        m = np.arange(1, steps)            # step m + 1 appends token at offset m
+        return cnt[m % bs]
+
+    def _horizon(self, seqs) -> int:
+        k = min(min(s.output - s.generated for s in seqs), MAX_RUN)
+        if k < 2:
+            return k
+        add = np.cumsum(self._run_blocks(seqs, k))
+        fit = int(np.searchsorted(add, self.kv.free_blocks, side="right"))
+        return min(k, fit + 1)
+
+    def _decode_run(self, seqs, padded, steps):
+        env = self.env
+        nd = len(seqs)
+        ctx0 = sum(s.computed for s in seqs)
+        secs, joules = self.backend.price_decode_run([s.computed for s in seqs], padded - nd, steps)
+        dur = np.maximum(1, np.ceil(np.asarray(secs) / NS + self.host_ns)).astype(np.int64)
+        start = env.now
+        ends = start + np.cumsum(dur)
+        adds = np.concatenate(([0], np.cumsum(self._run_blocks(seqs, steps))))
+        used0 = self.kv.used
+        self.run_state = (ends, used0 + adds, nd, start)
+        self.wake = env.event()
+        total = int(ends[-1] - start)
+        yield env.any_of([env.timeout(total), self.wake])
+        self.wake = None
+        now = env.now
+        done = int(np.searchsorted(ends, now, side="left")) + 1   # the step in flight completes
+        done = min(done, steps)
+        if ends[done - 1] > now:
+            yield env.timeout(int(ends[done - 1]) - now)
+        self.run_state = None
+        end_list = ends[:done].tolist()
+        starts = [start] + end_list[:-1]
+        c = self.cols
+        c["kind"].extend([1] * done)
+        c["start_ns"].extend(starts)
+        c["end_ns"].extend(end_list)
+        c["sequences"].extend([nd] * done)
+        c["padded_sequences"].extend([padded] * done)
+        c["tokens"].extend([nd] * done)
+        c["context_tokens"].extend((ctx0 + nd * np.arange(done)).tolist())
+        c["kv_blocks_used"].extend((used0 + adds[:done]).tolist())
+        jl = np.asarray(joules[:done], dtype=float)
+        c["energy_j"].extend(jl.tolist())
+        self.energy_j += float(jl.sum())
+        kv, bs = self.kv, self.kv.block_size
+        held = kv.held
+        grown = 0
+        for s in seqs:
+            c0 = s.computed
+            extra = (c0 + done - 1) // bs - c0 // bs     # blocks for steps 2..done
+            if extra:
+                held[s.rid] += extra
+                grown += extra
+            s.computed = c0 + done
+            s.generated += done
+            s.known += done
+            s.token_ns.extend(end_list)
+        kv.used += grown
+        self.load_tokens_left -= nd * done
+        for s in seqs:
+            if s.generated == s.output:
+                self._finish(s)
+
+    def live_tokens_left(self) -> int:
+        rs = self.run_state
+        if rs is None:
+            return self.load_tokens_left
+        ends, _, nd, _ = rs
+        return self.load_tokens_left - nd * int(np.searchsorted(ends, self.env.now, side="right"))
+
+    def live_kv_used(self) -> int:
+        rs = self.run_state
+        if rs is None:
+            return self.kv.used
+        ends, used, _, _ = rs
+        started = int(np.searchsorted(ends, self.env.now, side="right"))   # steps begun so far - 1
+        return int(used[min(started, len(used) - 1)])
 
     def _emit(self, s: Seq, now: int) -> None:
         s.generated += 1

@@ -17,8 +17,8 @@ WHERE = "<router>"
 LOAD = {
     "input": lambda c: c.load_prompt,
     "output": lambda c: c.load_output,
-    "kv": lambda c: c.kv.used,
-    "tokens_left": lambda c: c.load_tokens_left,
+    "kv": lambda c: c.live_kv_used(),
+    "tokens_left": lambda c: c.live_tokens_left(),
 }
 
 
