@@ -274,3 +274,14 @@ def test_decode_runs_equal_step_by_step(monkeypatch, sched):
     pd.testing.assert_frame_equal(fast.steps, slow.steps)
     pd.testing.assert_frame_equal(fast.token_gaps, slow.token_gaps)
     assert fast.requests.preemptions.sum() > 0 or sched == "static"
+
+
+def test_strata_table_decode_run_matches_single_estimates():
+    b = StrataBackend("arch/quickstart.yaml", TINY, mode="table",
+                      table_options=dict(max_tokens=256, max_chunk=128, max_past=384,
+                                         max_context=768, points_per_octave=1, tol=0.01))
+    secs, joules = b.price_decode_run([5, 100, 37], 1, 20)
+    for k in (0, 7, 19):
+        one = b.price((), [5 + k, 100 + k, 37 + k, 0])
+        assert secs[k] == pytest.approx(one.seconds, rel=1e-12)
+        assert joules[k] == pytest.approx(one.joules, rel=1e-12)

@@ -156,6 +156,11 @@ class StrataBackend(Backend):
                                         **{**step_options, **(table_options or {})})
         self.priced = 0      # steps actually computed (memo misses)
 
+    def price_decode_run(self, contexts, pads, steps):
+        if self.table is not None and not self.table.ssm:
+            return _table_decode_run(self, contexts, pads, steps)
+        return super().price_decode_run(contexts, pads, steps)
+
     def price(self, prefill, decode) -> StepCost:
         key = (self._ident, *step_key(prefill, decode))
         hit = self._memo.get(key)
@@ -193,3 +198,30 @@ def build_backend(spec, where: str = WHERE) -> Backend:
         raise ConfigError(f"one of {sorted(BACKENDS)}", file=where, key="backend.type", got=repr(kind))
     opts = {k: v for k, v in spec.items() if k != "type"}
     return BACKENDS[kind](**opts)
+
+
+def _table_decode_run(backend: StrataBackend, contexts, pads: int, steps: int):
+    """A run of decode steps from a StepTable in one vectorized pass: step k is
+    ``f_tok(T) + f_head(S) + sum_i f_dec(c_i + k) + pads * f_dec(0)`` (the table's own sum,
+    up to the order of float additions)."""
+    t = backend.table
+    n = len(contexts)
+    S = n + pads
+    if S > t.max_tokens or max(contexts) + steps - 1 > t.max_context:
+        raise ConfigError(f"decode steps inside the StepTable (at most {t.max_tokens} sequences, "
+                          f"contexts <= {t.max_context})", file=WHERE, key="decode",
+                          got=f"{S} sequences, context {max(contexts) + steps - 1}")
+    one = np.array([S], dtype=float)
+    base = t._interp(t.token_grid, t._tok, one) + t._interp(t.token_grid, t._head, one)
+    if pads:
+        base = base + pads * t._interp(t.context_grid, t._dec, np.array([0.0]))
+    x = (np.sort(np.asarray(contexts, dtype=float))[None, :] + np.arange(steps)[:, None]).ravel()
+    grid, table = t.context_grid, t._dec
+    i = np.searchsorted(grid, x, side="right") - 1
+    np.clip(i, 0, len(grid) - 2, out=i)
+    w = ((x - grid[i]) / (grid[i + 1] - grid[i]))[:, None]
+    vals = ((1 - w) * table[i] + w * table[i + 1]).reshape(steps, n, -1).sum(axis=1) + base
+    from sim.workload.step_table import CYCLES, ENERGY
+    secs = vals[:, CYCLES] * t.clock_seconds_per_cycle
+    joules = vals[:, ENERGY].sum(axis=1) * 1e-12 * backend.chips
+    return secs, joules
