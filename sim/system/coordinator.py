@@ -291,7 +291,7 @@ class Coordinator:
                     kv_used=c.kv.used)
 
     def _frames(self) -> ServeFrames:
-        rows, gaps_rid, gaps_i, gaps = [], [], [], []
+        rows, gap_rid, gap_n, gaps = [], [], [], []
         for r in sorted(self.reqs, key=lambda r: r.order):
             s = r.seq
             tok = s.token_ns if s is not None else []
@@ -300,16 +300,20 @@ class Coordinator:
                          r.output_tokens, len(tok), r.status, r.reason,
                          s.preemptions if s is not None else 0))
             if len(tok) > 1:
-                d = np.diff(np.asarray(tok, dtype=np.int64)) * NS
-                gaps_rid.extend([r.rid] * len(d))
-                gaps_i.extend(range(1, len(tok)))
-                gaps.extend(d.tolist())
+                gaps.append(np.diff(np.asarray(tok, dtype=np.int64)))
+                gap_rid.append(r.rid)
+                gap_n.append(len(tok) - 1)
+        counts = np.asarray(gap_n, dtype=np.int64)
+        token_gaps = pd.DataFrame({
+            "request_id": np.repeat(np.asarray(gap_rid), counts),
+            "token": (np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts) + 1
+                      if len(counts) else np.array([], np.int64)),
+            "gap_s": np.concatenate(gaps) * NS if gaps else np.array([], float)})
         requests = pd.DataFrame(rows, columns=["request_id", "arrival_s", "client", "decode_client",
                                                "first_token_s", "finish_s", "prompt_tokens",
                                                "output_tokens", "generated_tokens", "status",
                                                "reason", "preemptions"])
         steps = self._steps_frame()
-        token_gaps = pd.DataFrame({"request_id": gaps_rid, "token": gaps_i, "gap_s": gaps})
         clients = pd.DataFrame([(c.name, c.role, c.scheduler_name, c.kv.num_blocks,
                                  len(c.cols["kind"]),
                                  (sum(c.cols["end_ns"]) - sum(c.cols["start_ns"])) * NS,

@@ -281,19 +281,20 @@ class LLMEngine:
         if ends[done - 1] > now:
             yield env.timeout(int(ends[done - 1]) - now)
         self.run_state = None
-        end_list = ends[:done].tolist()
-        starts = [start] + end_list[:-1]
+        ends_done = ends[:done]
+        end_list = ends_done.tolist()
         c = self.cols
-        c["kind"].extend([1] * done)
-        c["start_ns"].extend(starts)
-        c["end_ns"].extend(end_list)
-        c["sequences"].extend([nd] * done)
-        c["padded_sequences"].extend([padded] * done)
-        c["tokens"].extend([nd] * done)
-        c["context_tokens"].extend((ctx0 + nd * np.arange(done)).tolist())
-        c["kv_blocks_used"].extend((used0 + adds[:done]).tolist())
-        jl = np.asarray(joules[:done], dtype=float)
-        c["energy_j"].extend(jl.tolist())
+        c["kind"].frombytes(np.ones(done, np.int8).tobytes())
+        c["start_ns"].frombytes(np.concatenate(([start], ends_done[:-1])).astype(np.int64).tobytes())
+        c["end_ns"].frombytes(ends_done.astype(np.int64).tobytes())
+        fill = np.empty(done, np.int64)
+        for col, v in (("sequences", nd), ("padded_sequences", padded), ("tokens", nd)):
+            fill.fill(v)
+            c[col].frombytes(fill.tobytes())
+        c["context_tokens"].frombytes((ctx0 + nd * np.arange(done, dtype=np.int64)).tobytes())
+        c["kv_blocks_used"].frombytes((used0 + adds[:done]).astype(np.int64).tobytes())
+        jl = np.asarray(joules[:done], dtype=np.float64)
+        c["energy_j"].frombytes(jl.tobytes())
         self.energy_j += float(jl.sum())
         kv, bs = self.kv, self.kv.block_size
         held = kv.held
