@@ -1,8 +1,8 @@
 """Serving-layer speed: requests/s and events/s of the coordinator + engines.
 
 10,000 synthetic requests shaped like the Azure LLM conversation trace (Poisson arrivals at
-5.6 requests/s, log-normal prompts of mean ~1,240 tokens, outputs of mean ~220; the trace's
-own figures over its first 10,000 rows) on 8 co-located clients, continuous and chunked
+5.6 requests/s, log-normal prompts (clipped at 2,048 tokens, the StepTable's chunk range),
+outputs of mean ~220; the rate and output mean are the trace's over its first 10,000 rows) on 8 co-located clients, continuous and chunked
 batching, once on the analytic backend and once on a Strata accelerator (quickstart arch,
 Llama-3-8B) priced through a StepTable (its build time is printed separately; exact
 ``simulate_step`` pricing is per distinct step and far slower for long runs).
@@ -24,7 +24,7 @@ from sim.system import AnalyticBackend, StrataBackend, serve_frames
 def synthetic(n: int, seed: int = 0, rate: float = 5.6) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     arrival = np.cumsum(rng.exponential(1 / rate, n))
-    prompt = np.clip(rng.lognormal(np.log(800), 0.9, n), 1, 6000).astype(np.int64)
+    prompt = np.clip(rng.lognormal(np.log(800), 0.9, n), 1, 2048).astype(np.int64)
     output = np.clip(rng.lognormal(np.log(150), 0.9, n), 1, 1500).astype(np.int64)
     return pd.DataFrame({"request_id": np.arange(n), "arrival_s": arrival,
                          "prompt_tokens": prompt, "output_tokens": output})

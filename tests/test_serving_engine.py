@@ -285,3 +285,10 @@ def test_strata_table_decode_run_matches_single_estimates():
         one = b.price((), [5 + k, 100 + k, 37 + k, 0])
         assert secs[k] == pytest.approx(one.seconds, rel=1e-12)
         assert joules[k] == pytest.approx(one.joules, rel=1e-12)
+
+
+def test_requests_for_another_model_are_rejected():
+    r = reqs([5, 5], [2, 2]).assign(model=["llama-3-8b", "qwen2.5-3b"])
+    f = serve_frames(r, {**cluster(), "model": "llama-3-8b"})
+    assert list(f.requests.status) == ["completed", "rejected"]
+    assert f.requests.reason[1] == "no_client_for_model"
