@@ -199,9 +199,9 @@ def test_power_of_two_is_seeded_and_deterministic():
     c = {**cluster(clients=4, scheduler="chunked", max_num_batched_tokens=256, block_size=8, kv_blocks=200),
          "router": "power_of_two"}
     a, b = serve_frames(r, c, seed=5), serve_frames(r, c, seed=5)
-    pd.testing.assert_frame_equal(a.requests, b.requests)
-    pd.testing.assert_frame_equal(a.steps, b.steps)
-    pd.testing.assert_frame_equal(a.token_gaps, b.token_gaps)
+    pd.testing.assert_frame_equal(a.requests, b.requests, check_exact=True)
+    pd.testing.assert_frame_equal(a.steps, b.steps, check_exact=True)
+    pd.testing.assert_frame_equal(a.token_gaps, b.token_gaps, check_exact=True)
     assert (a.requests.generated_tokens == a.requests.output_tokens).all()
     other = serve_frames(r, c, seed=6).requests
     assert not a.requests.client.equals(other.client)
@@ -270,9 +270,9 @@ def test_decode_runs_equal_step_by_step(monkeypatch, sched):
     fast = serve_frames(r, c)
     monkeypatch.setattr(engine_mod, "MAX_RUN", 1)
     slow = serve_frames(r, c)
-    pd.testing.assert_frame_equal(fast.requests, slow.requests)
-    pd.testing.assert_frame_equal(fast.steps, slow.steps)
-    pd.testing.assert_frame_equal(fast.token_gaps, slow.token_gaps)
+    pd.testing.assert_frame_equal(fast.requests, slow.requests, check_exact=True)
+    pd.testing.assert_frame_equal(fast.steps, slow.steps, check_exact=True)
+    pd.testing.assert_frame_equal(fast.token_gaps, slow.token_gaps, check_exact=True)
     assert fast.requests.preemptions.sum() > 0 or sched == "static"
 
 
