@@ -1,4 +1,6 @@
-"""Layer 6: the serving system in seconds (HERMES-style).
+"""Layer 6: the serving system in seconds (HERMES-style): coordinator, LLM engines, schedulers,
+routers, hardware backends, KV blocks (entry point :func:`serve_frames`), request traces,
+arrival processes and metrics.
 
 Names are exported in blocks, one per part of the layer, so that parts built side by side merge
 without conflicts.
@@ -16,7 +18,17 @@ from .metrics import (HERMES_SLO, HERMES_SLO_RETRIEVAL, RUN_COLUMNS, SLO_TABLES,
 from .requests import (AZURE_COLUMNS, PLAIN_COLUMNS, REQUEST_COLUMNS, read_trace,
                        requests_frame, write_trace)
 
+# ---- coordinator, engines, schedulers, routers, backends ----
+from .backends import BACKENDS, AnalyticBackend, Backend, StepCost, StrataBackend, build_backend
+from .coordinator import ServeFrames, serve_frames
+from .pipeline import load_pipeline
+from .routers import ROUTERS
+from .schedulers import SCHEDULERS
+
 __all__ = [
+    # coordinator / engines / backends
+    "BACKENDS", "ROUTERS", "SCHEDULERS", "AnalyticBackend", "Backend", "ServeFrames",
+    "StepCost", "StrataBackend", "build_backend", "load_pipeline", "serve_frames",
     # requests / arrivals / metrics
     "AZURE_COLUMNS", "PLAIN_COLUMNS", "REQUEST_COLUMNS", "read_trace", "requests_frame",
     "write_trace",

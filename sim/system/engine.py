@@ -1,0 +1,347 @@
+"""An LLM engine client: a step loop on the coordinator's simpy clock (integer nanoseconds).
+
+Each iteration asks its scheduler (:mod:`sim.system.schedulers`) for a plan, prices it on the
+backend (a pure-decode batch padded up to the next CUDA-graph capture size with context-0
+dummy sequences: they cost compute and produce nothing), adds the host time per step, waits
+that long, then applies it: chunks advance ``computed``; a sequence whose KV has caught up with
+its known tokens emits one token. When nothing can run the engine sleeps until woken by a new
+request or freed KV. A prefill-role engine (disaggregated pools) hands every sequence whose
+prefill finished to the coordinator, which moves its KV and frees it here afterwards.
+"""
+from __future__ import annotations
+
+import bisect
+import math
+from array import array
+
+import numpy as np
+
+from sim.config import ConfigError
+from sim.core.invariants import require
+
+from .kv import KVBlockManager
+from .schedulers import SCHEDULERS, is_decode
+
+NS = 1e-9
+
+
+class Seq:
+    """One request inside the LLM stages."""
+
+    __slots__ = ("rid", "req", "prompt", "output", "generated", "computed", "known", "arrival_ns",
+                 "token_ns", "preemptions", "client", "order")
+
+    def __init__(self, rid, req, prompt, output, arrival_ns, order):
+        self.rid, self.req = rid, req
+        self.prompt, self.output = int(prompt), int(output)
+        self.generated = 0
+        self.computed = 0
+        self.known = self.prompt          # prompt + generated
+        self.arrival_ns = arrival_ns
+        self.token_ns: list[int] = []
+        self.preemptions = 0
+        self.client = None
+        self.order = order      # FCFS key: (arrival, request id)
+
+    def work_left(self) -> int:
+        return (self.known - self.computed) + (self.output - self.generated)
+
+
+STEP_COLUMNS = (("kind", "b"), ("start_ns", "q"), ("end_ns", "q"), ("sequences", "q"),
+                ("padded_sequences", "q"), ("tokens", "q"), ("context_tokens", "q"),
+                ("kv_blocks_used", "q"), ("energy_j", "d"))
+KINDS = ("prefill", "decode", "mixed")
+#: most steps one decode run covers before the engine looks again
+MAX_RUN = 2048
+
+ENGINE_KEYS = {"scheduler", "max_num_seqs", "max_num_batched_tokens", "block_size",
+               "memory_gb", "activation_reserve_gb", "host_s", "cuda_graph_sizes", "ordering",
+               "kv_blocks"}
+
+
+class LLMEngine:
+    def __init__(self, coord, name: str, backend, *, scheduler="continuous", max_num_seqs=256,
+                 max_num_batched_tokens=2048, block_size=16, memory_gb=80.0,
+                 activation_reserve_gb=0.0, host_s=0.0, cuda_graph_sizes=(), ordering="fcfs",
+                 kv_blocks=None, role="both", where="<cluster>"):
+        if scheduler not in SCHEDULERS:
+            raise ConfigError(f"one of {sorted(SCHEDULERS)} (or 'disaggregated' for the cluster)",
+                              file=where, key="engine.scheduler", got=repr(scheduler))
+        if ordering not in ("fcfs", "least_work_left"):
+            raise ConfigError("'fcfs' or 'least_work_left'", file=where, key="engine.ordering",
+                              got=repr(ordering))
+        for key, v in (("max_num_seqs", max_num_seqs), ("max_num_batched_tokens", max_num_batched_tokens),
+                       ("block_size", block_size)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError("an integer >= 1", file=where, key=f"engine.{key}", got=repr(v))
+        self.coord, self.name, self.backend = coord, name, backend
+        self.env = coord.eng.env
+        self.schedule = SCHEDULERS[scheduler]
+        self.scheduler_name = scheduler
+        self.max_num_seqs, self.max_num_batched_tokens = max_num_seqs, max_num_batched_tokens
+        self.host_ns = float(host_s) / NS
+        self.graph_sizes = sorted(int(g) for g in cuda_graph_sizes)
+        self.lwl = ordering == "least_work_left"
+        self.role = role
+        if kv_blocks is not None:
+            self.kv = KVBlockManager(int(kv_blocks), block_size, where)
+        else:
+            self.kv = KVBlockManager.from_memory(memory_gb * 1e9, backend.weight_bytes,
+                                                 activation_reserve_gb * 1e9,
+                                                 backend.kv_bytes_per_token, block_size, where)
+        self.waiting: list[Seq] = []
+        self.running: list[Seq] = []
+        self.running_set: set = set()
+        self.running_rids: set = set()
+        self.wake = None
+        # step rows, one typed column each (a day of traffic has millions of steps)
+        self.cols = {c: array(t) for c, t in STEP_COLUMNS}
+        self.run_state = None       # (starts, ends, kv_used, sequences) of a decode run in flight
+        self.load_tokens_left = 0     # for routers: prefill + decode tokens still to process
+        self.load_prompt = 0
+        self.load_output = 0
+        self.energy_j = 0.0
+        self.preemptions = 0
+        self.env.process(self._loop())
+
+    # ---------------------------------------------------------------- queue operations ----
+    def ordered_waiting(self):
+        if self.lwl:
+            return sorted(self.waiting, key=lambda s: (s.work_left(), s.order))
+        return list(self.waiting)
+
+    def can_ever_fit(self, prompt: int, output: int) -> bool:
+        return self.kv.blocks_for(prompt + output - 1) <= self.kv.num_blocks
+
+    def submit(self, s: Seq) -> None:
+        s.client = self
+        if self.waiting and s.order < self.waiting[-1].order:
+            bisect.insort(self.waiting, s, key=lambda q: q.order)
+        else:
+            self.waiting.append(s)
+        self.load_prompt += s.prompt
+        self.load_output += s.output
+        self.load_tokens_left += s.work_left()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.wake is not None and not self.wake.triggered:
+            self.wake.succeed()
+
+    def admit(self, s: Seq) -> None:
+        self.waiting.remove(s)
+        self.running.append(s)
+        self.running_set.add(s)
+        self.running_rids.add(s.rid)
+
+    def _leave(self, s: Seq) -> None:
+        self.running.remove(s)
+        self.running_set.discard(s)
+        self.running_rids.discard(s.rid)
+        self.load_prompt -= s.prompt
+        self.load_output -= s.output
+        self.load_tokens_left -= s.work_left()
+
+    def preempt(self, s: Seq) -> None:
+        """Recompute preemption: drop its KV, back to the front of the queue."""
+        self.running.remove(s)
+        self.running_set.discard(s)
+        self.running_rids.discard(s.rid)
+        self.kv.free(s.rid)
+        self.load_tokens_left += s.computed
+        s.computed = 0
+        s.preemptions += 1
+        self.preemptions += 1
+        self.waiting.insert(0, s)
+
+    def reject(self, s: Seq, reason: str) -> None:
+        self.waiting.remove(s)
+        self.kv.free(s.rid)
+        self.load_prompt -= s.prompt
+        self.load_output -= s.output
+        self.load_tokens_left -= s.work_left()
+        self.coord.reject(s.req, reason, self)
+
+    def release(self, s: Seq) -> None:
+        """Free the KV a prefill-role engine kept for a sequence until it was transferred."""
+        self.kv.free(s.rid)
+        self._wake()
+
+    # ---------------------------------------------------------------------- step loop ----
+    def _pad(self, n: int) -> int:
+        i = bisect.bisect_left(self.graph_sizes, n)
+        return self.graph_sizes[i] if i < len(self.graph_sizes) else n
+
+    def _loop(self):
+        env = self.env
+        while True:
+            plan = self.schedule(self)
+            if not plan:
+                self.wake = env.event()
+                yield self.wake
+                self.wake = None
+                continue
+            pre = [(n, s.computed) for s, n in plan.prefill]
+            dec = [s.computed for s in plan.decode]
+            nd = len(dec)
+            padded = self._pad(nd) if not pre and nd else nd
+            if padded > nd:
+                dec = dec + [0] * (padded - nd)
+            if not pre and self.role != "prefill":
+                horizon = self._horizon(plan.decode)
+                if horizon >= 2:
+                    yield from self._decode_run(plan.decode, padded, horizon)
+                    continue
+            cost = self.backend.price(pre, dec)
+            dur = max(1, math.ceil(cost.seconds / NS + self.host_ns))
+            start = env.now
+            self.energy_j += cost.joules
+            finishing = [s for s, n in plan.prefill if s.computed + n == s.known]
+            if self.role == "prefill" and finishing:
+                self.coord.prefill_started(self, finishing, start, dur)
+            yield env.timeout(dur)
+            now = env.now
+            tokens = 0
+            for s, n in plan.prefill:
+                s.computed += n
+                tokens += n
+                self.load_tokens_left -= n
+            self.load_tokens_left -= nd
+            tokens += nd
+            ctx = sum(c for _, c in pre) + sum(dec[:nd])
+            kind = (0 if not plan.decode else 2) if plan.prefill else 1
+            self._row(kind, start, now, len(pre) + nd, len(pre) + padded, tokens, ctx,
+                      self.kv.used, cost.joules)
+            for s, _ in plan.prefill:
+                if s.computed == s.known:
+                    self._emit(s, now)
+            for s in plan.decode:        # the hot loop: one token per decoding sequence
+                s.computed += 1
+                s.generated += 1
+                s.known += 1
+                s.token_ns.append(now)
+                if s.generated == s.output or self.role == "prefill":
+                    self._finish(s)
+
+    def _row(self, kind, start, end, seqs, padded, tokens, ctx, kv_used, joules) -> None:
+        c = self.cols
+        c["kind"].append(kind)
+        c["start_ns"].append(start)
+        c["end_ns"].append(end)
+        c["sequences"].append(seqs)
+        c["padded_sequences"].append(padded)
+        c["tokens"].append(tokens)
+        c["context_tokens"].append(ctx)
+        c["kv_blocks_used"].append(kv_used)
+        c["energy_j"].append(joules)
+
+    # ------------------------------------------------------------------ decode runs ----
+    # Between two events that can change a decision (a new request or freed KV wakes the
+    # engine; a sequence finishing; a KV block running short) the scheduler of a pure decode
+    # step would pick the same sequences every step, each one token further on. The engine
+    # then prices those steps one by one (exactly, through the backend, like single steps)
+    # but waits for them with one timeout, and applies them together. A wake in the middle
+    # ends the run at the first step boundary at or after it, which is where the step-by-step
+    # loop would have looked at its queue next. Routers read loads through live_* so they see
+    # what the step-by-step loop would show at that instant.
+
+    def _run_blocks(self, seqs, steps: int) -> np.ndarray:
+        """New KV blocks the decode steps 2..steps need (the first one is reserved already)."""
+        bs = self.kv.block_size
+        cnt = np.bincount(np.array([(-s.computed) % bs for s in seqs]), minlength=bs)
+        m = np.arange(1, steps)            # step m + 1 appends token at offset m
+        return cnt[m % bs]
+
+    def _horizon(self, seqs) -> int:
+        k = min(min(s.output - s.generated for s in seqs), MAX_RUN)
+        if k < 2:
+            return k
+        add = np.cumsum(self._run_blocks(seqs, k))
+        fit = int(np.searchsorted(add, self.kv.free_blocks, side="right"))
+        return min(k, fit + 1)
+
+    def _decode_run(self, seqs, padded, steps):
+        env = self.env
+        nd = len(seqs)
+        ctx0 = sum(s.computed for s in seqs)
+        secs, joules = self.backend.price_decode_run([s.computed for s in seqs], padded - nd, steps)
+        dur = np.maximum(1, np.ceil(np.asarray(secs) / NS + self.host_ns)).astype(np.int64)
+        start = env.now
+        ends = start + np.cumsum(dur)
+        adds = np.concatenate(([0], np.cumsum(self._run_blocks(seqs, steps))))
+        used0 = self.kv.used
+        self.run_state = (ends, used0 + adds, nd, start)
+        self.wake = env.event()
+        total = int(ends[-1] - start)
+        yield env.any_of([env.timeout(total), self.wake])
+        self.wake = None
+        now = env.now
+        done = int(np.searchsorted(ends, now, side="left")) + 1   # the step in flight completes
+        done = min(done, steps)
+        if ends[done - 1] > now:
+            yield env.timeout(int(ends[done - 1]) - now)
+        self.run_state = None
+        ends_done = ends[:done]
+        end_list = ends_done.tolist()
+        c = self.cols
+        c["kind"].frombytes(np.ones(done, np.int8).tobytes())
+        c["start_ns"].frombytes(np.concatenate(([start], ends_done[:-1])).astype(np.int64).tobytes())
+        c["end_ns"].frombytes(ends_done.astype(np.int64).tobytes())
+        fill = np.empty(done, np.int64)
+        for col, v in (("sequences", nd), ("padded_sequences", padded), ("tokens", nd)):
+            fill.fill(v)
+            c[col].frombytes(fill.tobytes())
+        c["context_tokens"].frombytes((ctx0 + nd * np.arange(done, dtype=np.int64)).tobytes())
+        c["kv_blocks_used"].frombytes((used0 + adds[:done]).astype(np.int64).tobytes())
+        jl = np.asarray(joules[:done], dtype=np.float64)
+        c["energy_j"].frombytes(jl.tobytes())
+        self.energy_j += float(jl.sum())
+        kv, bs = self.kv, self.kv.block_size
+        held = kv.held
+        grown = 0
+        for s in seqs:
+            c0 = s.computed
+            extra = (c0 + done - 1) // bs - c0 // bs     # blocks for steps 2..done
+            if extra:
+                held[s.rid] += extra
+                grown += extra
+            s.computed = c0 + done
+            s.generated += done
+            s.known += done
+            s.token_ns.extend(end_list)
+        kv.used += grown
+        self.load_tokens_left -= nd * done
+        for s in seqs:
+            if s.generated == s.output:
+                self._finish(s)
+
+    def live_tokens_left(self) -> int:
+        rs = self.run_state
+        if rs is None:
+            return self.load_tokens_left
+        ends, _, nd, _ = rs
+        return self.load_tokens_left - nd * int(np.searchsorted(ends, self.env.now, side="right"))
+
+    def live_kv_used(self) -> int:
+        rs = self.run_state
+        if rs is None:
+            return self.kv.used
+        ends, used, _, _ = rs
+        started = int(np.searchsorted(ends, self.env.now, side="right"))   # steps begun so far - 1
+        return int(used[min(started, len(used) - 1)])
+
+    def _emit(self, s: Seq, now: int) -> None:
+        s.generated += 1
+        s.known += 1
+        s.token_ns.append(now)
+        if s.generated == s.output or self.role == "prefill":
+            self._finish(s)
+
+    def _finish(self, s: Seq) -> None:
+        if s.generated == s.output:     # (work_left: an emitted token moves from the output
+            self._leave(s)              # count to the known tokens, so the load is unchanged)
+            self.kv.free(s.rid)
+            self.coord.llm_done(s, self)
+        elif self.role == "prefill":
+            self._leave(s)
+            self.coord.prefilled(s, self)
