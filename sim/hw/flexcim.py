@@ -275,10 +275,13 @@ class FlexCiMAccelerator(SystolicAccelerator):
                               file=self.arch.origin, key="nm", got=str(pat))
         return self._flex(int(M), int(K), int(N), pat, place)
 
-    def _chunking(self, M, K, N, gm, groups_cols):
-        """Tokens per chunk: what half of the input buffer and half the output buffer hold."""
+    def _chunking(self, M, K, N, gm, groups_cols, acts_in_l2):
+        """Tokens per chunk: what half of the input buffer and half the output buffer hold.
+        Activations resident in L2 are re-read from it per column round, so the input buffer
+        stages only the current K slice; from DRAM, a chunk's whole K stays on chip."""
         m = self.arch.macro
-        in_tok = int(self.sram_kb["ifmap"] * 512 // max(1, math.ceil(K * m.abits / 8)))
+        k_held = min(K, gm.mapping.k_tile) if acts_in_l2 else K
+        in_tok = int(self.sram_kb["ifmap"] * 512 // max(1, math.ceil(k_held * m.abits / 8)))
         cols_in_flight = min(N, groups_cols * m.cols)
         out_tok = int(self.sram_kb["ofmap"] * 512 // (cols_in_flight * ACC_BYTES))
         t = min(M, in_tok, out_tok)
@@ -305,7 +308,8 @@ class FlexCiMAccelerator(SystolicAccelerator):
         tiles_per_chunk = cols_per_macro * kp_per_macro
         active = min(macros, np_ * g)
         cols = min(m.cols, N)
-        T = self._chunking(M, K, N, gm, min(col_groups, np_))
+        acts_in_l2 = place.a_src == "l2"
+        T = self._chunking(M, K, N, gm, min(col_groups, np_), acts_in_l2)
         full, last = divmod(M, T)
         chunks = [(T, full)] + ([(last, 1)] if last else [])
         n_chunks = full + (1 if last else 0)
@@ -320,6 +324,9 @@ class FlexCiMAccelerator(SystolicAccelerator):
         w_dram = w_bytes * (1 if fits_l2 else n_chunks) if from_dram else 0
         w_l2_reads = w_bytes * n_chunks
         a_dram = a_bytes if place.a_src == "dram" else 0
+        # activation bytes L2 sends to the input buffer: once per column round when they stay
+        # in L2, else once (the chunk's whole K is held in the input buffer)
+        a_l2 = a_bytes * cols_per_macro if acts_in_l2 else a_bytes
         o_dram = o_bytes if place.o_dst == "dram" else 0
 
         # cycles per vector: the macro's, or slower if the input port cannot feed K_tile
@@ -331,7 +338,7 @@ class FlexCiMAccelerator(SystolicAccelerator):
             """Cycles one wave of a chunk's weights (plus its share of acts/outputs) takes."""
             wb = w_bytes if (from_dram and (first or not fits_l2)) else 0
             dram = wb + (a_dram + o_dram) * chunk_t / M
-            l2 = w_bytes + (a_bytes + o_bytes) * chunk_t / M
+            l2 = w_bytes + (a_l2 + o_bytes) * chunk_t / M
             cyc = max(dram / dram_bpc, l2 / l2_bpc)
             return math.ceil(cyc / tiles_per_chunk)
 
@@ -380,7 +387,7 @@ class FlexCiMAccelerator(SystolicAccelerator):
         led.add("accumulate", "add", adds, acc_bits * d.adder_pj_per_bit)
         # buffers: activations written once per chunk, read once per column round (broadcast)
         skb = self.sram_kb
-        led.add("sram", "ifmap_write_byte", a_bytes, t.sram_write_pj_per_byte(skb["ifmap"]))
+        led.add("sram", "ifmap_write_byte", a_l2, t.sram_write_pj_per_byte(skb["ifmap"]))
         led.add("sram", "ifmap_read_byte", a_bytes * cols_per_macro,
                 t.sram_read_pj_per_byte(skb["ifmap"]))
         led.add("sram", "weight_write_byte", w_l2_reads, t.sram_write_pj_per_byte(skb["weight"]))
@@ -390,7 +397,7 @@ class FlexCiMAccelerator(SystolicAccelerator):
         led.add("sram", "ofmap_read_byte", psum_rw - N * M * ACC_BYTES + o_bytes,
                 t.sram_read_pj_per_byte(skb["ofmap"]))
         l2kb = a.memory.l2.size_kb
-        led.add("l2", "read_byte", w_l2_reads + a_bytes + (o_dram if o_dram else 0),
+        led.add("l2", "read_byte", w_l2_reads + a_l2 + (o_dram if o_dram else 0),
                 t.l2_read_pj_per_byte(l2kb))
         led.add("l2", "write_byte", w_dram + a_dram + o_bytes, t.l2_write_pj_per_byte(l2kb))
         dram_pj = t.dram_pj_per_bit(a.memory.dram.kind)
@@ -399,7 +406,7 @@ class FlexCiMAccelerator(SystolicAccelerator):
         self._add_static(led, total)
 
         dram_busy = math.ceil((w_dram + a_dram + o_dram) / dram_bpc)
-        l2_busy = math.ceil((w_l2_reads + a_bytes + o_bytes + w_dram + a_dram + o_dram) / l2_bpc)
+        l2_busy = math.ceil((w_l2_reads + a_l2 + o_bytes + w_dram + a_dram + o_dram) / l2_bpc)
         kept = gm.kept_macs * M                     # gm was mapped for one vector
         counters = {"tiles": tiles_total * n_chunks, "chunks": n_chunks,
                     "chunk_tokens": T, "active_macros": active,
