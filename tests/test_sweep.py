@@ -213,7 +213,8 @@ def test_sigkill_half_way_then_resume_loses_and_repeats_nothing(tmp_path):
         if db.exists():
             try:
                 with sqlite3.connect(db, timeout=5) as c:
-                    done = c.execute("SELECT COUNT(*) FROM points").fetchone()[0]
+                    done = c.execute("SELECT COUNT(*) FROM points WHERE status = 'ok'"
+                                     ).fetchone()[0]
             except sqlite3.OperationalError:
                 continue
             if done >= 10:
@@ -222,7 +223,8 @@ def test_sigkill_half_way_then_resume_loses_and_repeats_nothing(tmp_path):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     with Store(db) as st:
-        before = st.executions()
+        before = {h for h, _, _, s, *_ in st.iter_points() if s == "ok"}
+        assert st.counts().get("running", 0) <= 1          # serial: at most one in flight
     assert 10 <= len(before) < 40
     s = run_sweep(p, db, executor="serial", fn=fake_point)
     assert s.skipped == len(before) and s.ran == 40 - len(before)
@@ -232,6 +234,20 @@ def test_sigkill_half_way_then_resume_loses_and_repeats_nothing(tmp_path):
     assert len(ex) == 40 and set(ex.values()) == {1}         # all present, none twice
     assert sorted(df["arch.array.rows"]) == list(range(16, 56))
     assert (df.latency_s == df["arch.array.rows"]).all()
+
+
+def test_a_config_twice_in_one_sweep_runs_once(tmp_path):
+    p = write(tmp_path, "grid:\n  arch.array.rows: [8, 16, 8, 16.0]")
+    db = tmp_path / "r.sqlite"
+    pts = list(load_sweep(p).points())
+    assert pts[0].hash == pts[2].hash and pts[1].hash != pts[0].hash
+    assert "invalid config" in pts[3].dropped        # 16.0: rows must be an integer
+    s = run_sweep(p, db, executor="process", workers=2, fn=fake_point)
+    with Store(db) as st:
+        ex = st.executions()
+    distinct = {pt.hash for pt in pts if pt.dropped is None}
+    assert set(ex) >= distinct and all(ex[h] == 1 for h in distinct)
+    assert s.ran == len(distinct) and s.skipped + s.dropped == len(pts) - len(distinct)
 
 
 # -------------------------------------------------------------------------- executors ----

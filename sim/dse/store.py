@@ -9,9 +9,11 @@ kill mid-write leaves a truncated file. Parquet stays the *export* format (``poi
 
 Table ``points``: ``hash`` (primary key: the resolved config's content hash, seed included),
 ``idx`` (position in the sweep), ``overrides`` (JSON: swept and derived key -> value),
-``status`` (``ok`` | ``failed`` | ``dropped``), ``error`` (text), ``rows`` (JSON list, one
-mapping of metrics per variant and run), ``executions`` (how many times the point was computed
-to completion), ``wall_s``, ``finished`` (unix time). Table ``meta``: key/value (sweep name,
+``status`` (``ok`` | ``failed`` | ``dropped``, or ``running`` while handed out: a sweep killed
+then leaves ``running`` rows, which a resume runs again), ``error`` (text), ``rows`` (JSON
+list, one mapping of metrics per variant and run), ``executions`` (how many times the point was computed
+to completion), ``wall_s``, ``finished`` (unix time), ``run_id`` (the sweep call that last
+handed the point out). Table ``meta``: key/value (sweep name,
 file, keys). Guided search and plots read the same table (``frame()``).
 """
 from __future__ import annotations
@@ -32,12 +34,13 @@ CREATE TABLE IF NOT EXISTS points (
     hash TEXT PRIMARY KEY,
     idx INTEGER NOT NULL,
     overrides TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('ok', 'failed', 'dropped')),
+    status TEXT NOT NULL CHECK (status IN ('ok', 'failed', 'dropped', 'running')),
     error TEXT,
     rows TEXT,
     executions INTEGER NOT NULL DEFAULT 0,
     wall_s REAL,
-    finished REAL
+    finished REAL,
+    run_id TEXT
 );
 CREATE INDEX IF NOT EXISTS points_status ON points(status);
 """
@@ -75,23 +78,27 @@ class Store:
         return {k: json.loads(v) for k, v in self.db.execute("SELECT key, value FROM meta")}
 
     # ---------------------------------------------------------------- points ----
-    def status(self, h: str) -> str | None:
-        row = self.db.execute("SELECT status FROM points WHERE hash = ?", (h,)).fetchone()
-        return row[0] if row else None
+    def status(self, h: str) -> tuple[str | None, str | None]:
+        """(status, run_id) of a point, (None, None) if the store lacks it."""
+        row = self.db.execute("SELECT status, run_id FROM points WHERE hash = ?",
+                              (h,)).fetchone()
+        return (row[0], row[1]) if row else (None, None)
 
     def record(self, h: str, idx: int, overrides: dict, status: str, *, rows=None,
                error: str | None = None, wall_s: float | None = None,
-               executed: bool = True) -> None:
+               executed: bool = True, run_id: str | None = None) -> None:
         """Write one point in one transaction (insert, or replace an earlier failure)."""
         self.db.execute(
             "INSERT INTO points (hash, idx, overrides, status, error, rows, executions, wall_s,"
-            " finished) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(hash) DO UPDATE SET "
+            " finished, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(hash) DO UPDATE SET "
             "idx = excluded.idx, overrides = excluded.overrides, status = excluded.status, "
             "error = excluded.error, rows = excluded.rows, "
             "executions = points.executions + excluded.executions, wall_s = excluded.wall_s, "
-            "finished = excluded.finished",
+            "finished = excluded.finished, run_id = COALESCE(excluded.run_id, points.run_id)",
             (h, idx, json.dumps(overrides, sort_keys=True), status, error,
-             None if rows is None else json.dumps(rows), int(executed), wall_s, time.time()))
+             None if rows is None else json.dumps(rows), int(executed), wall_s, time.time(),
+             run_id))
 
     def counts(self) -> dict:
         return dict(self.db.execute("SELECT status, COUNT(*) FROM points GROUP BY status"))

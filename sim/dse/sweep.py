@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import time
 import traceback
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -100,10 +101,12 @@ def run_sweep(sweep: Sweep | str, store_path: str | Path, *, executor: str = "pr
         except ImportError:     # tqdm is a dependency; this only guards odd installs
             bar = None
 
+    run_id = uuid.uuid4().hex     # marks the points this call hands out
+
     def tasks():
         handed = 0
         for pt in sweep.points():
-            st = store.status(pt.hash)
+            st, by = store.status(pt.hash)
             if st in ("ok", "dropped") or (st == "failed" and not retry_failed):
                 summary.skipped += 1
                 if bar is not None:
@@ -116,9 +119,16 @@ def run_sweep(sweep: Sweep | str, store_path: str | Path, *, executor: str = "pr
                 if bar is not None:
                     bar.update(1)
                 continue
+            if st == "running" and by == run_id:
+                summary.skipped += 1       # the same resolved config twice in one sweep
+                if bar is not None:
+                    bar.update(1)
+                continue
             if limit is not None and handed >= limit:
                 return
             handed += 1
+            store.record(pt.hash, pt.index, pt.overrides, "running", executed=False,
+                         run_id=run_id)
             yield {"hash": pt.hash, "index": pt.index, "overrides": pt.overrides,
                    "config": pt.exp.model_dump(mode="json")}
 
