@@ -317,3 +317,14 @@ def test_cli_sweep_resume_and_errors(tmp_path, capsys):
     assert main(["sweep", str(bad), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "sweep.grid.arch.array.rows" in err
+
+
+def test_a_shipped_sweep_by_name_and_a_missing_file(tmp_path):
+    assert load_sweep("sweep_systolic_array").file == str(SHIPPED)
+    with pytest.raises(ConfigError) as e:
+        load_sweep(tmp_path / "nope.yaml")
+    assert "nope.yaml" in str(e.value) and "\n" not in str(e.value)
+    plain = ROOT / "experiments" / "quickstart.yaml"
+    with pytest.raises(ConfigError) as e:
+        load_sweep(plain)
+    assert "sweep" in str(e.value) and "quickstart.yaml" in str(e.value)

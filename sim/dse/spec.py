@@ -33,12 +33,13 @@ import json
 import math
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator
 
 from ..config import ConfigError
 from ..config.errors import did_you_mean, short_repr
-from ..config.loader import (_dump, _resolve, apply_overrides, load_experiment,
-                             load_validated, read_yaml)
+from ..config.loader import (_dump, _find_ref, _looks_like_path, _resolve, apply_overrides,
+                             load_experiment, load_validated, read_yaml)
 from ..config.schema import ExperimentConfig
 from .expr import Expr, ExprError
 
@@ -219,7 +220,10 @@ def _values(spec: Any, err) -> list:
 
 def load_sweep(path: str, overrides: Any = None) -> Sweep:
     """Read an experiment YAML with a ``sweep:`` block; ConfigError naming file and key."""
-    p = str(_resolve(__import__("pathlib").Path(path)))
+    ref = Path(path).expanduser()
+    if isinstance(path, str) and not _looks_like_path(path) and not ref.is_file():
+        ref = _find_ref(path, "experiments", Path.cwd(), None, None)   # a shipped name
+    p = str(_resolve(ref))
     data = read_yaml(p)
     block = data.pop("sweep", None)
     if block is None:
