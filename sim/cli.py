@@ -2,6 +2,8 @@
 
     strata run EXP.yaml [--set key=value ...] [--out DIR] [--force] [--trace] [--plots DIR]
     strata list [archs|models|experiments]
+    strata sweep EXP.yaml [--executor serial|process|dask] [--workers N] [--scheduler ADDR]
+                 [--resume] [--retry-failed] [--out DIR]
     strata --version
 
 Every user mistake ends in one ``error:`` line naming the file, the key and what was expected,
@@ -73,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
                     "folder of shards); needs --act-norms")
     fl.add_argument("--act-norms", default=None, help="calibration activation-norm .npz")
     fl.add_argument("--profile", default=None, help="outlier profile name or path")
+    _sweep_parser(sub)
     return p
 
 
@@ -228,6 +231,66 @@ def format_table(runs, many: bool) -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------------ sweep ----
+SWEEP_EPILOG = """\
+outputs: DIR/<experiment name>/results.sqlite (one row per design point, written as each point
+completes), points.csv (one row per point and run) and points.parquet (if pyarrow is installed).
+A store that already exists is refused unless --resume is given; --resume runs only the points
+it lacks (dropped and failed points are kept; --retry-failed reruns the failed ones)."""
+
+
+def _sweep_parser(sub) -> None:
+    from .dse.executors import EXECUTORS
+
+    s = sub.add_parser("sweep", help="run the design points of an experiment's sweep: block",
+                       epilog=SWEEP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("experiment", help="experiment file with a sweep: block")
+    s.add_argument("--executor", choices=sorted(EXECUTORS), default="process",
+                   help="where points run (default: process, all cores)")
+    s.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="worker processes (default: all cores; dask: the cluster's threads)")
+    s.add_argument("--scheduler", default=None, metavar="ADDR",
+                   help="dask scheduler address, e.g. tcp://host:8786 (default: a LocalCluster)")
+    s.add_argument("--resume", action="store_true",
+                   help="continue an existing store: run only the missing points")
+    s.add_argument("--retry-failed", action="store_true",
+                   help="with --resume, also rerun the points that failed")
+    s.add_argument("--out", type=Path, default=Path("results"),
+                   help="output folder; the store goes to DIR/<name>/ (default: results)")
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of the base experiment (repeatable)")
+
+
+def _cmd_sweep(args) -> int:
+    from .dse import Store, load_sweep, run_sweep
+
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError("a number of workers >= 1", key="--workers", got=str(args.workers))
+    if args.scheduler and args.executor != "dask":
+        raise ConfigError("--executor dask with --scheduler", key="--scheduler",
+                          got=f"--executor {args.executor}")
+    if args.retry_failed:
+        args.resume = True
+    sweep = load_sweep(args.experiment, overrides=args.overrides or None)
+    folder = args.out / sweep.name
+    db = folder / "results.sqlite"
+    _check_out(folder, True, "--out", replace=False)
+    if db.exists() and not args.resume:
+        raise ConfigError("a new results folder, or --resume to continue this sweep",
+                          file=str(db), key="--out", got="an existing results.sqlite")
+    summary = run_sweep(sweep, db, executor=args.executor, workers=args.workers,
+                        scheduler=args.scheduler, retry_failed=args.retry_failed,
+                        progress=sys.stderr.isatty())
+    with Store(db) as store:
+        written = [store.write_csv(folder / "points.csv").name]
+        pq = store.write_parquet(folder / "points.parquet")
+        if pq is not None:
+            written.append(pq.name)
+    print(summary.line())
+    print(f"wrote {db} and {', '.join(written)} to {folder}{os.sep}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -235,6 +298,8 @@ def main(argv=None) -> int:
             return _cmd_list(args.what)
         if args.command == "flow":
             return _cmd_flow(args)
+        if args.command == "sweep":
+            return _cmd_sweep(args)
         return _cmd_run(args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)

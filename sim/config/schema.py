@@ -859,6 +859,9 @@ class ExperimentConfig(_Hashable):
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
     variants: FrozenList[VariantConfig] = Field(default_factory=tuple)  # design points to compare
     compress: bool = True   # False: simulate repeated tiles and folds in full (a check)
+    # The design-space block that `strata sweep` reads (sim.dse.spec); `strata run` runs the
+    # base experiment. Left out of dumps and of the content hash: a point is its resolved keys.
+    sweep: FrozenMapping[str, Any] | None = Field(default=None, exclude=True)
 
     @field_validator("arch", mode="before")
     @classmethod
