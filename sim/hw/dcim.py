@@ -549,6 +549,10 @@ def macro_area_um2(macro: DCiMMacro, tech: DCiMTech) -> dict[str, float]:
         "cells": macro.cells * tech.cell_area_um2,
         "column_trees": P * C * tree_bits * tech.adder_area_um2_per_bit,
         "distribution": R * P * (macro.pairs_per_mux + P) / 4 * pair_bits * tech.mux_area_um2_per_bit,
+        # select_scope "cell": every cell has its own pairs_per_mux:1 pair select (the per-cell
+        # M:1 selection FlexCiM's shared distribution avoids); a 1:1 select is a wire
+        "cell_select": (macro.cells * (macro.pairs_per_mux - 1) / 3 * pair_bits
+                        * tech.mux_area_um2_per_bit if macro.select_scope == "cell" else 0.0),
         "psum_buffers": P * C * macro.psum_buffer_entries * col_out * tech.register_area_um2_per_bit,
         "merge": C * (merge_bits * tech.adder_area_um2_per_bit
                       + P * col_out * tech.register_area_um2_per_bit),
@@ -575,7 +579,9 @@ def pass_energy_pj(macro: DCiMMacro, tech: DCiMTech, mp: Mapping, vectors: int,
     return {
         "cells": cell,
         "column_trees": P * cols * steps * tree_bits * tech.adder_pj_per_bit,
-        "distribution": rows_used * P * 2 * vectors * 2 * macro.abits * tech.mux_pj_per_bit,
+        "distribution": (rows_used * P * 2 * vectors * 2 * macro.abits
+                         + (kept_cells * vectors * 2 * macro.abits * (macro.pairs_per_mux - 1) / 3
+                            if macro.select_scope == "cell" else 0)) * tech.mux_pj_per_bit,
         "merge": cols * vectors * merge_bits * tech.adder_pj_per_bit,
         "weight_write": cols * R * P * macro.wbits * tech.weight_write_pj_per_bit,
         "metadata_write": (cols * R * P + (R * P * mp.select_bits if macro.select_scope == "row"
