@@ -72,6 +72,11 @@ class Pattern(NamedTuple):
     def __str__(self) -> str:
         return "dense" if self.dense else f"{self.n}:{self.m}"
 
+    @property
+    def name(self) -> str:
+        """``str(self)``: ``"N:M"`` or ``"dense"``."""
+        return str(self)
+
 
 DENSE = Pattern(1, 1)
 

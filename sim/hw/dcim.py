@@ -107,6 +107,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from ..config.errors import ConfigError, InvalidValue
+from ..config.nm_schedule import MAX_M as _NM_MAX_M, Pattern, parse_pattern as _parse_nm
 from ..config.schema import FrozenList, PosFloat, StrictModel
 
 __all__ = ["DCiMMacro", "DCiMTech", "Pattern", "Mapping", "parse_pattern", "map_pattern",
@@ -118,55 +119,20 @@ __all__ = ["DCiMMacro", "DCiMTech", "Pattern", "Mapping", "parse_pattern", "map_
 # the ``dcim`` technology section this module's schema reads).
 
 DEFAULT_PATTERNS = ("1:4", "2:4", "2:8", "4:8", "1:2", "dense")
-MAX_M = 16
+MAX_M = _NM_MAX_M        # the largest M any pattern may have (sim.config.nm_schedule)
 
 
 # --------------------------------------------------------------------------------------------
 # Patterns
 # --------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Pattern:
-    n: int
-    m: int
-
-    @property
-    def name(self) -> str:
-        return "dense" if self.n == self.m else f"{self.n}:{self.m}"
-
-    @property
-    def dense(self) -> bool:
-        return self.n == self.m
-
-    @property
-    def density(self) -> float:
-        return self.n / self.m
-
-
 def parse_pattern(spec, *, key: str = "pattern", file: str | None = None) -> Pattern:
-    """``"2:4"``, ``"dense"``, ``(2, 4)`` or a Pattern -> Pattern; dense is 2:2 (see module doc).
-    Bad input: one-line ConfigError."""
-    if isinstance(spec, Pattern):
-        n, m = spec.n, spec.m
-    elif isinstance(spec, str) and spec.strip().lower() == "dense":
-        return Pattern(2, 2)
-    elif isinstance(spec, str) and spec.count(":") == 1:
-        a, b = spec.split(":")
-        try:
-            n, m = int(a), int(b)
-        except ValueError:
-            raise ConfigError("an N:M pattern such as '2:4' or 'dense'", file=file, key=key,
-                              got=repr(spec)) from None
-    elif (isinstance(spec, tuple) and len(spec) == 2
-          and all(isinstance(v, int) and not isinstance(v, bool) for v in spec)):
-        n, m = spec
-    else:
-        raise ConfigError("an N:M pattern such as '2:4' or 'dense'", file=file, key=key,
-                          got=repr(spec))
-    if not (1 <= n <= m <= MAX_M):
-        raise ConfigError(f"an N:M pattern with 1 <= N <= M <= {MAX_M}", file=file, key=key,
-                          got=repr(spec))
-    return Pattern(2, 2) if n == m else Pattern(n, m)
+    """``"2:4"``, ``"dense"``, ``(2, 4)`` or a Pattern -> the macro's Pattern: parsed by
+    :func:`sim.config.nm_schedule.parse_pattern` (one pattern type and one set of one-line
+    errors for the whole simulator), with dense (any N:N) as 2:2, the form the mapping
+    arithmetic uses (see module doc); ``str()`` and ``.name`` still say ``"dense"``."""
+    pat = _parse_nm(spec, key=key, file=file)
+    return Pattern(2, 2) if pat.dense else pat
 
 
 # --------------------------------------------------------------------------------------------
