@@ -298,6 +298,30 @@ yaml_case("yaml-inf-clock", BASE.replace("arch: quickstart",
 yaml_case("yaml-nan-bandwidth", BASE.replace(
     "arch: quickstart", "arch: {extends: quickstart, memory: {dram: {kind: hbm2, "
     "bandwidth_gbps: .nan, latency_ns: 1}}}"), "bandwidth_gbps", "finite")
+
+
+def flexcim_case(id, arch_extra, *fragments):
+    """A FlexCiM arch change inside an experiment (issue 8): errors name bad.yaml and the key."""
+    yaml_case(id, BASE.replace("arch: quickstart", "arch: {extends: flexcim, " + arch_extra + "}"),
+              *fragments)
+
+
+flexcim_case("yaml-flexcim-pattern-unknown", "macro: {patterns: ['3:3:3']}",
+             "arch.macro.patterns", "N:M")
+flexcim_case("yaml-flexcim-pattern-n-gt-m", "macro: {patterns: ['5:4']}",
+             "arch.macro.patterns", "N <= M")
+flexcim_case("yaml-flexcim-uniform-n-gt-m", "sparsity: {pattern: '9:4'}",
+             "arch.sparsity.pattern", "N <= M")
+flexcim_case("yaml-flexcim-target-1", "sparsity: {target: 1.0}", "arch.sparsity.target", "< 1")
+flexcim_case("yaml-flexcim-target-negative", "sparsity: {target: -0.1}",
+             "arch.sparsity.target", ">= 0")
+flexcim_case("yaml-flexcim-macros-0", "macros: 0", "arch.macros", ">= 1")
+# a missing schedule names the schedule file itself (resolved next to the file that wrote it)
+case("yaml-flexcim-schedule-missing", "yaml", BASE.replace(
+    "arch: quickstart",
+    "arch: {extends: flexcim, sparsity: {target: null, schedule: nosuch-schedule.yaml}}"),
+    "nosuch-schedule.yaml", "an existing YAML file")
+
 yaml_case("yaml-string-size", BASE.replace("seq_len: 16", "seq_len: '16'"), "runs.0.seq_len",
           "an integer")
 yaml_case("yaml-bool-size", BASE.replace("seq_len: 16", "seq_len: true"), "runs.0.seq_len",
