@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from functools import lru_cache
 from typing import Annotated
 
 import numpy as np
@@ -203,6 +204,9 @@ class GpuAccelerator(Accelerator):
         self.spec, self.cal = g, c
         self.bandwidth = g.hbm_bandwidth_gbps * 1e9 * c.hbm_fraction    # achieved B/s
         self.overhead = c.kernel_overhead_us * 1e-6
+        # layers repeat: price each distinct GEMM and attention kernel once (results are frozen)
+        self._gemm_result = lru_cache(maxsize=8192)(self._gemm_result)
+        self._attention_kernel = lru_cache(maxsize=8192)(self._attention_kernel)
 
     # ------------------------------------------------------------------ static properties ----
     def native_precisions(self):
@@ -393,59 +397,57 @@ class GpuAccelerator(Accelerator):
         return self._plus_kernels(r, kn.kv_write)
 
     def _price_attention(self, ops, group, out, zero) -> None:
-        """All attention nodes of one layer: one prefill kernel and one decode kernel."""
-        c, kn = self.cal, self.cal.kernels
-        sms = self.spec.sms
-        qk = [j for j in group.get("qk", [])]
+        """All attention nodes of one layer: one prefill kernel and one decode kernel, priced
+        on the first Q·Kᵀ node of each phase (the other attention nodes get 0)."""
+        qk = group.get("qk", [])
         phases = {"prefill": [j for j in qk if ops[j]["part"] != "decode"],
                   "decode": [j for j in qk if ops[j]["part"] == "decode"]}
-        for j in group.get("qk", []) + group.get("av", []) + group.get("softmax", []):
+        for j in qk + group.get("av", []) + group.get("softmax", []):
             out[j] = zero
         both = all(phases.values())
         for phase, nodes in phases.items():
-            if not nodes:
-                continue
-            wbits = abits = ops[nodes[0]]["abits"]
-            b = abits / 8
-            flops = nbytes = 0.0
-            works, counts = [], []
-            dec_ctas, dec_tokens, max_len, seqs, heads_q = 0.0, 0.0, 0, 0, 0
-            for j in nodes:
-                op = ops[j]
-                count, M, d, lkv = op["count"], op["M"], op["K"], op["N"]
-                f = 4.0 * M * d * lkv * count         # Q.K^T and P.V
-                flops += f
-                # Q in, O out (M rows per KV head), K and V of the keys the part attends
-                nbytes += count * (2 * M * d + 2 * lkv * d) * b
-                works.append(4.0 * (M * d * lkv))
-                counts.append(count)
-                dec_tokens += lkv * count
-                max_len = max(max_len, lkv)
-            peak = self._achieved_peak(wbits, abits, c.attention_fraction)
-            kernels = 1
-            if phase == "prefill":
-                # one CTA per (query block, KV-head group): the graph stacks a group's g heads
-                compute_s = _makespan(np.array(works), np.array(counts), sms) / (peak / sms)
-                t = max(compute_s, nbytes / self.bandwidth)
-                if both and kn.mixed_concat:
-                    kernels += kn.mixed_concat
-            else:
-                # split-KV: chunks of the KV of each (sequence, KV head) sized for
-                # decode_ctas_per_sm x sms CTAs in all
-                chunk = max(c.decode_min_chunk,
-                            math.ceil(dec_tokens / (c.decode_ctas_per_sm * sms)))
-                chunk = -(-chunk // DECODE_BLOCK) * DECODE_BLOCK
-                ctas = sum(ops[j]["count"] * -(-ops[j]["N"] // chunk) for j in nodes)
-                split = max_len > chunk
-                compute_s = flops / peak
-                t = max(compute_s, nbytes / (self.bandwidth * min(1.0, ctas / sms)))
-                if split and kn.decode_combine:
-                    # partial outputs in fp32 (M rows x d per CTA), written and read back
-                    part = sum(ops[j]["count"] * -(-ops[j]["N"] // chunk) * ops[j]["M"]
-                               * ops[j]["K"] * 4 for j in nodes)
-                    t += 2 * part / self.bandwidth
-                    kernels += kn.decode_combine
-            first = nodes[0]
-            out[first] = self._kernel(f"attention {phase}", t, flops, nbytes, min(t, compute_s),
-                                      macs=int(flops / 2), wbits=wbits, abits=abits,
-                                      kernels=kernels)
+            if nodes:
+                shapes = tuple((ops[j]["count"], ops[j]["M"], ops[j]["K"], ops[j]["N"])
+                               for j in nodes)
+                out[nodes[0]] = self._attention_kernel(phase, shapes, ops[nodes[0]]["abits"],
+                                                       both)
+
+    def _attention_kernel(self, phase: str, shapes: tuple, abits: int, both: bool) -> OpResult:
+        """One fused attention kernel over parts ``(count, M, d, keys)`` (Q·Kᵀ node shapes)."""
+        c, kn = self.cal, self.cal.kernels
+        sms = self.spec.sms
+        b = abits / 8
+        flops = nbytes = 0.0
+        works, counts = [], []
+        kv_tokens, max_len = 0.0, 0
+        for count, M, d, lkv in shapes:
+            flops += 4.0 * M * d * lkv * count          # Q.K^T and P.V
+            # Q in, O out (M rows per KV head), K and V of the keys the part attends
+            nbytes += count * (2 * M * d + 2 * lkv * d) * b
+            works.append(4.0 * M * d * lkv)
+            counts.append(count)
+            kv_tokens += lkv * count
+            max_len = max(max_len, lkv)
+        peak = self._achieved_peak(abits, abits, c.attention_fraction)
+        kernels = 1
+        if phase == "prefill":
+            # one CTA per (query block, KV-head group: the graph stacks a group's g heads)
+            compute_s = _makespan(np.array(works), np.array(counts), sms) / (peak / sms)
+            t = max(compute_s, nbytes / self.bandwidth)
+            if both:
+                kernels += kn.mixed_concat
+        else:
+            # split-KV: the KV of each (sequence, KV head) cut into chunks sized for
+            # decode_ctas_per_sm x sms CTAs in all
+            chunk = max(c.decode_min_chunk, math.ceil(kv_tokens / (c.decode_ctas_per_sm * sms)))
+            chunk = -(-chunk // DECODE_BLOCK) * DECODE_BLOCK
+            ctas = sum(count * -(-lkv // chunk) for count, _, _, lkv in shapes)
+            compute_s = flops / peak
+            t = max(compute_s, nbytes / (self.bandwidth * min(1.0, ctas / sms)))
+            if max_len > chunk and kn.decode_combine:
+                # partial outputs in fp32 (M rows x d per CTA), written and read back
+                part = sum(count * -(-lkv // chunk) * M * d * 4 for count, M, d, lkv in shapes)
+                t += 2 * part / self.bandwidth
+                kernels += kn.decode_combine
+        return self._kernel(f"attention {phase}", t, flops, nbytes, min(t, compute_s),
+                            macs=int(flops / 2), wbits=abits, abits=abits, kernels=kernels)
