@@ -107,6 +107,11 @@ class GpuKernels(StrictModel):
     embed: PosInt = 1
     kv_write: Annotated[int, Field(ge=0, le=64)] = 1      # KV-cache append (per layer)
     decode_combine: Annotated[int, Field(ge=0, le=64)] = 1  # merge of split-KV partials
+    # passes over the fp32 partial outputs the merge makes, and whether every sequence's
+    # partials are padded to the most split sequence's count (one dense [seqs, heads, splits,
+    # head_dim] tensor) or only its own chunks are merged
+    decode_combine_passes: Annotated[int, Field(ge=0, le=64)] = 2
+    decode_combine_padded: bool = False
     mixed_concat: Annotated[int, Field(ge=0, le=64)] = 0   # joining prefill+decode outputs
     lm_gather: Annotated[int, Field(ge=0, le=64)] = 0     # picking the logit rows
 
@@ -445,9 +450,11 @@ class GpuAccelerator(Accelerator):
             compute_s = flops / peak
             t = max(compute_s, nbytes / (self.bandwidth * min(1.0, ctas / sms)))
             if max_len > chunk and kn.decode_combine:
-                # partial outputs in fp32 (M rows x d per CTA), written and read back
-                part = sum(count * -(-lkv // chunk) * M * d * 4 for count, M, d, lkv in shapes)
-                t += 2 * part / self.bandwidth
+                # partial outputs in fp32 (M rows x d per CTA), written, then merged
+                splits = -(-max_len // chunk)
+                part = sum(count * (splits if kn.decode_combine_padded else -(-lkv // chunk))
+                           * M * d * 4 for count, M, d, lkv in shapes)
+                t += (1 + kn.decode_combine_passes) * part / self.bandwidth
                 kernels += kn.decode_combine
         return self._kernel(f"attention {phase}", t, flops, nbytes, min(t, compute_s),
                             macs=int(flops / 2), wbits=abits, abits=abits, kernels=kernels)
