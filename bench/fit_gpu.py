@@ -242,7 +242,7 @@ def main(argv=None) -> int:
         print(f"  {k} = {v:.4g}")
     for ph in PHASES:
         print(f"  {ph:8s} held-out MAPE {errors[ph][0]:6.2f}% ({errors[ph][1]} steps); "
-              f"train {train_err[ph][0]:6.2f}%; uncalibrated {before[ph][0]:6.2f}%")
+              f"train {train_err[ph][0]:6.2f}%; before this fit {before[ph][0]:6.2f}%")
     g = [x for x in gemms if x["model"] not in train]
     if g:
         print(f"  gemm     held-out MAPE {mape(predictor.gemms(accel, g), np.array([x['seconds'] for x in g])):6.2f}% ({len(g)} GEMMs)")
