@@ -316,14 +316,16 @@ def _simulate(accel, model, *, phase, batch, seq_len, context, steps, decode_bat
 
 # ----------------------------------------------------------------------------------- step ----
 def simulate_step(arch, model, *, prefill=(), decode=(), precision=None, causal: bool = True,
-                  seed: int = 0, causal_block: int | None = None) -> StepResult:
+                  seed: int = 0, causal_block: int | None = None, tp: int = 1) -> StepResult:
     """One continuous-batching step: ``prefill=[(new_tokens, past_tokens), ...]`` chunks and
     ``decode=[context, ...]`` sequences, priced per sequence, causal masking exploited by query
     blocks of ``causal_block`` (default the arch's ``array.cols``; ``causal=False``: the full
-    square). Memoized and frozen: see :mod:`sim.workload.step`."""
+    square). ``tp`` (1, 2, 4, 8) chips in tensor parallelism over the arch's ``chip_link``.
+    Memoized and frozen: see :mod:`sim.workload.step`."""
     return _step.simulate_step(arch, model, prefill=prefill, decode=decode,
                                precision=precision, causal=causal, seed=seed,
-                               causal_block=causal_block, accelerator_for=accelerator_for)
+                               causal_block=causal_block, tp=tp,
+                               accelerator_for=accelerator_for)
 
 
 class StepTable(_StepTable):

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_builtin_types_come_from_their_modules_declarations():
     index = registry._builtin_index()
     assert index == {"systolic": "accelerator", "microscopiq": "microscopiq",
-                     "sparse_systolic": "sparse_systolic", "flexcim": "flexcim",
+                     "sparse_systolic": "sparse_systolic", "flexcim": "flexcim", "gpu": "gpu",
                      **{t: "baselines" for t in ("olive", "ant", "gobo", "olaccel",
                                                   "adaptivfloat")}}
     assert set(registry.accelerator_types()) >= set(index)

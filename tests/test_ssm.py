@@ -235,7 +235,7 @@ def test_every_accelerator_type_runs_the_ssm():
     archs = {"systolic": "int8-64x64", "microscopiq": "microscopiq-64x64",
              "gobo": "gobo-64x64", "olive": "olive-64x64", "ant": "ant-64x64",
              "olaccel": "olaccel-64x64", "adaptivfloat": "adaptivfloat-64x64",
-             "sparse_systolic": "vegeta-64x64", "flexcim": "flexcim"}
+             "sparse_systolic": "vegeta-64x64", "flexcim": "flexcim", "gpu": "h200-sxm"}
     assert set(accelerator_types()) <= set(archs)
     model = dict(TINY, hidden_size=64, num_layers=3)       # small: outlier profiles are quick
     with warnings.catch_warnings():

@@ -24,6 +24,7 @@ from .errors import ConfigError, InvalidValue, did_you_mean, short_repr
 
 __all__ = [
     "ArchConfig",
+    "ChipLinkConfig",
     "SystolicArchConfig",
     "register_arch_type",
     "arch_config_class",
@@ -293,6 +294,15 @@ class VectorConfig(StrictModel):
     lanes: PosInt
 
 
+class ChipLinkConfig(StrictModel):
+    """The link between chips of one tensor-parallel group (``tp`` > 1 in ``simulate_step``):
+    bandwidth one chip sends at in one direction, and the latency of one ring hop."""
+
+    bandwidth_gbps: PosFloat  # GB/s per direction per chip
+    latency_ns: NonNegFloat
+    pj_per_bit: NonNegFloat = 0.0  # link energy per bit sent (0: not modelled)
+
+
 class ArchConfig(_Hashable):
     """An accelerator (arch/*.yaml): only what every accelerator type has.
 
@@ -310,6 +320,7 @@ class ArchConfig(_Hashable):
     type: Name = "systolic"  # accelerator model (sim.hw.registry)
     clock_ghz: PosFloat
     technology: Name  # arch/tech/<technology>.yaml, e.g. "7nm"
+    chip_link: ChipLinkConfig | None = None  # needed for tensor parallelism (tp > 1)
 
     @model_validator(mode="wrap")
     @classmethod

@@ -269,6 +269,35 @@ class Accelerator(abc.ABC):
         None: the type names none, and a causal ragged step must be given ``causal_block``."""
         return None
 
+    def price_nodes(self, ops: list, seed: int = 0) -> list | None:
+        """A type that prices a step as a whole (kernels spanning several graph nodes, as on a
+        GPU) returns one :class:`OpResult` per node of ``ops``, each covering all ``count``
+        instances of its node; None (the default): every node is priced on its own."""
+        return None
+
+    def chip_link(self) -> tuple[float, float, float]:
+        """(bytes/s per direction, seconds per ring hop, pJ per bit) of the arch's
+        ``chip_link``; a one-line ConfigError naming the missing key when it declares none."""
+        from ..config import ConfigError
+        link = getattr(self.arch, "chip_link", None)
+        if link is None:
+            raise ConfigError("a chip_link {bandwidth_gbps, latency_ns} for tensor parallelism "
+                              "(tp > 1)", file=self.arch.origin, key="chip_link", got="nothing")
+        return link.bandwidth_gbps * 1e9, link.latency_ns * 1e-9, link.pj_per_bit
+
+    def collective(self, kind: str, nbytes: int, chips: int) -> OpResult:
+        """A ring collective over ``chips`` chips on the chip link: ``allreduce`` sends
+        2(p-1)/p of the buffer per chip in 2(p-1) hops, ``allgather`` (p-1)/p in p-1 hops."""
+        bw, hop, pj_bit = self.chip_link()
+        steps = {"allreduce": 2 * (chips - 1), "allgather": chips - 1}[kind]
+        sent = nbytes * steps / chips
+        cycles = self.clock.cycles(sent / bw + steps * hop)
+        led = EnergyLedger()
+        led.add("link", f"{kind}_bit", 8 * sent, pj_bit)
+        return OpResult(cycles=cycles, compute_cycles=0, stall_cycles=cycles,
+                        stall_memory=cycles, energy=led, components=self.energy_components,
+                        operator=kind).check(f"{self.arch.name} ({self.arch.type})")
+
     def describe(self) -> str:
         """One line for the CLI, e.g. ``64x64 WS, 1 GHz``."""
         return f"{self.arch.type}, {self.arch.clock_ghz:g} GHz"

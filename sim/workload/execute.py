@@ -145,6 +145,8 @@ def run_op(accel, op: dict, seed: int = 0, compress: bool = True) -> OpResult:
         if op["op"] in DRAM_WRITE_OPS:
             return accel.memory_op(0, op["bytes"])
         return accel.memory_op(op["bytes"])
+    if kind == "collective":       # tensor parallelism (sim.workload.parallel)
+        return accel.collective(op["op"], op["bytes"], op["chips"])
     if accel.supports(kind):
         return accel.run_operator(kind, op, seed=seed)
     raise ValueError(f"unknown op kind {kind!r} for node {op['name']!r}")
@@ -191,12 +193,13 @@ def run_ops(accel, ops: list[dict], *, trace: TraceRecorder | None = None,
     times: dict[tuple, int] = {}          # graph nodes with this key
     instances: dict[tuple, int] = {}      # the instances one such node stands for
     out, now = [], start_cycle
-    for op in ops:
-        key = _op_key(op)
+    whole = accel.price_nodes(ops, seed)   # a type pricing the step as a whole, or None
+    for i, op in enumerate(ops):
+        key = _op_key(op) if whole is None else i
         cols = columns.get(key)
         if cols is None:
-            r = results[key] = run_op(accel, op, seed, compress)
-            n = instances[key] = _instances(op)
+            r = results[key] = run_op(accel, op, seed, compress) if whole is None else whole[i]
+            n = instances[key] = _instances(op) if whole is None else 1
             cols = columns[key] = _result_columns(r, n)
             times[key] = 0
         times[key] += 1

@@ -39,11 +39,14 @@ from typing import Callable, Mapping
 
 import pandas as pd
 
+from sim.core import EnergyLedger
+
 from sim.config import ConfigError, load_arch, load_model
 from sim.config.errors import short_repr
 from sim.config.schema import ArchConfig, ModelConfig
 from sim.workload.execute import ops_frame, prepare_ops, run_ops
 from sim.workload.graph import ragged_shape, ragged_step, shape_ops
+from sim.workload.parallel import TP_SIZES, add_collectives, shard_model
 from sim.workload.precision import parse_precision, resolve_precision
 
 WHERE = "<simulate_step>"
@@ -72,6 +75,7 @@ class StepResult:
     dram_read_bytes: int
     dram_write_bytes: int
     notes: tuple[str, ...] = ()            # e.g. the precision fallback
+    tp: int = 1                            # chips in tensor parallelism (energy: all of them)
     _ops: "_OpsTable" = field(default=None, repr=False, compare=False)
 
     @property
@@ -89,7 +93,8 @@ class StepResult:
             "prefill_chunks": len(self.prefill), "prefill_tokens": sum(n for n, _ in self.prefill),
             "decode_seqs": len(self.decode), "tokens": self.tokens, "sequences": self.sequences,
             "wbits": wbits, "abits": abits, "causal": self.causal,
-            "causal_block": self.causal_block, "seed": self.seed, "cycles": self.cycles,
+            "causal_block": self.causal_block, "seed": self.seed, "tp": self.tp,
+            "cycles": self.cycles,
             "compute_cycles": self.compute_cycles, "stall_cycles": self.stall_cycles,
             "macs": self.macs, "seconds": self.seconds,
             "energy_total_j": self.energy_total_pj * 1e-12,
@@ -293,10 +298,13 @@ def step_cache_info() -> dict:
 
 
 def simulate_step(arch, model, *, prefill=(), decode=(), precision=None, causal: bool = True,
-                  seed: int = 0, causal_block: int | None = None,
+                  seed: int = 0, causal_block: int | None = None, tp: int = 1,
                   accelerator_for: Callable) -> StepResult:
     """Price one ragged step (see the module docstring); ``accelerator_for(arch_config)`` gives
-    the (shared, memoized) accelerator model, so that this layer does not import the API."""
+    the (shared, memoized) accelerator model, so that this layer does not import the API.
+    ``tp`` chips share the step by tensor parallelism (:mod:`sim.workload.parallel`): the time
+    is one chip's shard plus the collectives on the arch's ``chip_link``; energy and the
+    per-op energy columns are those of all ``tp`` chips."""
     env = (os.getcwd(), os.environ.get("STRATA_HOME"))
     arch_cfg, arch_key = _resolve("arch", arch, env)
     model_cfg, model_key = _resolve("workloads", model, env)
@@ -312,33 +320,46 @@ def simulate_step(arch, model, *, prefill=(), decode=(), precision=None, causal:
         raise ConfigError(f"no causal_block for {model_cfg.name!r}: a {model_cfg.architecture} "
                           "model has no attention to mask", file=WHERE, key="causal_block",
                           got=str(causal_block))
+    if type(tp) is not int or tp not in TP_SIZES:
+        raise ConfigError(f"one of {', '.join(map(str, TP_SIZES))}", file=WHERE, key="tp",
+                          got=short_repr(tp))
     prec = _precision_key(precision)
     accel = accelerator_for(arch_cfg)
     # what the accelerator reads for this model beyond the configs (e.g. an N:M schedule
     # file), by content, so the memo never answers for a changed input
     annotations = accel.op_annotations(model_cfg, seed)
-    key = (arch_key, _tech_stamp(arch_cfg, env), model_key, _profile_stamp(model_cfg, env),
+    key = (tp, arch_key, _tech_stamp(arch_cfg, env), model_key, _profile_stamp(model_cfg, env),
            None if annotations is None else annotations.key, step.prefill,
            step.decode, prec, causal, causal_block, seed)
     hit = _MEMO.get(key)
     if hit is not None:
         _MEMO.move_to_end(key)
         return hit
-    result = _compute(key, accel, model_cfg, step, prec, causal,
-                      causal_block, seed)
+    result = _compute(key, accel, model_cfg, step, prec, causal, causal_block, seed, tp)
     _MEMO[key] = result
     while len(_MEMO) > MEMO_SIZE:
         _MEMO.popitem(last=False)
     return result
 
 
-def _run(accel, run_model, shape, seed):
-    ops = prepare_ops(accel, run_model, shape_ops(run_model, shape), seed)
+def _run(accel, run_model, shape, seed, tp=1):
+    if tp > 1:
+        accel.chip_link()               # a one-line error naming chip_link when it is missing
+    shard = shard_model(run_model, tp, WHERE)
+    # per-layer annotations (N:M schedules) belong to the whole model, not to its shard
+    ops = prepare_ops(accel, shard, shape_ops(shard, shape), seed,
+                      annotations=accel.op_annotations(run_model, seed))
+    ops = add_collectives(ops, run_model, tp)
     results, ledger, cycles = run_ops(accel, ops, seed=seed)
-    return ops_frame(ops, results, accel.energy_components), ledger, cycles
+    frame = ops_frame(ops, results, accel.energy_components)
+    if tp > 1:                          # every chip spends the energy of its shard
+        energy = [c for c in frame.columns if c.startswith("energy_")]
+        frame[energy] = frame[energy] * tp
+        ledger = EnergyLedger().merge(ledger, scale=tp)
+    return frame, ledger, cycles
 
 
-def _compute(key, accel, model, step, prec, causal, causal_block, seed) -> StepResult:
+def _compute(key, accel, model, step, prec, causal, causal_block, seed, tp=1) -> StepResult:
     # stacklevel: warn at the caller of sim.simulate_step
     run_model, notes = resolve_precision(accel, model, prec, file=WHERE, stacklevel=6)
     block = None
@@ -350,7 +371,7 @@ def _compute(key, accel, model, step, prec, causal, causal_block, seed) -> StepR
                               f"{accel.arch.type!r} names no query block", file=WHERE,
                               key="causal_block", got="nothing")
     shape = ragged_shape(step, causal_block=block)
-    frame, ledger, cycles = _run(accel, run_model, shape, seed)
+    frame, ledger, cycles = _run(accel, run_model, shape, seed, tp)
     _keep_frame(key, frame)
     by = ledger.by_component()
     energy = {c: float(by.get(c, 0.0)) for c in accel.components(by)}
@@ -362,8 +383,8 @@ def _compute(key, accel, model, step, prec, causal, causal_block, seed) -> StepR
         stall_cycles=int(frame.stall_cycles.sum()), macs=int(frame.macs.sum()),
         seconds=accel.clock.seconds(int(cycles)), energy_pj=MappingProxyType(energy),
         dram_read_bytes=int(frame.dram_read_bytes.sum()),
-        dram_write_bytes=int(frame.dram_write_bytes.sum()), notes=tuple(notes),
-        _ops=_OpsTable(key, lambda: _frame_of(_run(accel, run_model, shape, seed))))
+        dram_write_bytes=int(frame.dram_write_bytes.sum()), notes=tuple(notes), tp=tp,
+        _ops=_OpsTable(key, lambda: _frame_of(_run(accel, run_model, shape, seed, tp))))
 
 
 def _frame_of(run) -> pd.DataFrame:

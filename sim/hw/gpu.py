@@ -1,0 +1,460 @@
+"""A GPU (``type: gpu``): per-kernel roofline with shape-dependent efficiencies and board power.
+
+A step's graph nodes are priced together (:meth:`GpuAccelerator.price_nodes`), because on a GPU
+one kernel may cover several nodes: q/k/v projections run as one fused GEMM (``fused_qkv``),
+gate/up as another (``fused_gate_up``), and a layer's attention (Q·Kᵀ, softmax, P·V of every
+sequence, every shape group) is one fused kernel per phase (prefill, decode). Every kernel
+takes
+
+    t = max(compute, memory) + kernel_overhead
+
+* GEMM ``O[M,N] = A[M,K] W[K,N]``: the library is taken to pick the fastest of its tilings
+  (tiles of ``TILES`` rows x columns, split-K factors 1..``MAX_SPLIT_K``). For one tiling,
+  CTAs = ceil(M/tm) ceil(N/tn) s run in waves of ``sms`` (one CTA per SM); a CTA's tensor rate
+  is the SM's share of the peak times the achieved fraction ``compute_fraction`` times a tile
+  efficiency ``min(1, I(tile) / tile_intensity_knee)`` with ``I = tm tn / (tm + tn)``, the
+  tile's operand reuse (FLOPs per byte loaded into shared memory is proportional to it; below
+  the knee the SM's operand bandwidth, not its tensor cores, limits). Memory: weights +
+  activations + outputs (+ split-K partial sums in fp32, written and read once) at
+  ``hbm_fraction`` of the HBM bandwidth, scaled by ``min(1, CTAs / sms)`` (an SM without a
+  CTA issues no loads). So the efficiency of a GEMM follows from tile quantisation (M = 65 on
+  64-row tiles computes two tiles), wave quantisation (133 CTAs on 132 SMs take two waves)
+  and operand reuse, not from a fit per shape.
+* attention: the graph's parts (``sim.workload.graph.ragged_shape``) are each sequence's own
+  shape. Prefill (causal, query blocks of ``ATTENTION_BLOCK`` = 128 as FlashAttention's tile:
+  diagonal tiles computed whole): one CTA per (query block, query head) with 4 lq lkv d FLOPs,
+  list-scheduled on the SMs at ``attention_fraction`` of the SM peak; memory Q, O and the
+  K/V each block reads. Decode: a split-KV kernel (flash-decoding): the KV of each sequence
+  is cut into chunks sized so that about ``decode_ctas_per_sm`` x ``sms`` CTAs exist, so work
+  follows each sequence's own context (one long sequence among short ones costs its own
+  bytes, not the batch's maximum); time = KV bytes at the achieved bandwidth (scaled by the
+  CTAs in flight), plus ``decode_combine_kernels`` extra kernels when any sequence is split.
+* vector ops (norms, activation, residual adds, the embedding gather, KV-cache writes) are
+  memory bound: each of the op's ``kernels`` moves its bytes at the achieved bandwidth.
+* launch: with CUDA graphs (``cuda_graph: true``) one ``launch_overhead_us`` per step (the
+  graph launch), else one per kernel.
+
+Power: P = idle + compute_w u_c + memory_w u_m, capped at the TDP, with u_c the kernel's
+FLOP rate over the peak and u_m its byte rate over the HBM bandwidth; energy = P t, booked as
+``idle`` (idle_w t) and ``compute`` / ``memory`` (the dynamic part, scaled down together when
+the cap binds). Tensor parallelism is the generic one of :mod:`sim.workload.parallel`; a ring
+collective here also pays a kernel overhead and the idle power over its time.
+
+Units: the OpResult's cycles are of ``clock_ghz`` (the boost clock); the figures of the arch
+file are spec-sheet numbers (sources in the files), the calibration fractions are fitted on
+measured traces (``bench/fit_gpu.py``, ``traces/h200/calibration.yaml``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from functools import lru_cache
+from typing import Annotated
+
+import numpy as np
+from pydantic import Field
+
+from ..config.schema import ArchConfig, NonNegFloat, PosFloat, PosInt, StrictModel
+from ..core import EnergyLedger
+from .interface import Accelerator, OpResult
+from .registry import register
+
+# the types this module registers (read by sim.hw.registry without importing the module)
+ACCELERATOR_TYPES = ("gpu",)
+
+__all__ = ["GpuAccelerator", "GpuArchConfig", "TILES", "gemm_seconds", "ring_seconds"]
+
+Fraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
+#: CTA tiles (rows x columns of O) the GEMM library chooses among (CUTLASS/cuBLAS Hopper tiles)
+TILES = ((128, 256), (256, 128), (128, 128), (64, 256), (64, 128), (128, 64), (64, 64))
+MAX_SPLIT_K = 16
+#: query block of the fused attention kernel (FlashAttention-2/3's BLOCK_M)
+ATTENTION_BLOCK = 128
+#: KV tokens one decode CTA loads per iteration (chunk sizes are multiples of it)
+DECODE_BLOCK = 64
+
+
+class TensorPeaks(StrictModel):
+    """Dense (no 2:4 sparsity) tensor-core peaks, TFLOP/s (TOPS for int8)."""
+
+    bf16: PosFloat
+    fp16: PosFloat
+    fp8: PosFloat | None = None      # A100 has none
+    int8: PosFloat
+
+
+class GpuSpec(StrictModel):
+    """Spec-sheet figures of one GPU board."""
+
+    sms: PosInt
+    l2_mb: PosFloat
+    hbm_gb: PosFloat
+    hbm_bandwidth_gbps: PosFloat
+    tensor_tflops: TensorPeaks
+    tdp_w: PosFloat
+    base_clock_mhz: PosFloat
+    boost_clock_mhz: PosFloat
+
+
+class GpuKernels(StrictModel):
+    """How the inference engine maps graph nodes to kernels (counts per node)."""
+
+    fused_qkv: bool = True
+    fused_gate_up: bool = True
+    norm: PosInt = 1
+    act: PosInt = 1
+    residual: PosInt = 1
+    embed: PosInt = 1
+    kv_write: Annotated[int, Field(ge=0, le=64)] = 1      # KV-cache append (per layer)
+    decode_combine: Annotated[int, Field(ge=0, le=64)] = 1  # merge of split-KV partials
+    # passes over the fp32 partial outputs the merge makes, and whether every sequence's
+    # partials are padded to the most split sequence's count (one dense [seqs, heads, splits,
+    # head_dim] tensor) or only its own chunks are merged
+    decode_combine_passes: Annotated[int, Field(ge=0, le=64)] = 2
+    decode_combine_padded: bool = False
+    mixed_concat: Annotated[int, Field(ge=0, le=64)] = 0   # joining prefill+decode outputs
+    lm_gather: Annotated[int, Field(ge=0, le=64)] = 0     # picking the logit rows
+
+
+class GpuPower(StrictModel):
+    idle_w: PosFloat
+    compute_w: NonNegFloat       # extra watts at 100 % of the tensor peak
+    memory_w: NonNegFloat        # extra watts at 100 % of the HBM bandwidth
+
+
+class GpuCalibration(StrictModel):
+    """The few physical parameters fitted on traces (defaults: uncalibrated guesses)."""
+
+    source: str = "uncalibrated defaults"
+    compute_fraction: Fraction = 0.8       # of the tensor peak a big GEMM tile sustains
+    attention_fraction: Fraction = 0.5     # of the tensor peak the fused attention sustains
+    hbm_fraction: Fraction = 0.85          # of the HBM bandwidth a streaming kernel sustains
+    tile_intensity_knee: PosFloat = 64.0   # tile reuse tm tn/(tm+tn) at which an SM is fed
+    kernel_overhead_us: NonNegFloat = 2.0  # per kernel: launch gap, ramp-up and tail
+    launch_overhead_us: NonNegFloat = 5.0  # per CUDA-graph launch (or per kernel without)
+    decode_ctas_per_sm: PosFloat = 4.0     # split-KV target
+    decode_min_chunk: PosInt = 128         # smallest KV chunk a decode CTA takes
+    cuda_graph: bool = True
+    power: GpuPower
+    kernels: GpuKernels = Field(default_factory=GpuKernels)
+
+
+class GpuArchConfig(ArchConfig):
+    """A GPU board (``type: gpu``)."""
+
+    gpu: GpuSpec
+    calibration: GpuCalibration
+
+
+def ring_seconds(kind: str, nbytes: float, chips: int, bandwidth: float, hop_s: float) -> float:
+    """Ring all-reduce: 2(p-1)/p bytes/bandwidth + 2(p-1) hops; all-gather: half of that."""
+    steps = {"allreduce": 2 * (chips - 1), "allgather": chips - 1}[kind]
+    return nbytes * steps / chips / bandwidth + steps * hop_s
+
+
+def tile_efficiency(tm: int, tn: int, knee: float) -> float:
+    return min(1.0, tm * tn / (tm + tn) / knee)
+
+
+def gemm_seconds(M: int, K: int, N: int, *, peak: float, bandwidth: float, sms: int,
+                 knee: float, a_bytes: float, w_bytes: float, o_bytes: float):
+    """(seconds, bytes moved, chosen (tm, tn, split)) of one GEMM without the kernel overhead:
+    the fastest tiling of :data:`TILES` x split-K. ``peak`` is the achieved tensor rate of the
+    whole GPU (FLOP/s), ``bandwidth`` the achieved HBM rate (B/s)."""
+    best = None
+    flops_sm = peak / sms
+    base = a_bytes + w_bytes + o_bytes
+    for tm, tn in TILES:
+        eff = tile_efficiency(tm, tn, knee)
+        tiles = -(-M // tm) * -(-N // tn)
+        for s in (1, 2, 4, 8, 16):
+            if s > 1 and (s > MAX_SPLIT_K or K // s < 128):
+                break
+            ctas = tiles * s
+            waves = -(-ctas // sms)
+            t_c = waves * 2.0 * tm * tn * -(-K // s) / (flops_sm * eff)
+            moved = base + (2 * 4 * M * N * s if s > 1 else 0)
+            t_m = moved / (bandwidth * min(1.0, ctas / sms))
+            t = max(t_c, t_m)
+            if best is None or t < best[0] - 1e-15:
+                best = (t, moved, (tm, tn, s))
+    return best
+
+
+def _makespan(works: np.ndarray, counts: np.ndarray, sms: int) -> float:
+    """Greedy longest-first list schedule of ``counts[i]`` CTAs of work ``works[i]`` on
+    ``sms`` identical SMs (round by round: a group fills the least loaded SMs)."""
+    load = np.zeros(sms)
+    for i in np.argsort(-works, kind="stable"):
+        w, c = float(works[i]), int(counts[i])
+        full, rest = divmod(c, sms)
+        if full:
+            load += full * w
+        if rest:
+            idx = np.argpartition(load, rest - 1)[:rest] if rest < sms else slice(None)
+            load[idx] += w
+    return float(load.max())
+
+
+@register("gpu")
+class GpuAccelerator(Accelerator):
+    """A GPU built from one arch file (``type: gpu``)."""
+
+    config_class = GpuArchConfig
+    energy_components = ("compute", "memory", "idle", "link")
+
+    def __init__(self, arch, tech=None):
+        super().__init__(arch, tech)
+        g, c = arch.gpu, arch.calibration
+        self.spec, self.cal = g, c
+        self.bandwidth = g.hbm_bandwidth_gbps * 1e9 * c.hbm_fraction    # achieved B/s
+        self.overhead = c.kernel_overhead_us * 1e-6
+        # layers repeat: price each distinct GEMM and attention kernel once (results are frozen)
+        self._gemm_result = lru_cache(maxsize=8192)(self._gemm_result)
+        self._attention_kernel = lru_cache(maxsize=8192)(self._attention_kernel)
+
+    # ------------------------------------------------------------------ static properties ----
+    def native_precisions(self):
+        """bf16 first; int8/fp8 tensor cores (w8a8) and weight-only quantisation on bf16."""
+        return ((16, 16), (8, 8), (8, 16), (4, 16))
+
+    def peak_flops(self, wbits: int, abits: int) -> float:
+        """Dense tensor FLOP/s at this precision (8-bit activations: fp8, else int8)."""
+        t = self.spec.tensor_tflops
+        if abits <= 8:
+            return (t.fp8 or t.int8) * 1e12
+        return t.bf16 * 1e12
+
+    def peak_macs_per_cycle(self, wbits: int, abits: int) -> float:
+        return self.peak_flops(wbits, abits) / 2 / (self.arch.clock_ghz * 1e9)
+
+    def area_um2(self) -> dict:
+        return {}
+
+    def memory_capacity_bytes(self) -> float:
+        return self.spec.hbm_gb * 1e9
+
+    def on_chip_bytes(self) -> float:
+        return self.spec.l2_mb * 2**20
+
+    def causal_query_block(self) -> int:
+        return ATTENTION_BLOCK
+
+    def describe(self) -> str:
+        g = self.spec
+        return (f"GPU, {g.sms} SMs, {g.tensor_tflops.bf16:g} TFLOP/s bf16, "
+                f"{g.hbm_gb:g} GB at {g.hbm_bandwidth_gbps:g} GB/s, {g.tdp_w:g} W")
+
+    # ----------------------------------------------------------------------- one kernel ----
+    def _kernel(self, operator: str, seconds: float, flops: float, nbytes: float,
+                compute_s: float, macs: int = 0, wbits: int = 16, abits: int = 16,
+                kernels: int = 1, extra_s: float = 0.0) -> OpResult:
+        """The OpResult of ``kernels`` kernels lasting ``seconds`` of roofline time in all,
+        plus their overheads and ``extra_s`` (a launch); energy from the power model."""
+        total_s = seconds + kernels * self.overhead + extra_s
+        cycles = self.clock.cycles(total_s) if total_s > 0 else 0
+        compute = min(cycles, self.clock.cycles(compute_s)) if compute_s > 0 else 0
+        mem_cycles = min(cycles, self.clock.cycles(nbytes / self.bandwidth)) if nbytes else 0
+        led = self._energy(total_s, flops, nbytes, wbits, abits)
+        return OpResult(cycles=cycles, compute_cycles=compute, stall_cycles=cycles - compute,
+                        stall_memory=cycles - compute, macs=int(macs),
+                        peak_macs_per_cycle=self.peak_macs_per_cycle(wbits, abits),
+                        dram_read_bytes=int(nbytes), dram_busy_cycles=mem_cycles,
+                        energy=led, components=self.energy_components, operator=operator,
+                        counters={"kernels": int(kernels)}
+                        ).check(f"{self.arch.name} ({self.arch.type})")
+
+    def power_w(self, seconds: float, flops: float, nbytes: float, wbits=16, abits=16):
+        """(idle W, dynamic compute W, dynamic memory W) over a kernel, capped at the TDP."""
+        p = self.cal.power
+        if seconds <= 0:
+            return p.idle_w, 0.0, 0.0
+        u_c = min(1.0, flops / seconds / self.peak_flops(wbits, abits))
+        u_m = min(1.0, nbytes / seconds / (self.spec.hbm_bandwidth_gbps * 1e9))
+        pc, pm = p.compute_w * u_c, p.memory_w * u_m
+        room = max(self.spec.tdp_w - p.idle_w, 0.0)
+        if pc + pm > room:
+            scale = room / (pc + pm)
+            pc, pm = pc * scale, pm * scale
+        return min(p.idle_w, self.spec.tdp_w), pc, pm
+
+    def _energy(self, seconds, flops, nbytes, wbits=16, abits=16) -> EnergyLedger:
+        idle, pc, pm = self.power_w(seconds, flops, nbytes, wbits, abits)
+        led = EnergyLedger()
+        ns = seconds * 1e9
+        led.add("idle", "board_ns", ns, idle * 1e3)       # 1 W for 1 ns = 1e-9 J = 1e3 pJ
+        led.add("compute", "tensor_ns", ns, pc * 1e3)
+        led.add("memory", "hbm_ns", ns, pm * 1e3)
+        return led
+
+    def _achieved_peak(self, wbits, abits, fraction):
+        return self.peak_flops(wbits, abits) * fraction
+
+    def _gemm_result(self, M, K, N, wbits, abits, a_bytes, w_bytes, o_bytes, operator):
+        c = self.cal
+        peak = self._achieved_peak(wbits, abits, c.compute_fraction)
+        t, moved, _ = gemm_seconds(M, K, N, peak=peak, bandwidth=self.bandwidth,
+                                   sms=self.spec.sms, knee=c.tile_intensity_knee,
+                                   a_bytes=a_bytes, w_bytes=w_bytes, o_bytes=o_bytes)
+        flops = 2.0 * M * K * N
+        return self._kernel(operator, t, flops, moved, min(t, flops / peak), macs=M * K * N,
+                            wbits=wbits, abits=abits)
+
+    # ------------------------------------------------------- interface (node by node) ----
+    def gemm(self, M: int, K: int, N: int, *, wbits: int = 16, abits: int = 16, **_) -> OpResult:
+        """One GEMM kernel (activations and outputs at abits, weights at wbits)."""
+        return self._gemm_result(M, K, N, wbits, abits, math.ceil(M * K * abits / 8),
+                                 math.ceil(K * N * wbits / 8), math.ceil(M * N * abits / 8),
+                                 f"gemm {M}x{K}x{N}")
+
+    def vector(self, elements: int, ops_per_element: float, in_bytes: int, out_bytes: int,
+               **_) -> OpResult:
+        nbytes = in_bytes + out_bytes
+        return self._kernel("vector", nbytes / self.bandwidth, 0.0, nbytes, 0.0)
+
+    def memory_op(self, read_bytes: int, write_bytes: int = 0) -> OpResult:
+        nbytes = read_bytes + write_bytes
+        return self._kernel("memory", nbytes / self.bandwidth, 0.0, nbytes, 0.0)
+
+    def collective(self, kind: str, nbytes: int, chips: int) -> OpResult:
+        """A ring collective on NVLink (``chip_link``): one kernel, idle power over its time."""
+        bw, hop, pj_bit = self.chip_link()
+        t = ring_seconds(kind, nbytes, chips, bw, hop)
+        r = self._kernel(kind, t, 0.0, 0.0, 0.0)
+        steps = {"allreduce": 2 * (chips - 1), "allgather": chips - 1}[kind]
+        led = r.energy.copy()
+        led.add("link", f"{kind}_bit", 8 * nbytes * steps / chips, pj_bit)
+        return replace(r, energy=led)
+
+    # -------------------------------------------------------------- the step as a whole ----
+    def price_nodes(self, ops: list, seed: int = 0) -> list:
+        """One OpResult per node: fused GEMMs are priced once on the first node of the group
+        (the others get 0), a layer's attention once per phase on its first Q·Kᵀ node."""
+        kn = self.cal.kernels
+        zero = self._kernel("fused", 0.0, 0.0, 0.0, 0.0, kernels=0)
+        out: list = [None] * len(ops)
+        by_layer: dict[int, dict[str, list[int]]] = {}
+        for i, op in enumerate(ops):
+            by_layer.setdefault(op["layer"], {}).setdefault(op["op"], []).append(i)
+        for i, op in enumerate(ops):
+            if out[i] is not None:
+                continue
+            kind, name = op["kind"], op["op"]
+            group = by_layer[op["layer"]]
+            if kind == "gemm":
+                fuse = ((kn.fused_qkv and name in ("q_proj", "k_proj", "v_proj")) and
+                        ("q_proj", "k_proj", "v_proj")) or \
+                       ((kn.fused_gate_up and name in ("gate_proj", "up_proj")) and
+                        ("gate_proj", "up_proj")) or (name,)
+                members = [j for n in fuse for j in group.get(n, [])]
+                N = sum(ops[j]["N"] for j in members)
+                r = self._gemm_result(op["M"], op["K"], N, op["wbits"], op["abits"],
+                                      op["a_bytes"], sum(ops[j]["w_bytes"] for j in members),
+                                      sum(ops[j]["o_bytes"] for j in members),
+                                      f"gemm {op['M']}x{op['K']}x{N} ({'+'.join(fuse)})")
+                if name == "lm_head" and kn.lm_gather:
+                    r = self._plus_kernels(r, kn.lm_gather)
+                r = self._plus_kv_write(r, ops, members)
+                for j in members:
+                    out[j] = zero
+                out[i] = r
+            elif kind == "attention" or name == "softmax":
+                self._price_attention(ops, group, out, zero)
+            elif kind == "vector":
+                k = {"norm_attn": kn.norm, "norm_ffn": kn.norm, "final_norm": kn.norm,
+                     "act": kn.act}.get(name, kn.residual)
+                nbytes = op["bytes"] * k
+                out[i] = self._kernel(name, nbytes / self.bandwidth, 0.0, nbytes, 0.0,
+                                      kernels=k)
+            elif kind == "memory":
+                nbytes = op["bytes"]
+                launch = self.cal.launch_overhead_us * 1e-6 if self.cal.cuda_graph else 0.0
+                out[i] = self._kernel(name, nbytes / self.bandwidth, 0.0, nbytes, 0.0,
+                                      kernels=kn.embed, extra_s=launch)
+            elif kind == "collective":
+                out[i] = self.collective(name, op["bytes"], op["chips"])
+            else:
+                out[i] = self.run_operator(kind, op, seed=seed)
+        if not self.cal.cuda_graph:            # every kernel launched from the host
+            launch = self.cal.launch_overhead_us * 1e-6
+            out = [self._plus_time(r, r.counters.get("kernels", 0) * launch) for r in out]
+        return out
+
+    def _plus_time(self, r: OpResult, seconds: float) -> OpResult:
+        if seconds <= 0:
+            return r
+        extra = self.clock.cycles(seconds)
+        led = r.energy.copy().merge(self._energy(seconds, 0.0, 0.0))
+        return replace(r, cycles=r.cycles + extra, stall_cycles=r.stall_cycles + extra,
+                       stall_memory=r.stall_memory + extra, energy=led)
+
+    def _plus_kernels(self, r: OpResult, k: int) -> OpResult:
+        r = self._plus_time(r, k * self.overhead)
+        return replace(r, counters={**r.counters, "kernels": r.counters.get("kernels", 0) + k})
+
+    def _plus_kv_write(self, r: OpResult, ops, members) -> OpResult:
+        """The KV-cache append of the new keys and values (``kv_write`` kernels)."""
+        kn = self.cal.kernels
+        kv = sum(ops[j]["kv_write_bytes"] for j in members)
+        if not kv or not kn.kv_write:
+            return r
+        r = self._plus_time(r, 2 * kv / self.bandwidth)      # read the new K/V, write them
+        return self._plus_kernels(r, kn.kv_write)
+
+    def _price_attention(self, ops, group, out, zero) -> None:
+        """All attention nodes of one layer: one prefill kernel and one decode kernel, priced
+        on the first Q·Kᵀ node of each phase (the other attention nodes get 0)."""
+        qk = group.get("qk", [])
+        phases = {"prefill": [j for j in qk if ops[j]["part"] != "decode"],
+                  "decode": [j for j in qk if ops[j]["part"] == "decode"]}
+        for j in qk + group.get("av", []) + group.get("softmax", []):
+            out[j] = zero
+        both = all(phases.values())
+        for phase, nodes in phases.items():
+            if nodes:
+                shapes = tuple((ops[j]["count"], ops[j]["M"], ops[j]["K"], ops[j]["N"])
+                               for j in nodes)
+                out[nodes[0]] = self._attention_kernel(phase, shapes, ops[nodes[0]]["abits"],
+                                                       both)
+
+    def _attention_kernel(self, phase: str, shapes: tuple, abits: int, both: bool) -> OpResult:
+        """One fused attention kernel over parts ``(count, M, d, keys)`` (Q·Kᵀ node shapes)."""
+        c, kn = self.cal, self.cal.kernels
+        sms = self.spec.sms
+        b = abits / 8
+        flops = nbytes = 0.0
+        works, counts = [], []
+        kv_tokens, max_len = 0.0, 0
+        for count, M, d, lkv in shapes:
+            flops += 4.0 * M * d * lkv * count          # Q.K^T and P.V
+            # Q in, O out (M rows per KV head), K and V of the keys the part attends
+            nbytes += count * (2 * M * d + 2 * lkv * d) * b
+            works.append(4.0 * M * d * lkv)
+            counts.append(count)
+            kv_tokens += lkv * count
+            max_len = max(max_len, lkv)
+        peak = self._achieved_peak(abits, abits, c.attention_fraction)
+        kernels = 1
+        if phase == "prefill":
+            # one CTA per (query block, KV-head group: the graph stacks a group's g heads)
+            compute_s = _makespan(np.array(works), np.array(counts), sms) / (peak / sms)
+            t = max(compute_s, nbytes / self.bandwidth)
+            if both:
+                kernels += kn.mixed_concat
+        else:
+            # split-KV: the KV of each (sequence, KV head) cut into chunks sized for
+            # decode_ctas_per_sm x sms CTAs in all
+            chunk = max(c.decode_min_chunk, math.ceil(kv_tokens / (c.decode_ctas_per_sm * sms)))
+            chunk = -(-chunk // DECODE_BLOCK) * DECODE_BLOCK
+            ctas = sum(count * -(-lkv // chunk) for count, _, _, lkv in shapes)
+            compute_s = flops / peak
+            t = max(compute_s, nbytes / (self.bandwidth * min(1.0, ctas / sms)))
+            if max_len > chunk and kn.decode_combine:
+                # partial outputs in fp32 (M rows x d per CTA), written, then merged
+                splits = -(-max_len // chunk)
+                part = sum(count * (splits if kn.decode_combine_padded else -(-lkv // chunk))
+                           * M * d * 4 for count, M, d, lkv in shapes)
+                t += (1 + kn.decode_combine_passes) * part / self.bandwidth
+                kernels += kn.decode_combine
+        return self._kernel(f"attention {phase}", t, flops, nbytes, min(t, compute_s),
+                            macs=int(flops / 2), wbits=abits, abits=abits, kernels=kernels)
