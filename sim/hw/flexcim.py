@@ -140,6 +140,12 @@ def _shift(state, d):
     return ls + d, e + d, deliv + d, deque(f + d for f in frees)
 
 
+def _jump(state, period: int, tiles: int):
+    """The state ``tiles`` identical tiles later, each adding ``period`` cycles (a function
+    of its own so that tests can count the jumps)."""
+    return _shift(state, period * tiles)
+
+
 def chip_cycles(macro: DCiMMacro, runs: Sequence[tuple[int, int, int, int]], *,
                 vector_cycles: int | None = None, staging: int = 2, start: int = 0) -> int:
     """Cycles of a macro's tile sequence given as runs ``(vectors, cols, D, count)``: ``count``
@@ -163,8 +169,7 @@ def chip_cycles(macro: DCiMMacro, runs: Sequence[tuple[int, int, int, int]], *,
             prev, i = (vectors, cols), i + 1
             rel = _relative(state)
             if rel == last_rel and prev == (vectors, cols):
-                period = state[0] - last_ls
-                state = _shift(state, period * (count - i))
+                state = _jump(state, state[0] - last_ls, count - i)
                 i = count
                 break
             last_rel, last_ls = rel, state[0]
@@ -273,7 +278,7 @@ class FlexCiMAccelerator(SystolicAccelerator):
             raise ConfigError("a pattern the macro supports (" +
                               ", ".join(str(s) for s in self.supported) + ")",
                               file=self.arch.origin, key="nm", got=str(pat))
-        return self._flex(int(M), int(K), int(N), pat, place)
+        return self._flex(int(M), int(K), int(N), pat, place, bool(compress))
 
     def _chunking(self, M, K, N, gm, groups_cols, acts_in_l2):
         """Tokens per chunk: what half of the input buffer and half the output buffer hold.
@@ -294,7 +299,8 @@ class FlexCiMAccelerator(SystolicAccelerator):
                                   f"ofmap_kb={self.sram_kb['ofmap']:g}")
         return t
 
-    def _gemm_flex(self, M, K, N, pat: Pattern, place: OperandPlacement) -> OpResult:
+    def _gemm_flex(self, M, K, N, pat: Pattern, place: OperandPlacement,
+                   compress: bool = True) -> OpResult:
         a, m, t = self.arch, self.arch.macro, self.tech
         gm = map_gemm(m, 1, K, N, str(pat))          # per-vector mapping (passes, bits)
         mp = gm.mapping
@@ -359,11 +365,16 @@ class FlexCiMAccelerator(SystolicAccelerator):
             return out
 
         staging = a.staging_tiles
-        compute = chip_cycles(m, runs(False), staging=staging)
-        with_port = chip_cycles(m, runs(False), vector_cycles=c_port, staging=staging)
+
+        def cycles(rs, **kw):
+            if compress:             # jump over repeated tiles (exact)
+                return chip_cycles(m, rs, staging=staging, **kw)
+            return chip_cycles_loop(m, [(v, cl, d) for v, cl, d, n in rs for _ in range(n)],
+                                    staging=staging, **kw)
+        compute = cycles(runs(False))
+        with_port = cycles(runs(False), vector_cycles=c_port)
         latency = self.dram_latency if (w_dram or a_dram) else a.memory.l2.latency_cycles
-        total = chip_cycles(m, runs(True), vector_cycles=c_port, staging=staging,
-                            start=latency)
+        total = cycles(runs(True), vector_cycles=c_port, start=latency)
         stall_sram = with_port - compute
         stall_memory = total - with_port
         if stall_memory < 0:       # cannot happen (max-plus monotone); keep the invariant loud
