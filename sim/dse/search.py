@@ -19,8 +19,9 @@ Why an in-memory optuna study rebuilt from the store, not optuna's RDB storage: 
 already the durable record, written one transaction per point; a second database (SQLAlchemy and
 alembic schemas) could disagree with it after a SIGKILL between the two writes. The store's small
 ``trials`` table keeps each trial's parameters and the sampler's notes (NSGA-II's generation and
-parents), and a resume replays them into a fresh study with ``create_trial``/``add_trial``; the
-objective values are recomputed from the stored rows, so a resume may even change objectives.
+parents; its study-level notes go to ``meta``), and a resume replays them into a fresh study
+with ``create_trial``/``add_trial``; the objective values are recomputed from the stored rows,
+so a resume may even change objectives.
 
 Determinism: trial ``n`` is drawn by a sampler seeded with ``(seed, n)``, so it is a function of
 the seed and the trials before it alone: the same seed gives the same trial sequence, and an
@@ -258,6 +259,11 @@ def run_search(experiment: Sweep | str, store_path: str | Path, *,
             study.add_trial(create_trial(
                 params=params, distributions=space.distributions, system_attrs=attrs,
                 values=vals, state=TrialState.COMPLETE if vals else TrialState.FAIL))
+        # the sampler's study-level notes (NSGA-II's parent population per generation): put
+        # back, so a resumed study selects parents from what the uninterrupted one chose
+        notes = store.meta().get("study_system_attrs", {})
+        for k, v in notes.items():
+            study._storage.set_study_system_attr(study._study_id, k, v)
         run_id = uuid.uuid4().hex
         bar = None
         if progress and budget_points is not None:
@@ -297,6 +303,10 @@ def run_search(experiment: Sweep | str, store_path: str | Path, *,
                 study.tell(trial, state=TrialState.FAIL)
             store.record_trial(number, pt.hash, trial.params,
                                dict(study.trials[number].system_attrs))
+            now = study._storage.get_study_system_attrs(study._study_id)
+            if now != notes:
+                notes = dict(now)
+                store.set_meta(study_system_attrs=notes)
             if bar is not None:
                 bar.update(1)
         if bar is not None:
