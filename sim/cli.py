@@ -258,6 +258,11 @@ def _sweep_parser(sub) -> None:
                    help="continue an existing store: run only the missing points")
     s.add_argument("--retry-failed", action="store_true",
                    help="with --resume, also rerun the points that failed")
+    _store_args(s)
+
+
+def _store_args(s) -> None:
+    """The options a sweep and a search share: where the store goes, base overrides."""
     s.add_argument("--out", type=Path, default=Path("results"),
                    help="output folder; the store goes to DIR/<name>/ (default: results)")
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -326,10 +331,7 @@ def _search_parser(sub) -> None:
                    help="NSGA-II population, TPE startup trials (default: 8)")
     s.add_argument("--resume", action="store_true",
                    help="continue the search in an existing store")
-    s.add_argument("--out", type=Path, default=Path("results"),
-                   help="output folder; the store goes to DIR/<name>/ (default: results)")
-    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a key of the base experiment (repeatable)")
+    _store_args(s)
 
 
 def _cmd_search(args) -> int:

@@ -187,7 +187,11 @@ def run_search(experiment: Sweep | str, store_path: str | Path, *,
     larger one extends it) or ``budget_seconds`` have passed in this call. Returns the Pareto
     front: a DataFrame with one row per non-dominated point (swept keys, objective values,
     hash, first trial); ``front.attrs["summary"]`` is the :class:`SearchSummary`."""
-    import optuna
+    try:
+        import optuna
+    except ImportError:          # a dependency; this only guards installs made before it was
+        raise ConfigError("optuna installed (pip install 'optuna>=3.4')", key="strata search",
+                          got="no optuna module") from None
     import pandas as pd
     from optuna.trial import TrialState, create_trial
 
