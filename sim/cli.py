@@ -4,6 +4,8 @@
     strata list [archs|models|experiments]
     strata sweep EXP.yaml [--executor serial|process|dask] [--workers N] [--scheduler ADDR]
                  [--resume] [--retry-failed] [--out DIR]
+    strata search EXP.yaml --budget N [--time S] [--sampler nsga2|tpe]
+                  [--objective latency_s:min ...] [--seed N] [--resume] [--out DIR]
     strata --version
 
 Every user mistake ends in one ``error:`` line naming the file, the key and what was expected,
@@ -76,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     fl.add_argument("--act-norms", default=None, help="calibration activation-norm .npz")
     fl.add_argument("--profile", default=None, help="outlier profile name or path")
     _sweep_parser(sub)
+    _search_parser(sub)
     return p
 
 
@@ -255,6 +258,11 @@ def _sweep_parser(sub) -> None:
                    help="continue an existing store: run only the missing points")
     s.add_argument("--retry-failed", action="store_true",
                    help="with --resume, also rerun the points that failed")
+    _store_args(s)
+
+
+def _store_args(s) -> None:
+    """The options a sweep and a search share: where the store goes, base overrides."""
     s.add_argument("--out", type=Path, default=Path("results"),
                    help="output folder; the store goes to DIR/<name>/ (default: results)")
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -291,6 +299,81 @@ def _cmd_sweep(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- search ----
+SEARCH_EPILOG = """\
+outputs: DIR/<experiment name>/search.sqlite (every trial's point, in the sweep store's format,
+plus the trials), front.csv (the Pareto front: one row per non-dominated point) and points.csv
+(every point the search ran). --budget N is the number of trials the study holds when the
+search stops (a resumed search counts its stored trials: the same N finishes an interrupted
+search, a larger N extends it); --time S stops after S seconds of this call."""
+
+
+def _search_parser(sub) -> None:
+    from .dse.search import DEFAULT_OBJECTIVES, SAMPLERS
+
+    s = sub.add_parser("search", help="guided multi-objective search (optuna) over an "
+                       "experiment's sweep: space", epilog=SEARCH_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("experiment", help="experiment file with a sweep: block")
+    s.add_argument("--budget", type=int, default=None, metavar="N",
+                   help="trials in the study when the search stops")
+    s.add_argument("--time", type=float, default=None, metavar="S",
+                   help="stop after S seconds (with or without --budget)")
+    s.add_argument("--sampler", choices=SAMPLERS, default="nsga2",
+                   help="optuna sampler (default: nsga2)")
+    default = " ".join(f"{n}:{d}" for n, d in DEFAULT_OBJECTIVES)
+    s.add_argument("--objective", dest="objectives", action="append", default=None,
+                   metavar="METRIC:min|max", help=f"an objective, repeatable (default: "
+                   f"{default}); any metric column of points.csv")
+    s.add_argument("--seed", type=int, default=None,
+                   help="sampler seed (default: the experiment's seed)")
+    s.add_argument("--population", type=int, default=8, metavar="N",
+                   help="NSGA-II population, TPE startup trials (default: 8)")
+    s.add_argument("--resume", action="store_true",
+                   help="continue the search in an existing store")
+    _store_args(s)
+
+
+def _cmd_search(args) -> int:
+    from .dse import Store, load_sweep, run_search
+    from .dse.search import DEFAULT_OBJECTIVES, parse_objective
+
+    if args.budget is not None and args.budget < 1:
+        raise ConfigError("a budget of trials >= 1", key="--budget", got=str(args.budget))
+    if args.time is not None and not args.time > 0:
+        raise ConfigError("a time budget > 0 seconds", key="--time", got=str(args.time))
+    if args.budget is None and args.time is None:
+        raise ConfigError("a budget: --budget N trials and/or --time S seconds",
+                          key="--budget", got="none")
+    objectives = ([parse_objective(o) for o in args.objectives] if args.objectives
+                  else list(DEFAULT_OBJECTIVES))
+    sweep = load_sweep(args.experiment, overrides=args.overrides or None)
+    folder = args.out / sweep.name
+    db = folder / "search.sqlite"
+    _check_out(folder, True, "--out", replace=False)
+    front = run_search(sweep, db, budget_points=args.budget, budget_seconds=args.time,
+                       sampler=args.sampler, objectives=objectives, seed=args.seed,
+                       resume=args.resume, population=args.population,
+                       progress=sys.stderr.isatty())
+    tmp = folder / ".front.csv.tmp"
+    front.to_csv(tmp, index=False)
+    tmp.replace(folder / "front.csv")
+    with Store(db) as store:
+        store.write_csv(folder / "points.csv")
+    print(front.attrs["summary"].line())
+    with _pd_display():
+        print(front.drop(columns=["hash"]).to_string(index=False))
+    print(f"wrote {db.name}, front.csv and points.csv to {folder}{os.sep}")
+    return 0
+
+
+def _pd_display():
+    import pandas as pd
+
+    return pd.option_context("display.width", 160, "display.max_columns", 20,
+                             "display.float_format", "{:.4g}".format)
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -300,6 +383,8 @@ def main(argv=None) -> int:
             return _cmd_flow(args)
         if args.command == "sweep":
             return _cmd_sweep(args)
+        if args.command == "search":
+            return _cmd_search(args)
         return _cmd_run(args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)

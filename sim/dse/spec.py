@@ -27,6 +27,7 @@ result row names its variant), exactly as ``strata run`` runs them.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import itertools
 import json
@@ -109,34 +110,43 @@ class Sweep:
                     yield dict(zip(gk, g)) | dict(zip(zk, z)) | dict(zip(rk, r))
 
     def points(self) -> Iterator[Point]:
-        base_dump = _dump(self.base)
-        base_hash = self.base.hash()
         for i, ov in enumerate(self.raw_points()):
-            def look(k, ov=ov):
-                if k in ov:
-                    return ov[k]
-                return _value_at(base_dump, k)
-            why = None
+            yield self.point(i, ov)
+
+    def point(self, index: int, overrides: dict) -> Point:
+        """The point of one override mapping (a grid position or a search trial): derived keys
+        filled in, constraints checked, the experiment validated, or the reason it is dropped."""
+        ov = dict(overrides)
+        base_dump = self._base_dump
+
+        def look(k):
+            if k in ov:
+                return ov[k]
+            return _value_at(base_dump, k)
+        why = None
+        try:
+            for k, e in self.derive.items():
+                v = e(look)
+                ov[k] = int(v) if isinstance(v, float) and v.is_integer() else v
+            for c in self.constraints:
+                if not c(look):
+                    why = f"constraint {c.text!r} is false"
+                    break
+        except (ArithmeticError, ValueError, TypeError, ExprError) as e:
+            why = f"expression failed: {e}"
+        if why is None:
             try:
-                for k, e in self.derive.items():
-                    v = e(look)
-                    ov[k] = int(v) if isinstance(v, float) and v.is_integer() else v
-                for c in self.constraints:
-                    if not c(look):
-                        why = f"constraint {c.text!r} is false"
-                        break
-            except (ArithmeticError, ValueError, TypeError, ExprError) as e:
-                why = f"expression failed: {e}"
-            if why is None:
-                try:
-                    exp = load_experiment(self.base, overrides=list(ov.items()))
-                except ConfigError as e:
-                    why = f"invalid config: {e}"
-                else:
-                    yield Point(i, ov, exp.hash(), exp=exp)
-                    continue
-            h = hashlib.sha256(f"dropped:{base_hash}:{canonical(ov)}".encode()).hexdigest()
-            yield Point(i, ov, h, dropped=why)
+                exp = load_experiment(self.base, overrides=list(ov.items()))
+            except ConfigError as e:
+                why = f"invalid config: {e}"
+            else:
+                return Point(index, ov, exp.hash(), exp=exp)
+        h = hashlib.sha256(f"dropped:{self.base.hash()}:{canonical(ov)}".encode()).hexdigest()
+        return Point(index, ov, h, dropped=why)
+
+    @functools.cached_property
+    def _base_dump(self) -> dict:
+        return _dump(self.base)
 
 
 def _value_at(data: Any, key: str) -> Any:

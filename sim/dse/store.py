@@ -14,7 +14,10 @@ then leaves ``running`` rows, which a resume runs again), ``error`` (text), ``ro
 list, one mapping of metrics per variant and run), ``executions`` (how many times the point was computed
 to completion), ``wall_s``, ``finished`` (unix time), ``run_id`` (the sweep call that last
 handed the point out). Table ``meta``: key/value (sweep name,
-file, keys). Guided search and plots read the same table (``frame()``).
+file, keys). Guided search and plots read the same table (``frame()``). Table ``trials`` (guided
+search only): ``number`` (the trial's position in the search), ``hash`` (its point; several
+trials may name one point), ``params`` and ``system_attrs`` (JSON, what the sampler proposed and
+noted), from which a resumed search rebuilds its study.
 """
 from __future__ import annotations
 
@@ -43,6 +46,12 @@ CREATE TABLE IF NOT EXISTS points (
     run_id TEXT
 );
 CREATE INDEX IF NOT EXISTS points_status ON points(status);
+CREATE TABLE IF NOT EXISTS trials (
+    number INTEGER PRIMARY KEY,
+    hash TEXT NOT NULL,
+    params TEXT NOT NULL,
+    system_attrs TEXT NOT NULL
+);
 """
 # The leading metric columns of the export (the rest follow in the order the runs give them).
 METRIC_ORDER = ("latency_s", "energy_j", "area_mm2", "cycles", "tokens_per_s")
@@ -99,6 +108,25 @@ class Store:
             (h, idx, json.dumps(overrides, sort_keys=True), status, error,
              None if rows is None else json.dumps(rows), int(executed), wall_s, time.time(),
              run_id))
+
+    def rows(self, h: str) -> tuple[str | None, list | None, str | None]:
+        """(status, metric rows, error) of a point; (None, None, None) if the store lacks it."""
+        row = self.db.execute("SELECT status, rows, error FROM points WHERE hash = ?",
+                              (h,)).fetchone()
+        if row is None:
+            return None, None, None
+        return row[0], (json.loads(row[1]) if row[1] else None), row[2]
+
+    def record_trial(self, number: int, h: str, params: dict, system_attrs: dict) -> None:
+        self.db.execute("INSERT OR REPLACE INTO trials VALUES (?, ?, ?, ?)",
+                        (number, h, json.dumps(params, sort_keys=True),
+                         json.dumps(system_attrs, sort_keys=True)))
+
+    def trials(self) -> list[tuple[int, str, dict, dict]]:
+        """Every trial of a guided search in order: (number, hash, params, system_attrs)."""
+        return [(n, h, json.loads(p), json.loads(a)) for n, h, p, a in
+                self.db.execute("SELECT number, hash, params, system_attrs FROM trials "
+                                "ORDER BY number")]
 
     def counts(self) -> dict:
         return dict(self.db.execute("SELECT status, COUNT(*) FROM points GROUP BY status"))

@@ -60,6 +60,28 @@ def run_point(task: dict) -> dict:
     return {"rows": rows, "wall_s": time.perf_counter() - t0}
 
 
+def task_of(point) -> dict:
+    """The small dict a worker gets for one point: its identity and resolved config as data."""
+    return {"hash": point.hash, "index": point.index, "overrides": point.overrides,
+            "config": point.exp.model_dump(mode="json")}
+
+
+def record_outcome(store: Store, task: dict, out) -> str:
+    """Write what a worker returned for ``task`` (rows, an error, or a dead worker) to the
+    store in one transaction; returns the point's status."""
+    if isinstance(out, WorkerDied):
+        store.record(task["hash"], task["index"], task["overrides"], "failed",
+                     error=out.why, executed=False)
+        return "failed"
+    if "error" in out:
+        store.record(task["hash"], task["index"], task["overrides"], "failed",
+                     error=out["error"], wall_s=out.get("wall_s"))
+        return "failed"
+    store.record(task["hash"], task["index"], task["overrides"], "ok",
+                 rows=out["rows"], wall_s=out.get("wall_s"))
+    return "ok"
+
+
 @dataclass
 class SweepSummary:
     name: str
@@ -129,26 +151,17 @@ def run_sweep(sweep: Sweep | str, store_path: str | Path, *, executor: str = "pr
             handed += 1
             store.record(pt.hash, pt.index, pt.overrides, "running", executed=False,
                          run_id=run_id)
-            yield {"hash": pt.hash, "index": pt.index, "overrides": pt.overrides,
-                   "config": pt.exp.model_dump(mode="json")}
+            yield task_of(pt)
 
     run = EXECUTORS[executor]
     try:
         for task, out in run(fn, tasks(), workers=workers, scheduler=scheduler,
                              **executor_options):
             summary.ran += 1
-            if isinstance(out, WorkerDied):
-                store.record(task["hash"], task["index"], task["overrides"], "failed",
-                             error=out.why, executed=False)
-                summary.failed += 1
-            elif "error" in out:
-                store.record(task["hash"], task["index"], task["overrides"], "failed",
-                             error=out["error"], wall_s=out.get("wall_s"))
-                summary.failed += 1
-            else:
-                store.record(task["hash"], task["index"], task["overrides"], "ok",
-                             rows=out["rows"], wall_s=out.get("wall_s"))
+            if record_outcome(store, task, out) == "ok":
                 summary.ok += 1
+            else:
+                summary.failed += 1
             if bar is not None:
                 bar.update(1)
     finally:
