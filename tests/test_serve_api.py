@@ -62,6 +62,15 @@ def test_summary_has_all_six_hermes_slos_goodput_and_efficiency(served):
     json.dumps(s)     # JSON-ready
 
 
+def test_tensor_parallel_clients_run_faster_steps():
+    """tp: 2 prices steps on two chips through simulate_step (exact mode)."""
+    exp = _exp()
+    for c in exp["cluster"]["clients"]:
+        c["tp"] = 2
+    one, two = sim.serve(_exp()).steps, sim.serve(exp).steps
+    assert (two["end_s"] - two["start_s"]).mean() < (one["end_s"] - one["start_s"]).mean()
+
+
 def _write(tmp_path, exp, name="exp.yaml"):
     p = tmp_path / name
     p.write_text(yaml.safe_dump(exp))
@@ -93,6 +102,8 @@ def test_cli_same_seed_byte_identical_csvs(tmp_path, capsys):
     (("cluster", "clients", 0, "engine"), {"scheduler": "fifo"}, "cluster.clients.0.engine.scheduler"),
     (("cluster", "router"), {"name": "random"}, "cluster.router.name"),
     (("cluster", "clients", 1), {"name": "a"}, "cluster.clients.1.name"),
+    (("cluster", "clients", 0), {"tp": 2, "mode": "table"}, "cluster.clients.0.tp"),
+    (("cluster", "clients", 0), {"tp": 3}, "cluster.clients.0.tp"),
 ])
 def test_bad_serving_keys_one_line_errors(tmp_path, capsys, where, value, key):
     exp = _exp()

@@ -83,6 +83,15 @@ class ClientConfig(StrictModel):
     role: Literal["both", "prefill", "decode"] = "both"
     engine: EngineConfig = Field(default_factory=EngineConfig)
 
+    @model_validator(mode="after")
+    def _tp_priced(self):
+        if self.tp > 1 and self.mode == "table":      # sim.StepTable prices one chip
+            raise InvalidValue("tp 1 with mode 'table' (step tables price one chip; use "
+                               "mode 'exact' for tensor parallelism)", loc=("tp",))
+        if self.table and self.mode != "table":
+            raise InvalidValue("no table options unless mode is 'table'", loc=("table",))
+        return self
+
     def pool_key(self) -> dict:
         return self.model_dump(exclude={"name"})
 
