@@ -456,3 +456,55 @@ def run(experiment, overrides=None, *, trace: bool | None = None, progress: bool
                   trace=recorder, run_records=tuple(rows),
                   arch_description=first_accel.describe(),
                   outlier_profiles=FrozenDict(outlier_profiles))
+
+
+# ------------------------------------------------------------------------------ serving ----
+@dataclass(frozen=True)
+class ServeResult:
+    """A serving experiment's frames (``requests``, ``steps``, ``clients``, ``token_gaps``)
+    and its :func:`sim.system.summarize` dict (plus experiment name, seed and wall time)."""
+
+    experiment: object            # the validated ServingExperiment
+    requests: pd.DataFrame
+    steps: pd.DataFrame
+    clients: pd.DataFrame
+    token_gaps: pd.DataFrame
+    summary: dict
+
+
+def load_serving(experiment, overrides=None):
+    """A :class:`sim.system.experiment.ServingExperiment` by shipped name, path, mapping or
+    object (``--set``-style ``overrides``)."""
+    from .config.loader import load_validated
+    from .system.experiment import ServingExperiment
+    return load_validated(experiment, ServingExperiment, overrides, kind="experiments")
+
+
+def serve(experiment, overrides=None) -> ServeResult:
+    """Run a serving experiment: load and validate it, build its requests and its clients'
+    backends (``StrataBackend`` on each client's arch, GPU archs included), run
+    :func:`sim.system.serve_frames` and summarize. Client names are the experiment's."""
+    import os
+
+    from .system import build_requests, serve_frames, summarize
+    from .system.experiment import client_names, cluster_spec
+
+    exp = load_serving(experiment, overrides)
+    origin = exp.origin
+    base = os.path.dirname(origin) if origin and os.path.isfile(origin) else None
+    reqs = build_requests(exp.workload, base_dir=base, source=origin)
+    frames = serve_frames(reqs, cluster_spec(exp.cluster), pipeline=exp.pipeline, seed=exp.seed)
+    names = client_names(exp.cluster)
+    rename = lambda s: s.map(lambda v: names.get(v, v) if isinstance(v, str) else v)  # noqa: E731
+    requests = frames.requests.assign(client=rename(frames.requests["client"]),
+                                      decode_client=rename(frames.requests["decode_client"]))
+    # metrics reads a rejection as 'rejected:<reason>' (the coordinator keeps them apart)
+    rej = requests["status"] == "rejected"
+    requests.loc[rej, "status"] = "rejected:" + requests.loc[rej, "reason"].astype(str)
+    steps = frames.steps.assign(client=rename(frames.steps["client"]))
+    clients = frames.clients.assign(client=rename(frames.clients["client"]))
+    summary = summarize(requests, steps=steps, itl_s=frames.token_gaps["gap_s"].to_numpy(),
+                        energy_j=float(clients["energy_j"].sum()))
+    summary = {"experiment": exp.name, "config_hash": exp.hash(), "seed": exp.seed,
+               "events": frames.events, "simulated_s": frames.sim_seconds, **summary}
+    return ServeResult(exp, requests, steps, clients, frames.token_gaps, summary)

@@ -18,6 +18,7 @@ replaces the earlier run's files in one step instead of mixing with them.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -109,9 +110,66 @@ def _cmd_list(what: str | None) -> int:
     return 0
 
 
+def _is_serving(ref) -> bool:
+    """A YAML with a ``cluster:`` section is a serving experiment (sim.serve)."""
+    from .config.loader import read_yaml
+    p = Path(ref)
+    if not p.is_file():
+        cand = Path("experiments") / f"{ref}.yaml"
+        p = cand if cand.is_file() else data_dir("experiments") / f"{ref}.yaml"
+    if not p.is_file():
+        return False
+    try:
+        data = read_yaml(p)
+    except ConfigError:
+        return False
+    return isinstance(data, dict) and "cluster" in data
+
+
+def _cmd_serve(args) -> int:
+    from . import api
+    from .system.plots import write_serving_plots, write_serving_trace
+
+    exp = api.load_serving(args.experiment, overrides=args.overrides or None)
+    out = args.out if args.out is not None else Path("results") / exp.name
+    _check_out(out, args.force, "--out" if args.out is not None else "results/<name>")
+    if args.plots is not None:
+        _check_out(args.plots, True, "--plots", replace=False)
+    t0 = time.perf_counter()
+    result = api.serve(exp)
+    wall = time.perf_counter() - t0
+
+    def fill(tmp: Path):
+        result.requests.to_csv(tmp / "requests.csv", index=False)
+        result.steps.to_csv(tmp / "steps.csv", index=False)
+        result.clients.to_csv(tmp / "clients.csv", index=False)
+        (tmp / "summary.json").write_text(json.dumps(result.summary, indent=2) + "\n")
+        written = [tmp / f for f in ("requests.csv", "steps.csv", "clients.csv", "summary.json")]
+        figs = write_serving_plots(result, tmp)
+        if args.trace or exp.outputs.trace:
+            written.append(write_serving_trace(result, tmp / "trace.json"))
+        return written + figs, figs
+
+    written, figs = _atomic_folder(out, fill)
+    if args.plots is not None:
+        args.plots.mkdir(parents=True, exist_ok=True)
+        for f in figs:
+            _copy_whole(out / f, args.plots / f"{exp.name}_{f}")
+    s = result.summary
+    print(f"{exp.name}: {s['requests']} requests ({s['completed']} completed, "
+          f"{s['rejected']} rejected) over {s['duration_s']:.1f} simulated s in {wall:.2f} s; "
+          f"TTFT p50 {s['ttft_s']['p50']}, TPOT p50 {s['tpot_s']['p50']}, "
+          f"SLOs all met: {s['slo']['all_met']}")
+    print(f"wrote {len(written)} files to {out}{os.sep}: " + ", ".join(written))
+    return 0
+
+
 def _cmd_run(args) -> int:
     from . import api
     from .config import load_experiment
+
+    if _is_serving(args.experiment):
+        return _cmd_serve(args)
 
     from .report.plots import check_plot_names
 
@@ -162,6 +220,20 @@ def _write_outputs(result, out: Path, clock) -> tuple[list[str], list[str]]:
     from .report.plots import write_plots
     from .report.tables import write_tables
 
+    def fill(tmp: Path):
+        written = write_tables(result, tmp)
+        figs = write_plots(result, tmp)
+        written += figs
+        if result.trace is not None:
+            written.append(result.trace.write(tmp / "trace.json", clock))
+        return written, figs
+
+    return _atomic_folder(out, fill)
+
+
+def _atomic_folder(out: Path, fill) -> tuple[list[str], list[str]]:
+    """Run ``fill(tmp) -> (written paths, figure paths)`` on a temporary folder beside ``out``,
+    then put it in place of ``out`` in one rename (an earlier folder is moved aside first)."""
     tmp = None
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -169,11 +241,7 @@ def _write_outputs(result, out: Path, clock) -> tuple[list[str], list[str]]:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)        # mkdtemp makes it private; results are not
-        written = write_tables(result, tmp)
-        figs = write_plots(result, tmp)
-        written += figs
-        if result.trace is not None:
-            written.append(result.trace.write(tmp / "trace.json", clock))
+        written, figs = fill(tmp)
         old = None
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))

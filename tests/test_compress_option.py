@@ -18,7 +18,9 @@ import sim.hw.microscopiq as msq_module
 from sim.config import ConfigError, load_experiment, load_model
 from sim.hw import tile_pipeline
 
-EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml"))
+# hardware experiments only (a cluster: section makes a serving experiment, see sim.serve)
+EXPERIMENTS = sorted(p for p in (Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml")
+                     if "cluster" not in (yaml.safe_load(p.read_text()) or {}))
 LAYERS = 2
 
 

@@ -1,0 +1,223 @@
+"""The serving experiment schema: a YAML with a ``cluster:`` section (see :func:`sim.serve`).
+
+::
+
+    name: serving_quickstart
+    description: ...
+    seed: 0                        # router randomness (power_of_two) and the run
+    pipeline: prefill_decode       # workloads/pipelines/<name>.yaml
+    workload: {...}                # sim.system.arrivals.WorkloadConfig
+    cluster:
+      clients:                     # one entry per client; co-located clients share one pool
+        - name: h100-0
+          arch: h100-sxm           # any arch name or path (gpu, systolic, ...)
+          model: llama-3-8b
+          tp: 1                    # chips in tensor parallelism
+          mode: exact              # StrataBackend: exact (memoized steps) or table
+          table: {max_chunk: 8192}  # sim.StepTable options (mode: table)
+          role: both               # both | prefill | decode (disaggregated pools)
+          engine: {scheduler: continuous, max_num_seqs: 256, max_num_batched_tokens: 2048,
+                   block_size: 16, memory_gb: 80, activation_reserve_gb: 0, host_s: 0,
+                   cuda_graph_sizes: [], ordering: fcfs, kv_blocks: null}
+      router: {name: round_robin, params: {}}
+      decode_router: {name: least_loaded, params: {}}   # disaggregated only
+      pairing: global, kv_transfer: whole, link: {bandwidth_gbps, latency_s, shared}
+    outputs: {plots: [latency_cdf, timeline], trace: false}
+
+:func:`cluster_spec` maps it onto the ``cluster`` mapping of
+:func:`sim.system.serve_frames`, whose pools are homogeneous: all clients of a pool (all of
+them when co-located; the ``prefill`` and the ``decode`` ones when disaggregated) must agree on
+everything but their name, else a one-line error names the first key that differs. Engine keys
+are exactly :data:`sim.system.engine.ENGINE_KEYS`; the engine validates their values.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from sim.config.errors import InvalidValue
+from sim.config.schema import (FrozenList, Name, NonNegFloat, NonNegInt, PosFloat, PosInt,
+                               Seed, StrictModel, _Hashable)
+
+from .arrivals import WorkloadConfig
+from .engine import ENGINE_KEYS
+from .routers import ROUTERS
+from .schedulers import SCHEDULERS
+
+from .plots import SERVING_PLOTS  # noqa: F401  (the names outputs.plots takes)
+
+
+class EngineConfig(StrictModel):
+    """An LLM engine's scheduler and its knobs (the keys of ``LLMEngine``)."""
+
+    scheduler: Name = "continuous"
+    max_num_seqs: PosInt = 256
+    max_num_batched_tokens: PosInt = 2048
+    block_size: PosInt = 16
+    memory_gb: PosFloat = 80.0
+    activation_reserve_gb: NonNegFloat = 0.0
+    kv_blocks: PosInt | None = None
+    host_s: NonNegFloat = 0.0
+    cuda_graph_sizes: FrozenList[PosInt] = ()
+    ordering: Literal["fcfs", "least_work_left"] = "fcfs"
+
+    @model_validator(mode="after")
+    def _known(self):
+        if self.scheduler not in SCHEDULERS:
+            raise InvalidValue(f"one of {sorted(SCHEDULERS)}", loc=("scheduler",))
+        return self
+
+
+assert set(EngineConfig.model_fields) == ENGINE_KEYS, "EngineConfig must mirror ENGINE_KEYS"
+
+
+class ClientConfig(StrictModel):
+    name: Name
+    arch: Name
+    model: Name
+    tp: Literal[1, 2, 4, 8] = 1
+    mode: Literal["exact", "table"] = "exact"
+    table: dict[Literal["max_tokens", "max_chunk", "max_past", "max_context"], PosInt] = \
+        Field(default_factory=dict)      # sim.StepTable options (mode: table)
+    role: Literal["both", "prefill", "decode"] = "both"
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+
+    @model_validator(mode="after")
+    def _tp_priced(self):
+        if self.tp > 1 and self.mode == "table":      # sim.StepTable prices one chip
+            raise InvalidValue("tp 1 with mode 'table' (step tables price one chip; use "
+                               "mode 'exact' for tensor parallelism)", loc=("tp",))
+        if self.table and self.mode != "table":
+            raise InvalidValue("no table options unless mode is 'table'", loc=("table",))
+        return self
+
+    def pool_key(self) -> dict:
+        return self.model_dump(exclude={"name"})
+
+
+class RouterConfig(StrictModel):
+    name: Name = "round_robin"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known(self):
+        if self.name not in ROUTERS:
+            raise InvalidValue(f"one of {sorted(ROUTERS)}", loc=("name",))
+        return self
+
+    def spec(self) -> dict:
+        return {"type": self.name, **self.params}
+
+
+class LinkConfig(StrictModel):
+    bandwidth_gbps: PosFloat = 50.0
+    latency_s: NonNegFloat = 0.0
+    shared: bool = False
+
+
+class ClusterConfig(StrictModel):
+    clients: FrozenList[ClientConfig] = Field(min_length=1)
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    decode_router: RouterConfig = Field(default_factory=lambda: RouterConfig(name="least_loaded"))
+    pairing: Literal["global", "local"] = "global"
+    kv_transfer: Literal["whole", "layer"] = "whole"
+    link: LinkConfig = Field(default_factory=LinkConfig)
+
+    @model_validator(mode="after")
+    def _pools(self):
+        roles = {c.role for c in self.clients}
+        if "both" in roles and len(roles) > 1:
+            i = next(i for i, c in enumerate(self.clients) if c.role != self.clients[0].role)
+            raise InvalidValue(f"role {self.clients[0].role!r} like clients.0 (a cluster is "
+                               "co-located or has prefill and decode pools)",
+                               loc=("clients", i, "role"))
+        if "both" not in roles and roles != {"prefill", "decode"}:
+            raise InvalidValue("both a prefill and a decode client (disaggregated serving)",
+                               loc=("clients", 0, "role"))
+        names = [c.name for c in self.clients]
+        for i, n in enumerate(names):
+            if n in names[:i]:
+                raise InvalidValue("a client name used once", loc=("clients", i, "name"))
+        for role in roles:
+            pool = [(i, c) for i, c in enumerate(self.clients) if c.role == role]
+            i0, first = pool[0]
+            ref = first.pool_key()
+            for i, c in pool[1:]:
+                got = c.pool_key()
+                for key in ref:
+                    if got[key] != ref[key]:
+                        sub = key
+                        if key == "engine":
+                            sub = "engine." + next(k for k in ref[key] if got[key][k] != ref[key][k])
+                        raise InvalidValue(
+                            f"the same value as clients.{i0} (clients of one pool are identical "
+                            "but for their name)", loc=("clients", i, *sub.split(".")))
+        return self
+
+    @property
+    def disaggregated(self) -> bool:
+        return self.clients[0].role != "both"
+
+
+class ServingOutputs(StrictModel):
+    plots: FrozenList[Literal["latency_cdf", "timeline"]] = ()
+    trace: bool = False
+
+
+class ServingExperiment(_Hashable):
+    """A serving experiment (the module docstring documents the keys)."""
+
+    name: Name
+    description: str = ""
+    seed: Seed = 0
+    pipeline: Name = "prefill_decode"
+    workload: WorkloadConfig
+    cluster: ClusterConfig
+    outputs: ServingOutputs = Field(default_factory=ServingOutputs)
+
+
+def _backend(c: ClientConfig) -> dict:
+    return {"type": "strata", "arch": c.arch, "model": c.model, "chips": c.tp, "mode": c.mode,
+            **({"table_options": dict(c.table)} if c.table else {}),
+            **({"tp": c.tp} if c.tp > 1 else {})}
+
+
+def _engine(c: ClientConfig) -> dict:
+    e = c.engine.model_dump()
+    e["cuda_graph_sizes"] = tuple(e["cuda_graph_sizes"])
+    if e["kv_blocks"] is None:
+        del e["kv_blocks"]
+    return e
+
+
+def cluster_spec(cluster: ClusterConfig, backends: dict | None = None) -> dict:
+    """The ``cluster`` mapping of :func:`sim.system.serve_frames` for a validated section.
+    ``backends``: role -> an already-built Backend to use instead of the mapping."""
+    backends = backends or {}
+    if not cluster.disaggregated:
+        c = cluster.clients[0]
+        return {"backend": backends.get("both", _backend(c)), "clients": len(cluster.clients),
+                "engine": _engine(c), "router": cluster.router.spec(), "model": c.model}
+    pools = {}
+    for role in ("prefill", "decode"):
+        members = [c for c in cluster.clients if c.role == role]
+        pools[role] = {"clients": len(members), "engine": _engine(members[0]),
+                       "backend": backends.get(role, _backend(members[0]))}
+    return {**pools, "engine": {"scheduler": "disaggregated"}, "router": cluster.router.spec(),
+            "decode_router": cluster.decode_router.spec(), "pairing": cluster.pairing,
+            "kv_transfer": cluster.kv_transfer, "link": cluster.link.model_dump(),
+            "model": cluster.clients[0].model}
+
+
+def client_names(cluster: ClusterConfig) -> dict[str, str]:
+    """serve_frames' client names (client0.., prefill0.., decode0..) -> the experiment's names."""
+    out = {}
+    if not cluster.disaggregated:
+        for i, c in enumerate(cluster.clients):
+            out[f"client{i}"] = c.name
+        return out
+    for role in ("prefill", "decode"):
+        for i, c in enumerate(x for x in cluster.clients if x.role == role):
+            out[f"{role}{i}"] = c.name
+    return out
