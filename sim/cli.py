@@ -156,9 +156,12 @@ def _cmd_serve(args) -> int:
         for f in figs:
             _copy_whole(out / f, args.plots / f"{exp.name}_{f}")
     s = result.summary
+
+    def ms(v):                  # null when no request completed
+        return "n/a" if v is None else f"{v * 1e3:.1f} ms"
     print(f"{exp.name}: {s['requests']} requests ({s['completed']} completed, "
           f"{s['rejected']} rejected) over {s['duration_s']:.1f} simulated s in {wall:.2f} s; "
-          f"TTFT p50 {s['ttft_s']['p50']}, TPOT p50 {s['tpot_s']['p50']}, "
+          f"TTFT p50 {ms(s['ttft_s']['p50'])}, TPOT p50 {ms(s['tpot_s']['p50'])}, "
           f"SLOs all met: {s['slo']['all_met']}")
     print(f"wrote {len(written)} files to {out}{os.sep}: " + ", ".join(written))
     return 0
