@@ -40,6 +40,8 @@ replaced as a whole; any other non-empty DIR is refused unless --force is given 
 contents are replaced too). The experiment name must be a plain file name (no '/' or '..')."""
 
 KINDS = {"archs": "arch", "models": "workloads", "experiments": "experiments"}
+# derived listings: GPUs (archs of type gpu), clusters (serving experiments), pipelines
+DERIVED = ("gpus", "clusters", "pipelines")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,8 +63,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="also write a Chrome-trace timeline (trace.json, opens in Perfetto)")
     r.add_argument("--plots", type=Path, default=None, metavar="DIR",
                    help="also copy the figures to DIR as <experiment>_<plot>.png")
-    ls = sub.add_parser("list", help="list the shipped archs, models and experiments")
-    ls.add_argument("what", nargs="?", choices=sorted(KINDS), default=None)
+    ls = sub.add_parser("list", help="list the shipped archs (with their type), GPUs, models, "
+                        "experiments, serving clusters and pipelines")
+    ls.add_argument("what", nargs="?", choices=sorted(KINDS) + list(DERIVED), default=None)
     fl = sub.add_parser("flow", help="FLOW: choose a per-layer N:M schedule and write its YAML")
     fl.add_argument("model", help="model file, or the name of a shipped model")
     fl.add_argument("--sparsity", type=float, default=0.6, help="target average sparsity "
@@ -101,12 +104,35 @@ def _cmd_flow(args) -> int:
     return 0
 
 
+def _arch_type(stem: str) -> str:
+    from .config import load_arch
+    try:
+        return load_arch(stem).type
+    except ConfigError:
+        return "invalid"
+
+
 def _cmd_list(what: str | None) -> int:
-    for name in ([what] if what else sorted(KINDS)):
-        kind = KINDS[name]
+    for name in ([what] if what else sorted(KINDS) + list(DERIVED)):
+        if name == "pipelines":
+            folder = data_dir("workloads") / "pipelines"
+            print(f"pipelines ({folder}):")
+            for p in sorted(folder.glob("*.yaml")):
+                print(f"  {p.stem}")
+            continue
+        kind = KINDS["archs" if name == "gpus" else
+                     "experiments" if name == "clusters" else name]
         print(f"{name} ({data_dir(kind)}):")
         for stem in list_shipped(kind):
-            print(f"  {stem}")
+            if name in ("archs", "gpus"):
+                t = _arch_type(stem)
+                if name == "archs" or t == "gpu":
+                    print(f"  {stem:24s} {t}")
+            elif name == "clusters":
+                if _is_serving(data_dir(kind) / f"{stem}.yaml"):
+                    print(f"  {stem}")
+            else:
+                print(f"  {stem}")
     return 0
 
 

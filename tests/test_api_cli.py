@@ -142,6 +142,19 @@ def test_strata_list_and_python_m(capsys):
     assert p.returncode == 0 and "llama-3-70b" in p.stdout
 
 
+def test_strata_list_gpus_clusters_and_pipelines(capsys):
+    from sim.config import load_arch
+    assert main(["list", "gpus"]) == 0
+    gpus = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
+    shipped = sorted(p.stem for p in (ROOT / "arch").glob("*.yaml"))
+    assert gpus == [a for a in shipped if load_arch(a).type == "gpu"] and "h100-sxm" in gpus
+    assert main(["list", "clusters"]) == 0
+    clusters = [line.strip() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert "serving_quickstart" in clusters and "quickstart" not in clusters
+    assert main(["list", "pipelines"]) == 0
+    assert "prefill_decode" in capsys.readouterr().out
+
+
 def small_experiment(**extra):
     exp = {"name": "cmp", "arch": "quickstart",
            "model": {"extends": "llama-2-7b", "num_layers": 2},
