@@ -83,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     fl.add_argument("--profile", default=None, help="outlier profile name or path")
     _sweep_parser(sub)
     _search_parser(sub)
+    _plot_parser(sub)
     return p
 
 
@@ -358,6 +359,34 @@ def _sweep_parser(sub) -> None:
     _store_args(s)
 
 
+def _plot_parser(sub) -> None:
+    s = sub.add_parser("plot", help="plot sweep/search results: y against x with the Pareto "
+                       "front, coloured by a column")
+    s.add_argument("results", help="a sweep/search output folder, its store or points.csv")
+    s.add_argument("--x", required=True, help="column on the x axis (e.g. energy_j)")
+    s.add_argument("--y", required=True, help="column on the y axis (e.g. latency_s)")
+    s.add_argument("--color", default=None, help="column that colours the points")
+    s.add_argument("--run", default=None, help="the run to plot when the results hold several")
+    s.add_argument("--max", dest="maximize", action="append", default=[], choices=("x", "y"),
+                   help="an axis to maximise on the Pareto front (default: minimise both)")
+    s.add_argument("-o", "--output", type=Path, default=None,
+                   help="PNG to write (default: RESULTS/<y>_vs_<x>.png)")
+
+
+def _cmd_plot(args) -> int:
+    from .dse.plots import load_results, plot_results
+
+    df = load_results(args.results)
+    base = Path(args.results)
+    base = base if base.is_dir() else base.parent
+    out = args.output or base / f"{args.y}_vs_{args.x}.png"
+    senses = tuple("max" if a in args.maximize else "min" for a in ("x", "y"))
+    path = plot_results(df, out, x=args.x, y=args.y, color=args.color, run=args.run,
+                        senses=senses, where=str(args.results))
+    print(f"wrote {path}")
+    return 0
+
+
 def _store_args(s) -> None:
     """The options a sweep and a search share: where the store goes, base overrides."""
     s.add_argument("--out", type=Path, default=Path("results"),
@@ -482,6 +511,8 @@ def main(argv=None) -> int:
             return _cmd_sweep(args)
         if args.command == "search":
             return _cmd_search(args)
+        if args.command == "plot":
+            return _cmd_plot(args)
         return _cmd_run(args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
