@@ -108,7 +108,6 @@ def test_sparser_patterns_are_never_slower_and_2of8_is_twice_4of8_in_prefill():
 
 
 def test_many_macros_split_columns_then_k():
-    base = load_arch("flexcim").model_dump()
     one = accelerator_for(_ideal("flexcim"))
     for macros in (2, 4, 16, 256):
         acc = accelerator_for(_ideal("flexcim", macros=macros))
@@ -120,7 +119,6 @@ def test_many_macros_split_columns_then_k():
         assert rn.compute_cycles == chip_cycles(acc.arch.macro, [(1, 32, 0, per_macro)])
         assert rn.compute_cycles <= r1.compute_cycles
         assert rn.macs == r1.macs                      # the same kept MACs, spread out
-    del base
 
 
 def test_flow_schedule_reaches_the_gemms_and_the_fixed_design_falls_back():
@@ -179,6 +177,13 @@ def test_same_config_same_numbers():
     ({"sparsity": {"target": 1.0}}, "sparsity.target", "< 1"),
     ({"sparsity": {"target": -0.1}}, "sparsity.target", ">= 0"),
     ({"macros": 0}, "macros", ">= 1"),
+    ({"macros": "four"}, "macros", "integer"),
+    ({"macros": 10 ** 9}, "macros", "<= 65536"),
+    ({"staging_tiles": 0}, "staging_tiles", ">= 1"),
+    ({"staging_tiles": 2.5}, "staging_tiles", "integer"),
+    ({"weights_in_l2": "sometimes"}, "weights_in_l2", "true or false"),
+    ({"macro": {"rows": 0}}, "macro.rows", ">= 1"),
+    ({"macro": {"select_scope": "column"}}, "macro.select_scope", "cell"),
 ])
 def test_bad_flexcim_configs_are_one_line_errors(over, key, words):
     a = load_arch("flexcim").model_dump()
@@ -190,6 +195,14 @@ def test_bad_flexcim_configs_are_one_line_errors(over, key, words):
         load_arch(a)
     msg = str(e.value)
     assert "\n" not in msg and key in msg and words in msg, msg
+
+
+def test_a_flexcim_arch_without_macros_names_the_key():
+    a = load_arch("flexcim").model_dump()
+    del a["macros"]
+    with pytest.raises(ConfigError) as e:
+        load_arch(a)
+    assert "\n" not in str(e.value) and "macros" in str(e.value)
 
 
 def test_schedule_for_the_wrong_layer_count_is_a_one_line_error(tmp_path):

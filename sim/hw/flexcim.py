@@ -9,7 +9,7 @@ as its fallback). Attention GEMMs (activations x KV cache) and the lm_head run d
 The chip (the paper is silent on it; research/flexcim.md 5.2: every choice is a parameter)
 ------------------------------------------------------------------------------------------
 * ``macros`` identical macros, in lockstep. An input buffer (``memory.sram.ifmap_kb``) holds
-  the activations of a *token chunk* (all K of T_c tokens, double-buffered: half in use), an
+  the activations of a *token chunk* (double-buffered: half in use), an
   output buffer (``ofmap_kb``) its 32-bit partial sums, a weight staging buffer
   (``weight_kb``) the compressed weights on their way from L2/DRAM into the macros.
 * Mapping of one GEMM ``O[M,N] = A[M,K] @ W[K,N]`` with pattern p: the macro's mapping gives
@@ -20,8 +20,10 @@ The chip (the paper is silent on it; research/flexcim.md 5.2: every choice is a 
   macro runs the same number of tiles per chunk (the critical macro's; the others idle at the
   end), all at the same K pass, so one input-buffer read is broadcast to all of them.
 * Tokens stream through each loaded tile in chunks of T_c = what the input buffer's half
-  holds (``T_c * K * abits/8``) and the output buffer's half holds (``T_c * columns in flight
-  * 4 B``). Weights are reloaded for every chunk: streamed again from DRAM, or from L2 when the
+  holds and the output buffer's half holds (``T_c * columns in flight * 4 B``). Activations
+  that stay in L2 are re-read from it once per column round, so the input buffer holds one
+  K slice of the chunk (``T_c * K_tile * abits/8``); activations in DRAM are read once, so it
+  holds all of K (``T_c * K * abits/8``). Weights are reloaded for every chunk: streamed again from DRAM, or from L2 when the
   layer's compressed weights fit in it (``weights_in_l2``). This is the prefill trade-off; a
   decode GEMV (T = 1) is one chunk and reload-bound.
 * Weight delivery. The compressed weights (kept weights + metadata,
@@ -66,7 +68,7 @@ from ..config.nm_schedule import DENSE, Pattern, parse_pattern
 from ..config.schema import ArchConfig, MemoryConfig, VectorConfig
 from ..core import EnergyLedger
 from .accelerator import SystolicAccelerator
-from .dcim import DCiMMacro, DCiMTech, map_gemm, map_pattern, macro_area_um2, pass_energy_pj
+from .dcim import DCiMMacro, DCiMTech, map_gemm, macro_area_um2, pass_energy_pj
 from .interface import OpResult
 from .memory_plan import OperandPlacement
 from .nm_sparsity import NMSparsityConfig, check_supported, memo_key, nm_annotations, resolve_layers
