@@ -216,3 +216,23 @@ def test_schedule_for_the_wrong_layer_count_is_a_one_line_error(tmp_path):
         sim.simulate_model(a, "llama-2-7b", phase="decode", batch=1, context=16)
     msg = str(e.value)
     assert "\n" not in msg and "num_layers" in msg and "qwen.yaml" in msg
+
+
+def test_an_edited_outlier_profile_is_not_answered_from_the_flow_memo(tmp_path):
+    import os
+    import shutil
+    from sim.hw import nm_sparsity
+    src = sim.load_model("llama-2-7b").outlier_profile
+    from sim.config.outliers import _PROFILES
+    prof = tmp_path / "prof.yaml"
+    shutil.copy(_PROFILES.resolve(src), prof)
+    model = sim.load_model("llama-2-7b", overrides=[f"outlier_profile={prof}"])
+    acc = accelerator_for(load_arch("flexcim"))
+    acc.layer_patterns(model)
+    before = nm_sparsity._flow_patterns.cache_info().misses
+    acc.layer_patterns(model)                               # unchanged: a memo hit
+    assert nm_sparsity._flow_patterns.cache_info().misses == before
+    st = prof.stat()
+    os.utime(prof, ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))   # the file changed
+    acc.layer_patterns(model)
+    assert nm_sparsity._flow_patterns.cache_info().misses == before + 1

@@ -187,12 +187,31 @@ def memo_key(section: NMSparsityConfig | None, model: Any, seed: int = 0, arch: 
             stamp = (st.st_size, st.st_mtime_ns)
         except OSError:
             stamp = None        # resolve_layers reports the missing file
+    elif section is not None and section.target is not None:
+        stamp = _statistics_stamp(model)
     return (model, int(seed), stamp)
+
+
+def _statistics_stamp(model) -> tuple | None:
+    """(path, size, mtime) of the file FLOW's per-block statistics come from: the model's
+    outlier profile, or the recipe of its synthetic profile (an edited file gives new
+    statistics, so it must give a new key). None when it cannot be found (FLOW reports it)."""
+    from ..config.outliers import _PROFILES, _RECIPES, DEFAULT_RECIPE
+    try:
+        path = (_PROFILES.resolve(model.outlier_profile) if model.outlier_profile is not None
+                else _RECIPES.resolve(DEFAULT_RECIPE))
+        st = os.stat(path)
+    except (ConfigError, OSError):
+        return None
+    return (str(path), st.st_size, st.st_mtime_ns)
 
 
 @lru_cache(maxsize=64)
 def _flow_patterns(model, target: float, candidates: tuple | None, edges_dense: bool,
-                   seed: int) -> tuple[tuple[Pattern, ...], str]:
+                   seed: int, statistics: tuple | None = None
+                   ) -> tuple[tuple[Pattern, ...], str]:
+    """FLOW's patterns, memoized on everything that changes them; ``statistics`` is the stamp
+    of the file the per-block statistics come from (only part of the key)."""
     from ..io.flow_inputs import flow
     sched = flow(model, target, candidates=list(candidates) if candidates else None,
                  edges_dense=edges_dense, seed=seed)
@@ -217,7 +236,8 @@ def resolve_layers(section: NMSparsityConfig | None, model: Any, supported: Iter
     elif sec.target is not None:
         req, origin = _flow_patterns(model, float(sec.target),
                                      tuple(sec.candidates) if sec.candidates else None,
-                                     bool(sec.edges_dense), int(seed))
+                                     bool(sec.edges_dense), int(seed),
+                                     _statistics_stamp(model))
     elif sec.pattern is not None:
         req = (parse_pattern(sec.pattern),) * L
         origin = f"pattern {sec.pattern}"
