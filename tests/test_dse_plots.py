@@ -52,3 +52,16 @@ def test_plot_cli_writes_the_figure_and_names_bad_columns(tmp_path, capsys):
     assert "\n" not in err and "--x" in err and "energy_j" in err
     with pytest.raises(ConfigError, match="one of the runs"):
         plot_results(df.assign(run=["a", "b"] * 10 + ["a"]), out, x="energy_j", y="latency_s")
+
+
+def test_plot_of_missing_or_empty_results_is_a_one_line_error(tmp_path, capsys):
+    assert main(["plot", str(tmp_path / "nope"), "--x", "a", "--y", "b"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "nope" in err and "no such file" in err
+    assert main(["plot", str(tmp_path), "--x", "a", "--y", "b"]) == 2      # a folder without results
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "points.csv" in err
+    pd.DataFrame({"status": ["failed"], "latency_s": [1.0], "energy_j": [1.0]}).to_csv(
+        tmp_path / "points.csv", index=False)
+    assert main(["plot", str(tmp_path), "--x", "energy_j", "--y", "latency_s"]) == 2
+    assert "at least one point that ran" in capsys.readouterr().err
