@@ -370,6 +370,9 @@ def plot_heatmap(results, out: str | Path, *, x: str, y: str, z: str, run: str |
                                      columns=sorted(df[x].unique()))
     note = _agg_words(agg, sense, z, n)
     v = table.to_numpy(dtype=float)
+    if np.isnan(v).all():
+        raise ConfigError("a metric with a value at some point", file=where, key="--z",
+                          got=f"{z!r} empty at every point")
     fig, ax = plt.subplots(figsize=(1.2 * v.shape[1] + 3, 0.7 * v.shape[0] + 2.2))
     im = ax.imshow(np.ma.masked_invalid(v), origin="lower", aspect="auto", cmap="viridis")
     fig.colorbar(im, ax=ax, label=z)
@@ -391,7 +394,7 @@ def plot_heatmap(results, out: str | Path, *, x: str, y: str, z: str, run: str |
     ax.set_yticks(range(v.shape[0]), [f"{t:g}" for t in table.index])
     ax.set_xlabel(x)
     ax.set_ylabel(y)
-    ax.set_title(_title(f"{z}", run) + f": {note}", fontsize=9)
+    ax.set_title(_title(f"{z} by {_short(x)} and {_short(y)}", run) + f"\n{note}", fontsize=9)
     fig.tight_layout()
     return PlotData("heatmap", _save(fig, out), table, note)
 
