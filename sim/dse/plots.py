@@ -39,8 +39,9 @@ _FRONT = "crimson"
 
 @dataclass(frozen=True)
 class PlotData:
-    """What one figure drew. ``table`` by kind: ``pareto``/``pareto3d``: the plotted points
-    (their objective columns, the colour column if any, and a bool ``pareto`` column);
+    """What one figure drew. ``table`` by kind: ``pareto``/``pareto3d``: the plotted points,
+    indexed like the input frame (so ``df.loc[table.index[table.pareto]]`` gives the front's
+    full rows), with their objective columns, the colour column if any and a bool ``pareto``;
     ``lines``: index the x values, one column per line (its group value, or ``y`` alone);
     ``heatmap``: index the y values (ascending), columns the x values, cells the metric (NaN
     where no point ran); ``energy``: index the bar labels, one column per energy component in
@@ -405,7 +406,8 @@ def energy_components(df) -> list[str]:
 
 
 def _point_labels(df) -> list[str]:
-    """A bar label per row: the swept keys (and variant, run) that differ between rows."""
+    """A bar label per row: the swept keys (the columns named by a dotted key path) and the
+    variant and run, those that differ between rows."""
     keys = [c for c in df.columns if "." in str(c)]
     keys += [c for c in ("variant", "run") if c in df.columns]
     vary = [k for k in keys if df[k].nunique(dropna=False) > 1]
