@@ -255,15 +255,19 @@ def main(argv=None) -> int:
               "on a machine with several GPUs first)")
         return 1
     rows = read_collectives(paths, args.mode)
-    values = fit(rows, args.protocols)
-    print(f"fitted on {len(rows)} {args.mode} points from {len(paths)} file(s)")
-    for kind, v in values.items():
-        print(f"  {kind}: launch {v['launch_us']:.2f} us; " + "; ".join(
-            f"{p['name']} hop {p['hop_us']:.3f} us, bus {p['bus_gbps']:.1f} GB/s"
-            for p in v["protocols"]))
-    err = errors(values, rows)
-    for (kind, w), (e, n) in err.items():
-        print(f"  {kind:9s} world {w!s:>3}: MAPE {e:5.2f}% ({n} sizes)")
+    values, err = None, {}
+    if rows:
+        values = fit(rows, args.protocols)
+        print(f"fitted on {len(rows)} {args.mode} points from {len(paths)} file(s)")
+        for kind, v in values.items():
+            print(f"  {kind}: launch {v['launch_us']:.2f} us; " + "; ".join(
+                f"{p['name']} hop {p['hop_us']:.3f} us, bus {p['bus_gbps']:.1f} GB/s"
+                for p in v["protocols"]))
+        err = errors(values, rows)
+        for (kind, w), (e, n) in err.items():
+            print(f"  {kind:9s} world {w!s:>3}: MAPE {e:5.2f}% ({n} sizes)")
+    else:
+        print(f"no {args.mode} rows of two or more ranks in {len(paths)} file(s): nothing fitted")
     step_paths = args.steps if args.steps is not None else [
         p.parent / "steps.csv" for p in paths if (p.parent / "steps.csv").exists()]
     if step_paths:
@@ -272,7 +276,7 @@ def main(argv=None) -> int:
         for (model, tp, phase), (e, n) in step_errors(step_paths, values, shards=True).items():
             print(f"  dry-run shard {model} tp{tp} {phase:8s} (collectives left out): MAPE "
                   f"{e:5.2f}% ({n} steps)")
-    if args.write:
+    if args.write and values:
         src = ("bench/fit_collectives.py on " + ", ".join(
             str(Path(p).resolve().relative_to(ROOT)) if Path(p).resolve().is_relative_to(ROOT)
             else str(p) for p in paths) + "; MAPE " + ", ".join(
