@@ -195,15 +195,15 @@ def section_collectives(out: Path, world: int, args, deadline: float) -> None:
     order = sizes[0::2] + sizes[1::2]
     proto = os.environ.get("NCCL_PROTO", "")
     big = torch.empty(max(order) // 2, dtype=torch.bfloat16, device="cuda")
-    for nbytes in order:
+    for size in order:
         for op in ("allreduce", "allgather"):
             for mode in ("graph", "eager"):
                 if not go_on(deadline):
                     log("collectives budget spent")
                     return
-                n = nbytes // 2
+                n = size // 2
                 if op == "allgather":
-                    n -= n % world
+                    n -= n % world      # whole blocks per rank (a no-op for powers of two)
                     out_t = big[:n]
                     inp = torch.zeros(n // world, dtype=torch.bfloat16, device="cuda")
 
@@ -215,6 +215,7 @@ def section_collectives(out: Path, world: int, args, deadline: float) -> None:
 
                     def one():
                         dist.all_reduce(buf)
+                nbytes = 2 * n
                 calls = 1
                 run = one
                 if mode == "graph":
