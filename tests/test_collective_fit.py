@@ -183,6 +183,23 @@ SHIPPED_STEPS = fc.shipped_csvs("steps.csv")
 
 @pytest.mark.skipif(not SHIPPED, reason="no traces/h200-tp*/ collectives.csv yet: the machines "
                     "with several GPUs were withheld (issue 11)")
+def test_shipped_traces_schema_and_physics():
+    import json
+    for path in SHIPPED:
+        env = json.loads((path.parent / "env.json").read_text())
+        assert env["nccl"] and "GPU0" in env["nvidia_smi_topo_m"]
+        assert env["nccl_env"].get("NCCL_NVLS_ENABLE") == "0"
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r["time_us"]]
+        assert rows and all(r["correct"] == "1" for r in rows), path
+        for r in rows:   # no rank sends faster than one direction of NVLink 4 (450 GB/s)
+            assert float(r["busbw_GBps"]) < 450 * 1.02, r
+    rows = fc.read_collectives(SHIPPED)
+    assert {r["kind"] for r in rows} == set(fc.KINDS) and len({r["world"] for r in rows}) >= 2
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no traces/h200-tp*/ collectives.csv yet: the machines "
+                    "with several GPUs were withheld (issue 11)")
 def test_shipped_collectives_within_10_percent():
     arch = load_arch("h200-sxm")
     col = arch.calibration.collectives
