@@ -37,8 +37,12 @@ takes
 Power: P = idle + compute_w u_c + memory_w u_m, capped at the TDP, with u_c the kernel's
 FLOP rate over the peak and u_m its byte rate over the HBM bandwidth; energy = P t, booked as
 ``idle`` (idle_w t) and ``compute`` / ``memory`` (the dynamic part, scaled down together when
-the cap binds). Tensor parallelism is the generic one of :mod:`sim.workload.parallel`; a ring
-collective here also pays a kernel overhead and the idle power over its time.
+the cap binds). Tensor parallelism is the generic one of :mod:`sim.workload.parallel`. A
+collective is one ring kernel at idle power: with ``calibration.collectives`` (fitted on NCCL
+traces by ``bench/fit_collectives.py``) it takes ``launch + steps hop + bus_bytes / bus_bw`` of
+the protocol that is fastest for its size (NCCL's own selection rule), with ``steps`` = 2(p-1)
+ring hops for an all-reduce and p-1 for an all-gather and ``bus_bytes`` = 2(p-1)/p and (p-1)/p
+of the buffer; without it, the ring of the arch's ``chip_link`` figures plus a kernel overhead.
 
 Units: the OpResult's cycles are of ``clock_ghz`` (the boost clock); the figures of the arch
 file are spec-sheet numbers (sources in the files), the calibration fractions are fitted on
@@ -62,7 +66,8 @@ from .registry import register
 # the types this module registers (read by sim.hw.registry without importing the module)
 ACCELERATOR_TYPES = ("gpu",)
 
-__all__ = ["GpuAccelerator", "GpuArchConfig", "TILES", "gemm_seconds", "ring_seconds"]
+__all__ = ["GpuAccelerator", "GpuArchConfig", "TILES", "gemm_seconds", "ring_seconds",
+           "ring_steps", "calibrated_ring_seconds", "GpuCollectives"]
 
 Fraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
 #: CTA tiles (rows x columns of O) the GEMM library chooses among (CUTLASS/cuBLAS Hopper tiles)
@@ -122,6 +127,30 @@ class GpuPower(StrictModel):
     memory_w: NonNegFloat        # extra watts at 100 % of the HBM bandwidth
 
 
+class RingProtocol(StrictModel):
+    """One NCCL protocol (LL, LL128, Simple) of a ring collective: its latency per ring hop
+    and the bus bandwidth it sustains (NCCL-tests' busbw: bytes a rank sends per second)."""
+
+    name: str
+    hop_us: NonNegFloat
+    bus_gbps: PosFloat
+
+
+class RingCollective(StrictModel):
+    """A fitted ring collective: fixed cost of one call (launch, setup, tail) and protocols."""
+
+    launch_us: NonNegFloat
+    protocols: Annotated[list[RingProtocol], Field(min_length=1)]
+
+
+class GpuCollectives(StrictModel):
+    """Collectives fitted on measured traces; a kind left out falls back to ``chip_link``."""
+
+    source: str = "uncalibrated"
+    allreduce: RingCollective | None = None
+    allgather: RingCollective | None = None
+
+
 class GpuCalibration(StrictModel):
     """The few physical parameters fitted on traces (defaults: uncalibrated guesses)."""
 
@@ -136,6 +165,7 @@ class GpuCalibration(StrictModel):
     decode_min_chunk: PosInt = 128         # smallest KV chunk a decode CTA takes
     cuda_graph: bool = True
     power: GpuPower
+    collectives: GpuCollectives | None = None
     kernels: GpuKernels = Field(default_factory=GpuKernels)
 
 
@@ -146,10 +176,25 @@ class GpuArchConfig(ArchConfig):
     calibration: GpuCalibration
 
 
+def ring_steps(kind: str, chips: int) -> int:
+    """Ring hops of one collective: 2(p-1) for an all-reduce (reduce-scatter + all-gather)."""
+    return {"allreduce": 2 * (chips - 1), "allgather": chips - 1}[kind]
+
+
 def ring_seconds(kind: str, nbytes: float, chips: int, bandwidth: float, hop_s: float) -> float:
     """Ring all-reduce: 2(p-1)/p bytes/bandwidth + 2(p-1) hops; all-gather: half of that."""
-    steps = {"allreduce": 2 * (chips - 1), "allgather": chips - 1}[kind]
+    steps = ring_steps(kind, chips)
     return nbytes * steps / chips / bandwidth + steps * hop_s
+
+
+def calibrated_ring_seconds(kind: str, nbytes: float, chips: int,
+                            fit: RingCollective) -> tuple[float, str]:
+    """(seconds, protocol) of a fitted ring collective of ``nbytes`` (an all-gather's output)
+    on ``chips`` GPUs: the fastest protocol's launch + steps hop + bus bytes / bus bandwidth."""
+    steps = ring_steps(kind, chips)
+    bus = nbytes * steps / chips
+    return min((fit.launch_us * 1e-6 + steps * p.hop_us * 1e-6 + bus / (p.bus_gbps * 1e9), p.name)
+               for p in fit.protocols)
 
 
 def tile_efficiency(tm: int, tn: int, knee: float) -> float:
@@ -317,11 +362,18 @@ class GpuAccelerator(Accelerator):
         return self._kernel("memory", nbytes / self.bandwidth, 0.0, nbytes, 0.0)
 
     def collective(self, kind: str, nbytes: int, chips: int) -> OpResult:
-        """A ring collective on NVLink (``chip_link``): one kernel, idle power over its time."""
+        """A ring collective on NVLink: one kernel, idle power over its time. Fitted figures
+        (``calibration.collectives``, their own fixed cost in place of the kernel overhead)
+        where there are some for this kind, else ``chip_link``'s."""
         bw, hop, pj_bit = self.chip_link()
-        t = ring_seconds(kind, nbytes, chips, bw, hop)
-        r = self._kernel(kind, t, 0.0, 0.0, 0.0)
-        steps = {"allreduce": 2 * (chips - 1), "allgather": chips - 1}[kind]
+        fit = getattr(self.cal.collectives, kind, None) if self.cal.collectives else None
+        if fit is not None:
+            t, _ = calibrated_ring_seconds(kind, nbytes, chips, fit)
+            r = replace(self._kernel(kind, t, 0.0, 0.0, 0.0, kernels=0),
+                        counters={"kernels": 1})
+        else:
+            r = self._kernel(kind, ring_seconds(kind, nbytes, chips, bw, hop), 0.0, 0.0, 0.0)
+        steps = ring_steps(kind, chips)
         led = r.energy.copy()
         led.add("link", f"{kind}_bit", 8 * nbytes * steps / chips, pj_bit)
         return replace(r, energy=led)
