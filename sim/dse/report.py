@@ -412,7 +412,7 @@ def render_report(data: ReportData, figures: Iterable[str] = DEFAULT_FIGURES,
     for i, (_, r) in enumerate(front.iterrows()):
         rows.append([r.get(c) for c in cols])
         h = r.get("hash")
-        block = _json_block("overrides", data.overrides.get(h, {}))
+        block = _json_block(f"overrides (point {str(h)[:12]})", data.overrides.get(h, {}))
         if h in configs:
             block += _json_block("full resolved config", configs[h])
         extra[i] = block
@@ -480,7 +480,8 @@ table.facts th{background:#f8f8f8;width:9em}.scroll{overflow:auto;max-height:38e
 .figs{display:flex;flex-wrap:wrap;gap:12px}figure.fig{margin:0;max-width:48%}
 figure.fig img{max-width:100%;border:1px solid #eee}figcaption{font-size:12px;color:#555}
 pre{margin:0;white-space:pre-wrap;font-size:11.5px}tr.more td{background:#fbfbfb}
-details summary{cursor:pointer;color:#036}.note{color:#8a4b00}td.err pre{color:#900}
+details summary{cursor:pointer;color:#036}tr.more details{display:inline-block;
+vertical-align:top;margin-right:2.5em}.note{color:#8a4b00}td.err pre{color:#900}
 """
 
 # Click a header: sort that table's body rows by the column (numbers numerically when every
