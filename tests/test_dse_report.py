@@ -166,6 +166,22 @@ def test_report_is_deterministic_and_objectives_are_chosen(tmp_path):
         assert {int(r[0]) for r in rows if r[1] == run} == want
 
 
+def test_a_search_store_reports_its_own_objectives(tmp_path):
+    db, metrics = fake_store(tmp_path)
+    with Store(db) as s:
+        s.set_meta(search={"sampler": "tpe", "seed": 3,
+                           "objectives": [["energy_j", "max"], ["area_mm2", "min"]]})
+    data = rep.load_report_data(db)
+    assert data.objectives == [("energy_j", "max"), ("area_mm2", "min")]
+    page = rep.render_report(data, figures=[])
+    assert "guided search (tpe, seed 3)" in page
+    rows = parse(page).tables["pareto-table"][1:]
+    for run in ("decode", "prefill"):
+        v = np.array([[-metrics[(run, i)]["energy_j"], metrics[(run, i)]["area_mm2"]]
+                      for i in range(14)])
+        assert {int(r[0]) for r in rows if r[1] == run} == brute_front(v)
+
+
 def test_full_config_is_the_one_that_ran_or_is_not_shown(tmp_path):
     sweep = load_sweep(str(ROOT / "experiments/sweep_systolic_array.yaml"))
     pts = [p for p in itertools.islice(sweep.points(), 4) if p.exp is not None][:2]
@@ -219,6 +235,8 @@ def test_bad_input_is_a_one_line_error(tmp_path, capsys):
              ([str(tmp_path / "empty")], "unreadable CSV"),
              ([str(db), "--objective", "latency"], "did you mean 'latency_s'"),
              ([str(db), "--objective", "latency_s:up"], "min|max"),
+             ([str(db), "--objective", "arch.label"], "numeric metric"),
+             ([str(db), "--objective", "energy_j", "--objective", "energy_j"], "once"),
              ([str(db), "--figures", "paretoo"], "did you mean 'pareto'"),
              ([str(db), "--max-rows", "0"], "--max-rows")]
     for argv, what in cases:

@@ -233,6 +233,8 @@ def _keys_of_csv(df) -> list:
 
 
 def _objectives(data: ReportData, given) -> list:
+    import pandas as pd
+
     cols = [c for c in data.frame.columns if c not in ("point", "hash", "status", "error",
                                                        "variant", "run", *data.keys)]
     if given:
@@ -242,6 +244,9 @@ def _objectives(data: ReportData, given) -> list:
                 raise ConfigError("an objective naming a metric column of the results",
                                   file=data.source, key="--objective", got=repr(name),
                                   hint=did_you_mean(name, cols))
+            if not pd.api.types.is_numeric_dtype(data.ok()[name]):
+                raise ConfigError("an objective naming a numeric metric column",
+                                  file=data.source, key="--objective", got=repr(name))
             if sense not in ("min", "max"):
                 raise ConfigError("min or max", file=data.source, key="--objective",
                                   got=repr(sense))
