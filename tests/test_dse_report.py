@@ -3,11 +3,11 @@ when they are the ones that ran, escaping, bad input, and the page in headless C
 from __future__ import annotations
 
 import base64
+import html
 import itertools
 import json
 import os
 import re
-import shutil
 import sqlite3
 import subprocess
 from html.parser import HTMLParser
@@ -194,7 +194,6 @@ def test_full_config_is_the_one_that_ran_or_is_not_shown(tmp_path):
                 {"variant": "v", "run": "decode", "latency_s": 1.0 + k, "energy_j": 2.0 - k}])
     page = rep.render_report(rep.load_report_data(db), figures=[])
     blocks = re.findall(r"<summary>full resolved config</summary><pre>(.*?)</pre>", page, re.S)
-    import html
     shown = [json.loads(html.unescape(b)) for b in blocks]
     assert shown == [p.exp.model_dump(mode="json") for p in pts]
     with Store(db) as s:
@@ -306,7 +305,6 @@ def test_page_renders_in_headless_chromium_and_sorts(report, tmp_path):
                        capture_output=True, text=True, timeout=120)
     m = re.search(r'<pre id="check">(.*?)</pre>', r.stdout, re.S)
     assert m, r.stderr[-2000:]
-    import html
     out = json.loads(html.unescape(m.group(1)))
     assert len(out["imgs"]) == 6 and all(w > 100 for w in out["imgs"])     # decoded figures
     assert out["rows"]["points-table"] == 31 and out["rows"]["failed-table"] == 2

@@ -35,7 +35,6 @@ from itertools import combinations
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-import numpy as np
 
 from ..config.errors import ConfigError, did_you_mean
 from .plots import load_results, pareto_mask, plot_results
