@@ -319,3 +319,16 @@ def test_page_renders_in_headless_chromium_and_sorts(report, tmp_path):
     assert len(ds) == 26 and ds == sorted(ds, key=lambda s: int(s[1:]))   # text, "d2" < "d10"
     assert out["pareto_pairs"]                 # each config row moved with its point
     assert out["title"] == "Strata report: fake<sweep>"    # the payload did not run
+
+
+def test_a_sweep_where_nothing_ran_still_reports_its_errors(tmp_path):
+    db = tmp_path / "results.sqlite"
+    with Store(db) as s:
+        s.set_meta(name="broken", keys=["k"])
+        s.record("a", 0, {"k": 1}, "failed", error="KeyError: 'x'")
+        s.record("b", 1, {"k": 2}, "running")            # left by a killed sweep
+    page = rep.render_report(rep.load_report_data(db))
+    t = parse(page)
+    assert "0 ok, 1 failed, 0 dropped, 1 running" in page and not t.imgs
+    assert t.tables["failed-table"][1:] == [["0", "1", "KeyError: 'x'"]]
+    assert len(t.tables["pareto-table"]) == 1           # the header alone

@@ -431,8 +431,8 @@ def render_report(data: ReportData, figures: Iterable[str] = DEFAULT_FIGURES,
     if len(df) > max_rows:
         parts.append(f'<p class="note">The first {max_rows} rows are shown; the whole table '
                      "is the sweep's points.csv.</p>")
-    parts.append(_table("points-table", cols, ([r.get(c) for c in cols]
-                                               for _, r in df.head(max_rows).iterrows())))
+    parts.append(_table("points-table", cols,
+                        df.head(max_rows).reindex(columns=cols).itertuples(index=False)))
 
     for status, label, col in (("failed", "Failed points", "error"),
                                ("dropped", "Dropped points", "reason")):
