@@ -11,7 +11,8 @@ Every text that comes from the results (config values, error messages, column na
 HTML-escaped, so a config string cannot inject markup.
 
 Figures are pluggable: a *figure kind* is a function ``(data: ReportData, tmp: Path) ->
-Iterable[Figure]`` registered with :func:`register_figure`; ``strata report --figures a,b``
+Iterable[Figure]`` registered with :func:`register_figure` (the page shows each kind's figures
+under its name and the first paragraph of its docstring; ``tmp`` is an empty folder of its own); ``strata report --figures a,b``
 picks kinds by name (default: :data:`DEFAULT_FIGURES`). A kind that draws with a function
 writing a PNG file (as those of :mod:`sim.dse.plots` do) writes it under ``tmp`` and returns
 ``Figure.from_png(title, path)``.
@@ -90,8 +91,8 @@ def register_figure(name: str):
 
 @register_figure("pareto")
 def pareto_figures(data: "ReportData", tmp: Path) -> Iterator[Figure]:
-    """Every pair of objectives, per run (and variant): the 2-D front of
-    :func:`sim.dse.plots.plot_results`, coloured by the first swept key."""
+    """Every pair of objectives, per run (and variant): the points and their 2-D Pareto front
+    (sim.dse.plots.plot_results), coloured by the first swept key."""
     color = data.keys[0] if data.keys else None
     n = 0
     for label, g in data.groups():          # one run and variant per group
@@ -366,11 +367,13 @@ def render_report(data: ReportData, figures: Iterable[str] = DEFAULT_FIGURES,
     group = data.group_columns()
     title = title or f"Strata report: {data.name}"
 
-    figs: list[Figure] = []
+    figs: dict[str, list[Figure]] = {}        # kind -> its figures
     if not ok.empty and len(names) >= 1:
         with tempfile.TemporaryDirectory(prefix="strata-report-") as tmp:
             for f in figures:
-                figs.extend(FIGURES[f](data, Path(tmp)))
+                (Path(tmp) / f).mkdir()
+                figs[f] = list(FIGURES[f](data, Path(tmp) / f))
+    n_figs = sum(map(len, figs.values()))
 
     parts = [f"<h1>{html.escape(title)}</h1>", '<table class="facts">']
     search = data.meta.get("search")
@@ -396,9 +399,15 @@ def render_report(data: ReportData, figures: Iterable[str] = DEFAULT_FIGURES,
                  '<a href="#points">all points</a> · <a href="#failed">failed</a> · '
                  '<a href="#dropped">dropped</a></nav>')
 
-    parts.append(f'<h2 id="figures">Figures ({len(figs)})</h2>')
-    parts.append('<div class="figs">' + "".join(f.html() for f in figs) + "</div>" if figs
-                 else "<p>No figure: no point ran, or no objective has values.</p>")
+    parts.append(f'<h2 id="figures">Figures ({n_figs})</h2>')
+    if not n_figs:
+        parts.append("<p>No figure: no point ran, or no objective has values.</p>")
+    for kind, shown in figs.items():
+        if shown:
+            doc = (FIGURES[kind].__doc__ or "").strip().split("\n\n")[0]
+            parts.append(f'<h3 id="fig-{html.escape(kind)}">{html.escape(kind)} '
+                         f'({len(shown)})</h3><p class="doc">{html.escape(" ".join(doc.split()))}'
+                         '</p><div class="figs">' + "".join(f.html() for f in shown) + "</div>")
 
     # Pareto points with their configs
     front = data.pareto() if names and not ok.empty else ok.iloc[:0]
@@ -481,7 +490,7 @@ table.sortable th{background:#f3f3f3;cursor:pointer;user-select:none;white-space
 position:sticky;top:0}table.sortable th[aria-sort=ascending]::after{content:" \\25B2"}
 table.sortable th[aria-sort=descending]::after{content:" \\25BC"}
 table.facts th{background:#f8f8f8;width:9em}.scroll{overflow:auto;max-height:38em}
-.figs{display:flex;flex-wrap:wrap;gap:12px}figure.fig{margin:0;max-width:48%}
+p.doc{color:#555;margin:.2em 0 .6em}.figs{display:flex;flex-wrap:wrap;gap:12px}figure.fig{margin:0;max-width:48%}
 figure.fig img{max-width:100%;border:1px solid #eee}figcaption{font-size:12px;color:#555}
 pre{margin:0;white-space:pre-wrap;font-size:11.5px}tr.more td{background:#fbfbfb}
 details summary{cursor:pointer;color:#036}tr.more details{display:inline-block;
