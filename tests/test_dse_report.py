@@ -217,6 +217,7 @@ def test_figure_kinds_are_pluggable(tmp_path):
     assert len(t.imgs) == 1 and t.imgs[0].startswith("data:image/svg+xml;base64,")
     assert 'width="2"' in base64.b64decode(t.imgs[0].split(",", 1)[1]).decode()
     assert "a &lt;b&gt; figure" in page
+    assert 'id="fig-test-svg">test-svg (1)' in page
 
 
 def test_bad_input_is_a_one_line_error(tmp_path, capsys):
