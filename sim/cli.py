@@ -6,6 +6,7 @@
                  [--resume] [--retry-failed] [--out DIR]
     strata search EXP.yaml --budget N [--time S] [--sampler nsga2|tpe]
                   [--objective latency_s:min ...] [--seed N] [--resume] [--out DIR]
+    strata report RESULTS [--out PAGE.html] [--objective latency_s:min ...] [--figures pareto]
     strata --version
 
 Every user mistake ends in one ``error:`` line naming the file, the key and what was expected,
@@ -84,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     _sweep_parser(sub)
     _search_parser(sub)
     _plot_parser(sub)
+    _report_parser(sub)
     return p
 
 
@@ -448,6 +450,38 @@ def _cmd_plot(args) -> int:
     return 0
 
 
+def _report_parser(sub) -> None:
+    from .dse.report import DEFAULT_FIGURES
+
+    s = sub.add_parser("report", help="one self-contained HTML page of sweep/search results: "
+                       "figures, sortable tables, the Pareto points with their configs")
+    s.add_argument("results", help="a sweep/search output folder, its store or points.csv")
+    s.add_argument("--out", type=Path, default=None, metavar="PAGE.html",
+                   help="page to write (default: RESULTS/report.html)")
+    s.add_argument("--objective", dest="objectives", action="append", default=None,
+                   metavar="METRIC:min|max", help="an objective, repeatable (default: a "
+                   "search's own, else latency_s, energy_j, area_mm2, all min)")
+    s.add_argument("--figures", default=",".join(DEFAULT_FIGURES), metavar="KIND,...",
+                   help=f"figure kinds, comma-separated (default: {','.join(DEFAULT_FIGURES)})")
+    s.add_argument("--title", default=None, help="page title (default: the sweep's name)")
+    s.add_argument("--max-rows", type=int, default=5000, metavar="N",
+                   help="rows of the all-points table (default: 5000)")
+
+
+def _cmd_report(args) -> int:
+    from .dse.report import write_report
+    from .dse.search import parse_objective
+
+    if args.max_rows < 1:
+        raise ConfigError("a number of rows >= 1", key="--max-rows", got=str(args.max_rows))
+    objectives = ([parse_objective(o) for o in args.objectives] if args.objectives else None)
+    figures = [f.strip() for f in args.figures.split(",") if f.strip()]
+    path = write_report(args.results, args.out, objectives=objectives, figures=figures,
+                        title=args.title, max_rows=args.max_rows)
+    print(f"wrote {path}")
+    return 0
+
+
 def _store_args(s) -> None:
     """The options a sweep and a search share: where the store goes, base overrides."""
     s.add_argument("--out", type=Path, default=Path("results"),
@@ -574,6 +608,8 @@ def main(argv=None) -> int:
             return _cmd_search(args)
         if args.command == "plot":
             return _cmd_plot(args)
+        if args.command == "report":
+            return _cmd_report(args)
         return _cmd_run(args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
