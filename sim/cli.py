@@ -6,7 +6,7 @@
                  [--resume] [--retry-failed] [--out DIR]
     strata search EXP.yaml --budget N [--time S] [--sampler nsga2|tpe]
                   [--objective latency_s:min ...] [--seed N] [--resume] [--out DIR]
-    strata report RESULTS [--out PAGE.html] [--objective latency_s:min ...] [--figures pareto]
+    strata report RESULTS [--out PAGE.html] [--objective latency_s:min ...] [--figures KIND,...]
     strata --version
 
 Every user mistake ends in one ``error:`` line naming the file, the key and what was expected,

@@ -106,7 +106,7 @@ def report(tmp_path_factory):
     """One report of the fake store, written by the CLI: (folder, page, metrics)."""
     folder = tmp_path_factory.mktemp("report")
     db, metrics = fake_store(folder)
-    assert main(["report", str(folder)]) == 0
+    assert main(["report", str(folder), "--figures", "pareto"]) == 0
     return folder, (folder / "report.html").read_text(), metrics
 
 
@@ -156,8 +156,9 @@ def test_the_csv_export_gives_the_same_pareto_points(tmp_path):
 def test_report_is_deterministic_and_objectives_are_chosen(tmp_path):
     db, metrics = fake_store(tmp_path)
     objectives = [("latency_s", "min"), ("tokens_per_s", "max")]
-    page = rep.render_report(rep.load_report_data(db, objectives))
-    assert page == rep.render_report(rep.load_report_data(db, objectives))     # byte for byte
+    page = rep.render_report(rep.load_report_data(db, objectives), figures=["pareto"])
+    assert page == rep.render_report(rep.load_report_data(db, objectives),
+                                     figures=["pareto"])                      # byte for byte
     assert len(parse(page).imgs) == 2
     rows = parse(page).tables["pareto-table"][1:]
     for run in ("decode", "prefill"):        # tokens_per_s is constant: the fastest points
@@ -333,3 +334,24 @@ def test_a_sweep_where_nothing_ran_still_reports_its_errors(tmp_path):
     assert "0 ok, 1 failed, 0 dropped, 1 running" in page and not t.imgs
     assert t.tables["failed-table"][1:] == [["0", "1", "KeyError: 'x'"]]
     assert len(t.tables["pareto-table"]) == 1           # the header alone
+
+
+def test_every_default_figure_kind_draws_from_a_sweep(tmp_path):
+    """Two numeric keys and energy components: each kind of sim.dse.plots appears, per run."""
+    rng = np.random.default_rng(1)
+    db = tmp_path / "results.sqlite"
+    with Store(db) as s:
+        s.set_meta(name="kinds", keys=["arch.a", "arch.b"])
+        for i, (a, b) in enumerate(itertools.product([1, 2, 4], [8, 16])):
+            e = rng.random(2)
+            s.record(f"h{i}", i, {"arch.a": a, "arch.b": b}, "ok", rows=[
+                {"variant": "v", "run": "decode", "latency_s": float(rng.random()),
+                 "energy_j": float(e.sum()), "area_mm2": float(a * b),
+                 "energy_cells_j": float(e[0]), "energy_dram_j": float(e[1])}])
+    page = rep.render_report(rep.load_report_data(db))
+    t = parse(page)
+    for kind, n in (("pareto", 3), ("pareto3d", 1), ("lines", 2), ("heatmap", 1),
+                    ("energy", 1)):
+        assert f'id="fig-{kind}">{kind} ({n})</h3>' in page, kind
+    assert len(t.imgs) == 8
+    assert all(base64.b64decode(s.split(",", 1)[1])[:4] == b"\x89PNG" for s in t.imgs)

@@ -38,7 +38,8 @@ from typing import Callable, Iterable, Iterator
 
 
 from ..config.errors import ConfigError, did_you_mean
-from .plots import load_results, pareto_mask, plot_results
+from .plots import (energy_components, load_results, pareto_mask, plot_energy, plot_heatmap,
+                    plot_lines, plot_pareto3d, plot_results)
 
 __all__ = ["Figure", "ReportData", "FIGURES", "DEFAULT_FIGURES", "register_figure",
            "load_report_data", "render_report", "write_report"]
@@ -78,7 +79,7 @@ class Figure:
 
 FigureKind = Callable[["ReportData", Path], Iterable[Figure]]
 FIGURES: dict[str, FigureKind] = {}
-DEFAULT_FIGURES = ("pareto",)
+DEFAULT_FIGURES = ("pareto", "pareto3d", "lines", "heatmap", "energy")
 
 
 def register_figure(name: str):
@@ -104,6 +105,83 @@ def pareto_figures(data: "ReportData", tmp: Path) -> Iterator[Figure]:
                                 senses=(sx, sy), where=data.source)
             yield Figure.from_png(f"{y} against {x}" + (f" ({label})" if label else ""), path,
                                   caption=f"Pareto front: {sy} {y}, {sx} {x}")
+
+
+def _numeric_keys(data: "ReportData", g) -> list:
+    """The swept keys that are numbers and take more than one value in ``g``."""
+    import pandas as pd
+
+    return [k for k in data.keys if k in g.columns and pd.api.types.is_numeric_dtype(g[k])
+            and g[k].nunique() > 1]
+
+
+def _label(title: str, label: str) -> str:
+    return title + (f" ({label})" if label else "")
+
+
+@register_figure("pareto3d")
+def pareto3d_figures(data: "ReportData", tmp: Path) -> Iterator[Figure]:
+    """The first three objectives in 3-D with their 3-objective front and its 2-D projections
+    (sim.dse.plots.plot_pareto3d), per run."""
+    if len(data.objectives) < 3:
+        return
+    (x, sx), (y, sy), (z, sz) = data.objectives[:3]
+    color = data.keys[0] if data.keys else None
+    for n, (label, g) in enumerate(data.groups()):
+        if g[[x, y, z]].isna().all().any():
+            continue
+        d = plot_pareto3d(g, tmp / f"{n}.png", x=x, y=y, z=z, color=color,
+                          senses=(sx, sy, sz), where=data.source)
+        yield Figure.from_png(_label(f"{x}, {y}, {z}", label), d.path,
+                              caption=f"3-objective front: {int(d.table.pareto.sum())} points")
+
+
+@register_figure("lines")
+def lines_figures(data: "ReportData", tmp: Path) -> Iterator[Figure]:
+    """The first objective against each numeric swept key, one line per value of the next
+    key, the best over the other keys (sim.dse.plots.plot_lines), per run."""
+    if not data.objectives:
+        return
+    y, sense = data.objectives[0]
+    n = 0
+    for label, g in data.groups():
+        keys = _numeric_keys(data, g)
+        for i, x in enumerate(keys):
+            color = keys[(i + 1) % len(keys)] if len(keys) > 1 else None
+            n += 1
+            d = plot_lines(g, tmp / f"{n}.png", x=x, y=y, color=color, agg="best",
+                           sense=sense, where=data.source)
+            yield Figure.from_png(_label(f"{y} against {x}", label), d.path, caption=d.note)
+
+
+@register_figure("heatmap")
+def heatmap_figures(data: "ReportData", tmp: Path) -> Iterator[Figure]:
+    """The first objective over the first two numeric swept keys, the best over the other
+    keys (sim.dse.plots.plot_heatmap), per run."""
+    if not data.objectives:
+        return
+    z, sense = data.objectives[0]
+    for n, (label, g) in enumerate(data.groups()):
+        keys = _numeric_keys(data, g)
+        if len(keys) < 2:
+            continue
+        d = plot_heatmap(g, tmp / f"{n}.png", x=keys[0], y=keys[1], z=z, agg="best",
+                         sense=sense, where=data.source)
+        yield Figure.from_png(_label(f"{z} over {keys[0]} and {keys[1]}", label), d.path,
+                              caption=d.note)
+
+
+@register_figure("energy")
+def energy_figures(data: "ReportData", tmp: Path) -> Iterator[Figure]:
+    """Energy stacked by component, the lowest-energy point per value of the first numeric
+    swept key (sim.dse.plots.plot_energy), per run."""
+    for n, (label, g) in enumerate(data.groups()):
+        if not energy_components(g) or "energy_j" not in g.columns or g.energy_j.isna().all():
+            continue
+        keys = _numeric_keys(data, g)
+        d = plot_energy(g, tmp / f"{n}.png", x=keys[0] if keys else None, agg="best",
+                        where=data.source)
+        yield Figure.from_png(_label("energy by component", label), d.path, caption=d.note)
 
 
 # ------------------------------------------------------------------------------- data ----
