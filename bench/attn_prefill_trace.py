@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import argparse
 import csv
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_traces import capture, time_graph  # noqa: E402  (the steps' timing, shared)
 
 HDR = ["head_dim", "heads", "kv_heads", "batch", "prompt", "causal", "time_us", "tflops",
        "n_kernels", "kernels"]
@@ -31,40 +33,6 @@ HEADS = [(64, 32, 8), (64, 16, 2), (64, 32, 32), (96, 32, 8), (96, 16, 2), (128,
          (128, 16, 2), (128, 32, 32), (256, 16, 4), (256, 8, 2)]
 PROMPTS = [128, 256, 512, 1024, 2048, 4096, 8192]
 BATCHES = [1, 4]
-
-
-def time_graph(g, *, min_sample_s=0.003, samples=5, max_s=0.4) -> float:
-    g.replay()
-    torch.cuda.synchronize()
-    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    s.record(); g.replay(); e.record(); torch.cuda.synchronize()
-    one = max(s.elapsed_time(e) / 1e3, 1e-6)
-    per = max(1, min(100, int(min_sample_s / one)))
-    samples = max(3, min(samples, int(max_s / (one * per)) or 3))
-    ts = []
-    for _ in range(samples):
-        s.record()
-        for _ in range(per):
-            g.replay()
-        e.record()
-        torch.cuda.synchronize()
-        ts.append(s.elapsed_time(e) / 1e3 / per)
-    return statistics.median(ts)
-
-
-def capture(fn):
-    st = torch.cuda.Stream()
-    st.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(st):
-        for _ in range(2):
-            fn()
-    torch.cuda.current_stream().wait_stream(st)
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        fn()
-    torch.cuda.synchronize()
-    return g
 
 
 def kernel_names(fn) -> list[str]:
@@ -103,7 +71,7 @@ def one_shape(d, h, kvh, b, p, causal):
             call()
 
     g = capture(many)
-    t = time_graph(g) / reps
+    t = time_graph(g, min_sample_s=0.003, samples=5, max_s=0.4) / reps
     del g, probe, qkv
     return t, flops, names
 
