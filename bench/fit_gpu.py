@@ -315,7 +315,8 @@ def main(argv=None) -> int:
                   f"({len(rows)} kernels); prompts >= 4096: mean {np.mean(err[long]) * 100:+.1f}%")
     if atr:
         err = predictor.attention(accel, atr) / np.array([a["seconds"] for a in atr]) - 1
-        print(f"  attention (fit shapes) MAPE {np.mean(np.abs(err)) * 100:6.2f}% ({len(atr)} kernels)")
+        print(f"  attention (fit shapes) MAPE {np.mean(np.abs(err)) * 100:6.2f}% "
+              f"({len(atr)} kernels)")
     longs = long_prompt_error(predictor, accel, steps)
     print("  prefill >= 6000 tokens, signed mean error: "
           + ", ".join(f"{m} {e:+.1f}%" for m, e in longs.items()))

@@ -536,15 +536,17 @@ class GpuAccelerator(Accelerator):
                        key=lambda p: (p[1], p[0]))
         heads_total = kvh * group
         blocks = sum(-(-lq // FA2_SPLIT_ROWS) * n for lq, _, n in parts) * heads_total
-        block_n = next((bn for top, bn in FA2_SPLIT_BLOCK_N if d <= top), FA2_SPLIT_BLOCK_N[-1][1])
-        max_keys = max(lkv for _, lkv, _ in parts)
-        splits = fa2_num_splits(blocks, 2 * g.sms, -(-max_keys // block_n))
+        block_n = next((bn for top, bn in FA2_SPLIT_BLOCK_N if d <= top),
+                       FA2_SPLIT_BLOCK_N[-1][1])
+        n_blocks = -(-max(lkv for _, lkv, _ in parts) // block_n)
+        # FA2 sizes the split decision for two CTAs per SM
+        splits = fa2_num_splits(blocks, 2 * g.sms, n_blocks)
         if splits == 1:
             br, bc, warps = fa2_tile(d)
             rows_of = lambda lq, lkv: [(br, lkv)] * -(-lq // br)    # noqa: E731
         else:
             br, bc, warps = FA2_SPLIT_ROWS, block_n, 4
-            chunk = -(-(-(-max_keys // block_n)) // splits) * block_n
+            chunk = -(-n_blocks // splits) * block_n            # keys of one split
 
             def rows_of(lq, lkv):        # 64-row blocks, their keys cut in chunks
                 out = []
@@ -560,7 +562,8 @@ class GpuAccelerator(Accelerator):
         prologue = (2 * br + 2 * bc) * d * b / sm_bw       # Q and first K/V in, O out
         per_head = []
         for lq, lkv, n in parts:
-            works = [rows * -(-keys // bc) * bc * t_el + prologue for rows, keys in rows_of(lq, lkv)]
+            works = [rows * -(-keys // bc) * bc * t_el + prologue
+                     for rows, keys in rows_of(lq, lkv)]
             per_head += works * n
         ctas = len(per_head) * heads_total
         share = min(resident, -(-ctas // g.sms))            # CTAs sharing one SM
