@@ -25,9 +25,13 @@
     outputs: {plots: [latency_cdf, timeline], trace: false}
 
 :func:`cluster_spec` maps it onto the ``cluster`` mapping of
-:func:`sim.system.serve_frames`, whose pools are homogeneous: all clients of a pool (all of
-them when co-located; the ``prefill`` and the ``decode`` ones when disaggregated) must agree on
-everything but their name, else a one-line error names the first key that differs. Engine keys
+:func:`sim.system.serve_frames`. All clients of a pool (all of them when co-located; the
+``prefill`` and the ``decode`` ones when disaggregated) run one model under one engine
+configuration: they must agree on everything but their name and their hardware, else a
+one-line error names the first key that differs. The hardware keys (``arch``, ``tp``,
+``mode``, ``table``: :data:`HARDWARE_KEYS`) may differ within a pool, so a pool can mix GPU
+types or chip counts; each client is then priced by its own backend (the engine's
+``memory_gb`` is still one per pool). Engine keys
 are exactly :data:`sim.system.engine.ENGINE_KEYS`; the engine validates their values.
 """
 from __future__ import annotations
@@ -72,6 +76,10 @@ class EngineConfig(StrictModel):
 assert set(EngineConfig.model_fields) == ENGINE_KEYS, "EngineConfig must mirror ENGINE_KEYS"
 
 
+#: client keys that may differ within one pool (each client gets its own backend)
+HARDWARE_KEYS = ("arch", "tp", "mode", "table")
+
+
 class ClientConfig(StrictModel):
     name: Name
     arch: Name
@@ -93,7 +101,8 @@ class ClientConfig(StrictModel):
         return self
 
     def pool_key(self) -> dict:
-        return self.model_dump(exclude={"name"})
+        """What every client of one pool must share: all but its name and hardware."""
+        return self.model_dump(exclude={"name", *HARDWARE_KEYS})
 
 
 class RouterConfig(StrictModel):
@@ -151,8 +160,8 @@ class ClusterConfig(StrictModel):
                         if key == "engine":
                             sub = "engine." + next(k for k in ref[key] if got[key][k] != ref[key][k])
                         raise InvalidValue(
-                            f"the same value as clients.{i0} (clients of one pool are identical "
-                            "but for their name)", loc=("clients", i, *sub.split(".")))
+                            f"the same value as clients.{i0} (clients of one pool differ only "
+                            "in name and hardware)", loc=("clients", i, *sub.split(".")))
         return self
 
     @property
@@ -191,19 +200,27 @@ def _engine(c: ClientConfig) -> dict:
     return e
 
 
+def _pool_backend(members: list) -> dict | list:
+    """One backend mapping for a pool of one hardware, else one per client (in order)."""
+    specs = [_backend(c) for c in members]
+    return specs[0] if all(s == specs[0] for s in specs) else specs
+
+
 def cluster_spec(cluster: ClusterConfig, backends: dict | None = None) -> dict:
     """The ``cluster`` mapping of :func:`sim.system.serve_frames` for a validated section.
-    ``backends``: role -> an already-built Backend to use instead of the mapping."""
+    ``backends``: role -> an already-built Backend (or a list, one per client) to use instead
+    of the mapping."""
     backends = backends or {}
     if not cluster.disaggregated:
         c = cluster.clients[0]
-        return {"backend": backends.get("both", _backend(c)), "clients": len(cluster.clients),
-                "engine": _engine(c), "router": cluster.router.spec(), "model": c.model}
+        return {"backend": backends.get("both", _pool_backend(list(cluster.clients))),
+                "clients": len(cluster.clients), "engine": _engine(c),
+                "router": cluster.router.spec(), "model": c.model}
     pools = {}
     for role in ("prefill", "decode"):
         members = [c for c in cluster.clients if c.role == role]
         pools[role] = {"clients": len(members), "engine": _engine(members[0]),
-                       "backend": backends.get(role, _backend(members[0]))}
+                       "backend": backends.get(role, _pool_backend(members))}
     return {**pools, "engine": {"scheduler": "disaggregated"}, "router": cluster.router.spec(),
             "decode_router": cluster.decode_router.spec(), "pairing": cluster.pairing,
             "kv_transfer": cluster.kv_transfer, "link": cluster.link.model_dump(),
