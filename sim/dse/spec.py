@@ -138,6 +138,9 @@ class Sweep:
         def look(k):
             if k in ov:
                 return ov[k]
+            hit = [v for pat, v in ov.items() if _matches(pat, k)]
+            if hit:                       # a '*' key setting this index (the last one wins)
+                return hit[-1]
             return _value_at(base_dump, k)
         why = None
         try:
@@ -184,6 +187,15 @@ class Sweep:
     @functools.cached_property
     def _base_dump(self) -> dict:
         return _dump(self.base)
+
+
+def _matches(pattern: str, key: str) -> bool:
+    """Whether ``key`` is one of the paths a ``*`` key stands for."""
+    if WILDCARD not in pattern:
+        return False
+    a, b = pattern.split("."), key.split(".")
+    return len(a) == len(b) and all(x == y or (x == WILDCARD and y.isdigit())
+                                    for x, y in zip(a, b))
 
 
 def expand_key(data: Any, key: str) -> list[str]:
