@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 import sim
-from sim.config import ConfigError
+from sim.config import ConfigError, load_arch
 from sim.dse import Store, load_sweep, run_point, run_sweep
 from sim.dse.sweep import task_of
 
@@ -82,9 +82,16 @@ def test_each_row_is_what_sim_serve_gives(serial):
         assert row["throughput_rps"] == pytest.approx(len(done) / span, rel=1e-12)
         assert row["throughput_tokens_per_s"] == pytest.approx(done.output_tokens.sum() / span,
                                                                rel=1e-12)
-        energy = res.clients.energy_j.sum()
-        assert row["energy_j"] == pytest.approx(energy, rel=1e-12)
-        assert row["tokens_per_j"] == pytest.approx(done.output_tokens.sum() / energy, rel=1e-12)
+        # energy: the steps' energy plus each GPU's idle power while it had no step to run
+        steps_j = res.clients.energy_j.sum()
+        idle_w = load_arch("h100-sxm").calibration.power.idle_w
+        idle_j = sum(idle_w * (span - b) for b in res.clients.busy_s)
+        assert row["step_energy_j"] == pytest.approx(steps_j, rel=1e-12)
+        assert row["energy_j"] == pytest.approx(steps_j + idle_j, rel=1e-12)
+        assert row["tokens_per_j"] == pytest.approx(done.output_tokens.sum() / (steps_j + idle_j),
+                                                    rel=1e-12)
+        assert row["step_tokens_per_j"] == pytest.approx(done.output_tokens.sum() / steps_j,
+                                                         rel=1e-12)
         ttft = (done.first_token_s - done.arrival_s).to_numpy()
         assert row["ttft_p99_s"] == pytest.approx(np.percentile(ttft, 99), rel=1e-9)
         e2e = (done.finish_s - done.arrival_s).to_numpy()
