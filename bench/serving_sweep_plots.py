@@ -41,7 +41,7 @@ def main(argv=None) -> int:
         plot_metric_lines(df, args.plots / "sweep_serving_tokens_per_joule.png", x=RATE,
                           y="tokens_per_j", line="policy", where=where,
                           xlabel="offered request rate (Poisson, requests/s)",
-                          ylabel="output tokens per joule",
+                          ylabel="output tokens per joule (steps + idle power)",
                           title="Llama-3-8B on 8 H100: throughput per joule against rate"),
     ]
     cols = ["policy", RATE, "throughput_rps", "goodput_rps", "slo_attainment", "tokens_per_j",

@@ -258,3 +258,20 @@ def test_step_tables_are_shared_per_process_and_keyed_on_content(monkeypatch):
     step = dict(prefill=[(9, 4)], decode=[20, 33])
     assert a.price(**step) == b.price(**step)
     assert other.price(**step).seconds > a.price(**step).seconds    # a wider FFN costs more
+
+
+def test_guided_search_over_a_serving_space(serial, tmp_path):
+    """strata search maximises serving metrics over the same space; trials reuse the points a
+    sweep's store would hold (same identity), and the front is non-dominated."""
+    from sim.dse import run_search
+    from sim.dse.plots import pareto_mask
+
+    p, db = serial
+    ref = rows_by_hash(db)
+    front = run_search(p, tmp_path / "s.sqlite", budget_points=4, seed=1, population=2,
+                       objectives=["goodput_rps:max", "tokens_per_j:max"])
+    got = rows_by_hash(tmp_path / "s.sqlite")
+    assert got and set(got) <= set(ref)
+    assert all(got[h] == ref[h] for h in got)
+    vals = np.array([[r[1][0]["goodput_rps"], r[1][0]["tokens_per_j"]] for r in got.values()])
+    assert len(front) == int(pareto_mask(vals, ("max", "max")).sum())
