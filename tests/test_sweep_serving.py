@@ -275,3 +275,22 @@ def test_guided_search_over_a_serving_space(serial, tmp_path):
     assert all(got[h] == ref[h] for h in got)
     vals = np.array([[r[1][0]["goodput_rps"], r[1][0]["tokens_per_j"]] for r in got.values()])
     assert len(front) == int(pareto_mask(vals, ("max", "max")).sum())
+
+
+def test_shipped_serving_sweep_is_policy_by_rate_with_splits_zipped():
+    from sim.dse.serving import policy_of
+
+    sw = load_sweep("sweep_serving")
+    pts = list(sw.points())
+    assert sw.serving and len(pts) == 35 and not [p for p in pts if p.dropped]
+    layouts = {(policy_of(p.exp.cluster)[0], p.exp.workload.arrivals.rate) for p in pts}
+    assert len(layouts) == 35       # 5 layouts x 7 rates, no layout repeated by the split
+    assert {lay for lay, _ in layouts} == {"continuous", "chunked", "disaggregated 2P6D",
+                                           "disaggregated 4P4D", "disaggregated 6P2D"}
+    for p in pts:
+        assert p.exp.workload.trace == "synthetic_conv_1k"
+        assert p.exp.workload.arrivals.process == "poisson"
+        assert all(c.mode == "table" and c.arch == "h100-sxm" for c in p.exp.cluster.clients)
+        assert len(p.exp.cluster.clients) == 8
+    for name in ("sweep_serving_goodput.png", "sweep_serving_tokens_per_joule.png"):
+        assert (ROOT / "plots" / name).stat().st_size > 10_000
