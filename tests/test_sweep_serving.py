@@ -294,3 +294,34 @@ def test_shipped_serving_sweep_is_policy_by_rate_with_splits_zipped():
         assert len(p.exp.cluster.clients) == 8
     for name in ("sweep_serving_goodput.png", "sweep_serving_tokens_per_joule.png"):
         assert (ROOT / "plots" / name).stat().st_size > 10_000
+
+
+def test_star_keys_on_a_hardware_experiment(tmp_path):
+    p = tmp_path / "hw.yaml"
+    p.write_text(yaml.safe_dump({
+        "name": "hw", "arch": "quickstart", "model": "llama-3-8b",
+        "runs": [{"name": "a", "phase": "decode", "batch": 1, "context": 128},
+                 {"name": "b", "phase": "decode", "batch": 2, "context": 256}],
+        "sweep": {"grid": {"runs.*.context": [64, 512]},
+                  "constraints": ["runs.1.context < 512"]}}))
+    pts = list(load_sweep(p).points())
+    assert [r.context for r in pts[0].exp.runs] == [64, 64]
+    assert pts[1].dropped is not None and "constraint" in pts[1].dropped
+
+
+def test_metric_lines_plot_and_its_errors(serial, tmp_path):
+    from sim.dse.plots import load_results, plot_metric_lines
+
+    _, db = serial
+    df = load_results(db)
+    out = plot_metric_lines(df, tmp_path / "g.png", x="workload.arrivals.rate",
+                            y="goodput_rps", line="policy", diagonal=True)
+    assert out.stat().st_size > 5_000
+    with pytest.raises(ConfigError) as e:
+        plot_metric_lines(df, tmp_path / "x.png", x="workload.arrivals.rate",
+                          y="goodput_rp", line="policy")
+    assert "\n" not in str(e.value) and "goodput_rps" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        plot_metric_lines(df[df.status == "nope"], tmp_path / "x.png", x="policy", y="policy",
+                          line="policy")
+    assert "at least one point" in str(e.value)
