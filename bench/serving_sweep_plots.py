@@ -9,6 +9,10 @@ Run the sweep, then this script on its results folder; it prints the numbers it 
 
     strata sweep experiments/sweep_serving.yaml --out results
     python bench/serving_sweep_plots.py results/sweep_serving [--plots plots]
+
+``strata plot RESULTS --kind lines --x workload.arrivals.rate --y goodput_rps --color policy
+--max y`` draws the same lines; this script adds the y = x line of an ideal cluster and axis
+labels in words.
 """
 from __future__ import annotations
 
@@ -19,9 +23,40 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sim.dse.plots import load_results, plot_metric_lines   # noqa: E402
+from sim.config.errors import ConfigError                   # noqa: E402
+from sim.dse.plots import load_results                       # noqa: E402
 
 RATE = "workload.arrivals.rate"
+
+
+def plot_metric_lines(df, out: Path, *, x: str, y: str, line: str, title: str,
+                      xlabel: str, ylabel: str, diagonal: bool = False) -> Path:
+    """``y`` against ``x``, one line per value of ``line`` (points sorted by ``x``);
+    ``diagonal`` draws y = x. Returns the PNG path."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    missing = [c for c in (x, y, line) if c not in df.columns]
+    if missing or df.empty:
+        raise ConfigError("sweep_serving results with the columns " + ", ".join((x, y, line)),
+                          key="RESULTS", got=f"missing {missing}" if missing else "no points")
+    fig, ax = plt.subplots(figsize=(7, 4.6))
+    for value, g in df.groupby(line, sort=False):
+        g = g.sort_values(x)
+        ax.plot(g[x].to_numpy(dtype=float), g[y].to_numpy(dtype=float), marker="o", ms=4,
+                lw=1.5, label=str(value))
+    if diagonal:
+        lo, hi = float(df[x].min()), float(df[x].max())
+        ax.plot([lo, hi], [lo, hi], ls=":", color="grey", lw=1, label="ideal (all requests)")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=130)
+    plt.close(fig)
+    return out
 
 
 def main(argv=None) -> int:
@@ -31,15 +66,14 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     df = load_results(args.results)
     df = df[df.status == "ok"]
-    where = str(args.results)
     written = [
         plot_metric_lines(df, args.plots / "sweep_serving_goodput.png", x=RATE, y="goodput_rps",
-                          line="policy", diagonal=True, where=where,
+                          line="policy", diagonal=True,
                           xlabel="offered request rate (Poisson, requests/s)",
                           ylabel="goodput (requests/s meeting SLO tier 90)",
                           title="Llama-3-8B on 8 H100: goodput against request rate"),
         plot_metric_lines(df, args.plots / "sweep_serving_tokens_per_joule.png", x=RATE,
-                          y="tokens_per_j", line="policy", where=where,
+                          y="tokens_per_j", line="policy",
                           xlabel="offered request rate (Poisson, requests/s)",
                           ylabel="output tokens per joule (steps + idle power)",
                           title="Llama-3-8B on 8 H100: throughput per joule against rate"),

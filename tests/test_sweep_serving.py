@@ -309,19 +309,12 @@ def test_star_keys_on_a_hardware_experiment(tmp_path):
     assert pts[1].dropped is not None and "constraint" in pts[1].dropped
 
 
-def test_metric_lines_plot_and_its_errors(serial, tmp_path):
-    from sim.dse.plots import load_results, plot_metric_lines
+def test_the_figure_script_draws_both_figures_from_a_store(serial, tmp_path, capsys):
+    import runpy
 
     _, db = serial
-    df = load_results(db)
-    out = plot_metric_lines(df, tmp_path / "g.png", x="workload.arrivals.rate",
-                            y="goodput_rps", line="policy", diagonal=True)
-    assert out.stat().st_size > 5_000
-    with pytest.raises(ConfigError) as e:
-        plot_metric_lines(df, tmp_path / "x.png", x="workload.arrivals.rate",
-                          y="goodput_rp", line="policy")
-    assert "\n" not in str(e.value) and "goodput_rps" in str(e.value)
-    with pytest.raises(ConfigError) as e:
-        plot_metric_lines(df[df.status == "nope"], tmp_path / "x.png", x="policy", y="policy",
-                          line="policy")
-    assert "at least one point" in str(e.value)
+    script = runpy.run_path(str(ROOT / "bench" / "serving_sweep_plots.py"), run_name="fig")
+    assert script["main"]([str(db), "--plots", str(tmp_path)]) == 0
+    for name in ("sweep_serving_goodput.png", "sweep_serving_tokens_per_joule.png"):
+        assert (tmp_path / name).stat().st_size > 5_000
+    assert "highest goodput per policy" in capsys.readouterr().out

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..config.errors import ConfigError
 
-__all__ = ["pareto_mask", "load_results", "plot_results", "plot_metric_lines"]
+__all__ = ["pareto_mask", "load_results", "plot_results"]
 
 
 def pareto_mask(values: np.ndarray, senses: Sequence[str]) -> np.ndarray:
@@ -120,47 +120,6 @@ def plot_results(results, out: str | Path, *, x: str, y: str, color: str | None 
     ax.set_ylabel(y)
     ax.set_title(f"{y} against {x}" + (f" ({run})" if run else "")
                  + f": {len(df)} points, {int(mask.sum())} on the front")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=130)
-    plt.close(fig)
-    return out
-
-
-def plot_metric_lines(results, out: str | Path, *, x: str, y: str, line: str,
-                      title: str | None = None, xlabel: str | None = None,
-                      ylabel: str | None = None, diagonal: bool = False,
-                      where: str = "<plot_metric_lines>") -> Path:
-    """``y`` against ``x`` over the points that ran, one line per value of the column
-    ``line`` (e.g. goodput against request rate, one line per batching policy), points sorted
-    by ``x``; ``diagonal`` draws y = x (what an ideal system would serve). Returns the PNG.
-    (A serving-sweep figure; meant to merge with a general ``lines`` plot kind.)"""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    df = results
-    if "status" in df.columns:
-        df = df[df.status == "ok"]
-    for key, name in (("x", x), ("y", y), ("line", line)):
-        _column(df, name, key, where)
-    if df.empty:
-        raise ConfigError("results with at least one point that ran", file=where,
-                          key="RESULTS", got="none")
-    fig, ax = plt.subplots(figsize=(7, 4.6))
-    for value, g in df.groupby(line, sort=False):
-        g = g.sort_values(x)
-        ax.plot(g[x].to_numpy(dtype=float), g[y].to_numpy(dtype=float), marker="o", ms=4,
-                lw=1.5, label=str(value))
-    if diagonal:
-        lo, hi = float(df[x].min()), float(df[x].max())
-        ax.plot([lo, hi], [lo, hi], ls=":", color="grey", lw=1, label=f"{y} = {x}")
-    ax.set_xlabel(xlabel or x)
-    ax.set_ylabel(ylabel or y)
-    ax.set_title(title or f"{y} against {x}, one line per {line}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
