@@ -126,7 +126,7 @@ def idle_energy_j(result) -> float:
     span = result.summary["duration_s"]
     if span is None:
         return 0.0
-    by_name = {c.name: c for c in result.experiment.cluster.clients}
+    by_name = {n: c for c in result.experiment.cluster.clients for n in _names(c)}
     total = 0.0
     for name, busy in zip(result.clients["client"], result.clients["busy_s"]):
         c = by_name[name]
@@ -134,12 +134,17 @@ def idle_energy_j(result) -> float:
     return total
 
 
+def _names(client) -> list[str]:
+    """The client names one ``clients:`` entry stands for (an entry may count several)."""
+    return client.names() if hasattr(client, "names") else [client.name]
+
+
 def policy_of(cluster) -> tuple[str, int, int]:
     """(policy label, prefill clients, decode clients) of a validated cluster section."""
-    n = len(cluster.clients)
+    n = sum(len(_names(c)) for c in cluster.clients)
     if not cluster.disaggregated:
         return cluster.clients[0].engine.scheduler, n, n
-    p = sum(c.role == "prefill" for c in cluster.clients)
+    p = sum(len(_names(c)) for c in cluster.clients if c.role == "prefill")
     return f"disaggregated {p}P{n - p}D", p, n - p
 
 
@@ -166,7 +171,7 @@ def serving_rows(result, variant: str | None = None) -> list[dict]:
 
     row = {
         "variant": variant or exp.name, "run": "serve",
-        "policy": policy, "clients": len(exp.cluster.clients),
+        "policy": policy, "clients": pre + dec if exp.cluster.disaggregated else pre,
         "prefill_clients": pre, "decode_clients": dec,
         "offered_rps": (len(arrivals) - 1) / span if span and span > 0 else None,
         "throughput_rps": tput["requests_per_s"],
