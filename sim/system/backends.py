@@ -171,8 +171,8 @@ class StrataBackend(Backend):
         self.memo_size = memo_size
         self.table = None
         if mode == "table":
-            self.table = sim.step_table(self._arch_cfg, self._model_cfg,
-                                        **{**step_options, **(table_options or {})})
+            self.table = shared_step_table(self._arch_cfg, self._model_cfg,
+                                           {**step_options, **(table_options or {})})
         self.priced = 0      # steps actually computed (memo misses)
 
     def price_decode_run(self, contexts, pads, steps):
@@ -197,6 +197,36 @@ class StrataBackend(Backend):
             self._memo.clear()
         self._memo[key] = cost
         return cost
+
+
+# Built step tables, shared by every backend of the process (a sweep's points in one worker,
+# the prefill and decode pools of one run): a table is read-only once built, and the key holds
+# everything its build read (arch and model content, the arch's technology table and the
+# model's outlier profile files as they are on disk, the options, the building function).
+_TABLES: dict = {}
+_TABLES_SIZE = 8
+
+
+def shared_step_table(arch_cfg, model_cfg, options: dict):
+    """``sim.step_table(arch_cfg, model_cfg, **options)``, built once per process per key."""
+    import os
+
+    import sim
+    from sim.workload.step import _profile_stamp, _tech_stamp
+    env = (os.getcwd(), os.environ.get("STRATA_HOME"))
+    try:
+        tech = _tech_stamp(arch_cfg, env)
+    except (ConfigError, AttributeError):    # an arch without a technology table (a GPU)
+        tech = None
+    key = (arch_cfg.hash(), model_cfg.hash(), tech, _profile_stamp(model_cfg, env),
+           tuple(sorted(options.items(), key=lambda kv: kv[0])), sim.step_table)
+    table = _TABLES.pop(key, None)
+    if table is None:
+        table = sim.step_table(arch_cfg, model_cfg, **options)
+        while len(_TABLES) >= _TABLES_SIZE:
+            _TABLES.pop(next(iter(_TABLES)))
+    _TABLES[key] = table                     # most recently used last
+    return table
 
 
 #: backend type name -> factory(**options)

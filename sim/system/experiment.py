@@ -41,7 +41,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from sim.config.errors import InvalidValue
-from sim.config.schema import (FrozenList, Name, NonNegFloat, NonNegInt, PosFloat, PosInt,
+from sim.config.schema import (FrozenList, FrozenMapping, Name, NonNegFloat, NonNegInt, PosFloat, PosInt,
                                Seed, StrictModel, _Hashable)
 
 from .arrivals import WorkloadConfig
@@ -184,6 +184,9 @@ class ServingExperiment(_Hashable):
     workload: WorkloadConfig
     cluster: ClusterConfig
     outputs: ServingOutputs = Field(default_factory=ServingOutputs)
+    # the block `strata sweep` reads (sim.dse.spec); `strata run` serves the base experiment.
+    # Left out of dumps and of the content hash, as in ExperimentConfig.
+    sweep: FrozenMapping[str, Any] | None = Field(default=None, exclude=True)
 
 
 def _backend(c: ClientConfig) -> dict:
