@@ -23,6 +23,7 @@ rejected with a reason; :class:`sim.core.invariants.InvariantError` otherwise.
 from __future__ import annotations
 
 import math
+from array import array
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,6 +59,11 @@ class Req:
 
 @dataclass
 class ServeFrames:
+    """A run's frames. ``token_gaps``: one row per distinct inter-token gap, ``gap_s``
+    (ascending) and ``tokens`` (output tokens that came that long after their previous one),
+    pooled over requests; :func:`sim.system.metrics.summarize` takes them as ``itl_s`` and
+    ``itl_counts``."""
+
     requests: pd.DataFrame
     steps: pd.DataFrame
     token_gaps: pd.DataFrame
@@ -291,58 +297,73 @@ class Coordinator:
                     kv_used=c.kv.used)
 
     def _frames(self) -> ServeFrames:
-        rows, gap_rid, gap_n, gaps = [], [], [], []
+        rows = []
         for r in sorted(self.reqs, key=lambda r: r.order):
             s = r.seq
-            tok = s.token_ns if s is not None else []
+            first = s.first_ns if s is not None else None
             rows.append((r.rid, r.arrival_ns * NS, r.client, r.decode_client,
-                         tok[0] * NS if tok else np.nan, r.finish_ns * NS, r.prompt_tokens,
-                         r.output_tokens, len(tok), r.status, r.reason,
-                         s.preemptions if s is not None else 0))
-            if len(tok) > 1:
-                gaps.append(np.diff(np.asarray(tok, dtype=np.int64)))
-                gap_rid.append(r.rid)
-                gap_n.append(len(tok) - 1)
-        counts = np.asarray(gap_n, dtype=np.int64)
-        token_gaps = pd.DataFrame({
-            "request_id": np.repeat(np.asarray(gap_rid), counts),
-            "token": (np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts) + 1
-                      if len(counts) else np.array([], np.int64)),
-            "gap_s": np.concatenate(gaps) * NS if gaps else np.array([], float)})
+                         first * NS if first is not None else np.nan, r.finish_ns * NS,
+                         r.prompt_tokens, r.output_tokens, s.generated if s is not None else 0,
+                         r.status, r.reason, s.preemptions if s is not None else 0))
         requests = pd.DataFrame(rows, columns=["request_id", "arrival_s", "client", "decode_client",
                                                "first_token_s", "finish_s", "prompt_tokens",
                                                "output_tokens", "generated_tokens", "status",
                                                "reason", "preemptions"])
-        steps = self._steps_frame()
+        token_gaps = self._token_gaps()
         clients = pd.DataFrame([(c.name, c.role, c.scheduler_name, c.kv.num_blocks,
                                  len(c.cols["kind"]),
-                                 (sum(c.cols["end_ns"]) - sum(c.cols["start_ns"])) * NS,
+                                 int(np.frombuffer(c.cols["end_ns"], np.int64).sum()
+                                     - np.frombuffer(c.cols["start_ns"], np.int64).sum()) * NS
+                                 if len(c.cols["kind"]) else 0.0,
                                  c.energy_j, c.preemptions)
                                 for c in self.clients],
                                columns=["client", "role", "scheduler", "kv_blocks", "steps",
                                         "busy_s", "energy_j", "preemptions"])
+        steps = self._steps_frame()
         events = len(self.reqs) + len(steps) + sum(l.transfers for l in self.links.values()) \
             if self.disagg else len(self.reqs) + len(steps)
         return ServeFrames(requests, steps, token_gaps, clients, int(events), self.env.now * NS)
 
+    def _token_gaps(self) -> pd.DataFrame:
+        """The inter-token gaps of the run, one row per distinct gap: ``gap_s`` (ascending) and
+        ``tokens`` (how many output tokens followed their previous one by that gap). Exact:
+        gaps are whole nanoseconds; the engines keep them as weighted samples."""
+        gaps = np.concatenate([np.frombuffer(c.gap_ns, dtype=np.int64) for c in self.clients]
+                              + [np.zeros(0, np.int64)])
+        weights = np.concatenate([np.frombuffer(c.gap_tokens, dtype=np.int64)
+                                  for c in self.clients] + [np.zeros(0, np.int64)])
+        values, where = np.unique(gaps, return_inverse=True)
+        counts = np.bincount(where.ravel(), weights=weights, minlength=len(values))
+        return pd.DataFrame({"gap_s": values * NS, "tokens": counts.astype(np.int64)})
 
     def _steps_frame(self) -> pd.DataFrame:
-        from .engine import KINDS
-        parts = []
-        for i, c in enumerate(self.clients):
-            cols = {k: np.frombuffer(v, dtype=v.typecode) if len(v) else np.array([], v.typecode)
-                    for k, v in c.cols.items()}
-            cols["client_index"] = np.full(len(cols["kind"]), i)
-            parts.append(cols)
-        cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        order = np.lexsort((cat["client_index"], cat["start_ns"]))
-        names = np.array([c.name for c in self.clients], dtype=object)
-        return pd.DataFrame({
-            "client": names[cat["client_index"][order]],
-            "kind": np.array(KINDS, dtype=object)[cat["kind"][order]],
-            "start_s": cat["start_ns"][order] * NS, "end_s": cat["end_ns"][order] * NS,
-            **{k: cat[k][order] for k in ("sequences", "padded_sequences", "tokens",
-                                          "context_tokens", "kv_blocks_used", "energy_j")}})
+        """All engines' steps in (start, client) order, built column by column; each engine's
+        column is released once copied (a day of traffic is tens of millions of rows):
+        ``client`` and ``kind`` categorical, counts int32, summed contexts int64."""
+        from .engine import KINDS, STEP_COLUMNS
+        sizes = [len(c.cols["kind"]) for c in self.clients]
+        index_type = np.int8 if len(self.clients) < 128 else np.int32
+        client_index = np.repeat(np.arange(len(self.clients), dtype=index_type), sizes)
+
+        def column(name):
+            out = np.concatenate([np.frombuffer(c.cols[name], dtype=c.cols[name].typecode)
+                                  for c in self.clients] + [np.zeros(0, dict(STEP_COLUMNS)[name])])
+            return out
+        order = np.lexsort((client_index, column("start_ns")))
+        names = [c.name for c in self.clients]
+        frame = {"client": pd.Categorical.from_codes(client_index[order], names)}
+        del client_index
+        for name, _ in STEP_COLUMNS:
+            values = column(name)[order]
+            for c in self.clients:                # free the engine's copy
+                c.cols[name] = array(c.cols[name].typecode)
+            if name == "kind":
+                frame["kind"] = pd.Categorical.from_codes(values, list(KINDS))
+            elif name in ("start_ns", "end_ns"):
+                frame[name[:-3] + "_s"] = values * NS
+            else:
+                frame[name] = values
+        return pd.DataFrame(frame, copy=False)
 
 
 def serve_frames(requests: pd.DataFrame, cluster: dict, *, pipeline="prefill_decode",

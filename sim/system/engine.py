@@ -25,11 +25,15 @@ from .schedulers import SCHEDULERS, is_decode
 NS = 1e-9
 
 
+def _ones(n: int) -> array:
+    return array("q", [1]) * n
+
+
 class Seq:
     """One request inside the LLM stages."""
 
     __slots__ = ("rid", "req", "prompt", "output", "generated", "computed", "known", "arrival_ns",
-                 "token_ns", "preemptions", "client", "order")
+                 "first_ns", "last_ns", "preemptions", "client", "order")
 
     def __init__(self, rid, req, prompt, output, arrival_ns, order):
         self.rid, self.req = rid, req
@@ -38,7 +42,8 @@ class Seq:
         self.computed = 0
         self.known = self.prompt          # prompt + generated
         self.arrival_ns = arrival_ns
-        self.token_ns: list[int] = []
+        self.first_ns = None      # first token out (ns)
+        self.last_ns = None       # latest token out: the next token's gap starts here
         self.preemptions = 0
         self.client = None
         self.order = order      # FCFS key: (arrival, request id)
@@ -47,9 +52,12 @@ class Seq:
         return (self.known - self.computed) + (self.output - self.generated)
 
 
-STEP_COLUMNS = (("kind", "b"), ("start_ns", "q"), ("end_ns", "q"), ("sequences", "q"),
-                ("padded_sequences", "q"), ("tokens", "q"), ("context_tokens", "q"),
-                ("kv_blocks_used", "q"), ("energy_j", "d"))
+# typed columns: a day of traffic has tens of millions of steps (49 bytes each); counts of
+# sequences, tokens and KV blocks fit 32 bits, summed contexts may not
+STEP_COLUMNS = (("kind", "b"), ("start_ns", "q"), ("end_ns", "q"), ("sequences", "i"),
+                ("padded_sequences", "i"), ("tokens", "i"), ("context_tokens", "q"),
+                ("kv_blocks_used", "i"), ("energy_j", "d"))
+STEP_DTYPES = {c: np.dtype(t) for c, t in STEP_COLUMNS}
 KINDS = ("prefill", "decode", "mixed")
 #: most steps one decode run covers before the engine looks again
 MAX_RUN = 2048
@@ -96,6 +104,10 @@ class LLMEngine:
         self.wake = None
         # step rows, one typed column each (a day of traffic has millions of steps)
         self.cols = {c: array(t) for c, t in STEP_COLUMNS}
+        # inter-token gaps as weighted samples: (gap ns, tokens that had it); a decode run
+        # adds its step durations once, weighted by its sequences, not once per token
+        self.gap_ns = array("q")
+        self.gap_tokens = array("q")
         self.run_state = None       # (starts, ends, kv_used, sequences) of a decode run in flight
         self.load_tokens_left = 0     # for routers: prefill + decode tokens still to process
         self.load_prompt = 0
@@ -188,9 +200,9 @@ class LLMEngine:
             if padded > nd:
                 dec = dec + [0] * (padded - nd)
             if not pre and self.role != "prefill":
-                horizon = self._horizon(plan.decode)
+                horizon, add = self._horizon(plan.decode)
                 if horizon >= 2:
-                    yield from self._decode_run(plan.decode, padded, horizon)
+                    yield from self._decode_run(plan.decode, padded, horizon, add)
                     continue
             cost = self.backend.price(pre, dec)
             dur = max(1, math.ceil(cost.seconds / NS + self.host_ns))
@@ -215,13 +227,17 @@ class LLMEngine:
             for s, _ in plan.prefill:
                 if s.computed == s.known:
                     self._emit(s, now)
+            gaps = self.gap_ns
             for s in plan.decode:        # the hot loop: one token per decoding sequence
                 s.computed += 1
                 s.generated += 1
                 s.known += 1
-                s.token_ns.append(now)
+                gaps.append(now - s.last_ns)
+                s.last_ns = now
                 if s.generated == s.output or self.role == "prefill":
                     self._finish(s)
+            if plan.decode:
+                self.gap_tokens.extend(_ones(len(plan.decode)))
 
     def _row(self, kind, start, end, seqs, padded, tokens, ctx, kv_used, joules) -> None:
         c = self.cols
@@ -252,15 +268,16 @@ class LLMEngine:
         m = np.arange(1, steps)            # step m + 1 appends token at offset m
         return cnt[m % bs]
 
-    def _horizon(self, seqs) -> int:
+    def _horizon(self, seqs) -> tuple[int, np.ndarray | None]:
+        """(steps the run can take, cumulative new blocks of its steps 2..k)."""
         k = min(min(s.output - s.generated for s in seqs), MAX_RUN)
         if k < 2:
-            return k
+            return k, None
         add = np.cumsum(self._run_blocks(seqs, k))
         fit = int(np.searchsorted(add, self.kv.free_blocks, side="right"))
-        return min(k, fit + 1)
+        return min(k, fit + 1), add
 
-    def _decode_run(self, seqs, padded, steps):
+    def _decode_run(self, seqs, padded, steps, add):
         env = self.env
         nd = len(seqs)
         ctx0 = sum(s.computed for s in seqs)
@@ -268,7 +285,7 @@ class LLMEngine:
         dur = np.maximum(1, np.ceil(np.asarray(secs) / NS + self.host_ns)).astype(np.int64)
         start = env.now
         ends = start + np.cumsum(dur)
-        adds = np.concatenate(([0], np.cumsum(self._run_blocks(seqs, steps))))
+        adds = np.concatenate(([0], add[:steps - 1]))
         used0 = self.kv.used
         self.run_state = (ends, used0 + adds, nd, start)
         self.wake = env.event()
@@ -282,20 +299,27 @@ class LLMEngine:
             yield env.timeout(int(ends[done - 1]) - now)
         self.run_state = None
         ends_done = ends[:done]
-        end_list = ends_done.tolist()
         c = self.cols
-        c["kind"].frombytes(np.ones(done, np.int8).tobytes())
-        c["start_ns"].frombytes(np.concatenate(([start], ends_done[:-1])).astype(np.int64).tobytes())
-        c["end_ns"].frombytes(ends_done.astype(np.int64).tobytes())
-        fill = np.empty(done, np.int64)
+        c["kind"].frombytes(b"\x01" * done)
+        c["start_ns"].append(start)
+        c["start_ns"].frombytes(ends_done[:-1].tobytes())
+        c["end_ns"].frombytes(ends_done.tobytes())
         for col, v in (("sequences", nd), ("padded_sequences", padded), ("tokens", nd)):
-            fill.fill(v)
-            c[col].frombytes(fill.tobytes())
+            c[col].frombytes(array("i", (v,)).tobytes() * done)
         c["context_tokens"].frombytes((ctx0 + nd * np.arange(done, dtype=np.int64)).tobytes())
-        c["kv_blocks_used"].frombytes((used0 + adds[:done]).astype(np.int64).tobytes())
+        self._put("kv_blocks_used", used0 + adds[:done])
         jl = np.asarray(joules[:done], dtype=np.float64)
         c["energy_j"].frombytes(jl.tobytes())
         self.energy_j += float(jl.sum())
+        # gaps: each sequence's first token of the run after its previous one, then every
+        # step of the run, for all nd sequences at once
+        self.gap_ns.frombytes(np.array([int(ends_done[0]) - s.last_ns for s in seqs],
+                                       dtype=np.int64).tobytes())
+        self.gap_tokens.extend(_ones(nd))
+        if done > 1:
+            self.gap_ns.frombytes((ends_done[1:] - ends_done[:-1]).tobytes())
+            self.gap_tokens.frombytes(array("q", (nd,)).tobytes() * (done - 1))
+        last = int(ends_done[-1])
         kv, bs = self.kv, self.kv.block_size
         held = kv.held
         grown = 0
@@ -308,7 +332,7 @@ class LLMEngine:
             s.computed = c0 + done
             s.generated += done
             s.known += done
-            s.token_ns.extend(end_list)
+            s.last_ns = last
         kv.used += grown
         self.load_tokens_left -= nd * done
         for s in seqs:
@@ -330,10 +354,19 @@ class LLMEngine:
         started = int(np.searchsorted(ends, self.env.now, side="right"))   # steps begun so far - 1
         return int(used[min(started, len(used) - 1)])
 
+    def _put(self, col: str, values) -> None:
+        """Append values to a step column in its own type."""
+        self.cols[col].frombytes(np.asarray(values).astype(STEP_DTYPES[col], copy=False).tobytes())
+
     def _emit(self, s: Seq, now: int) -> None:
         s.generated += 1
         s.known += 1
-        s.token_ns.append(now)
+        if s.first_ns is None:
+            s.first_ns = now
+        else:                   # a token after a recompute preemption: its gap counts
+            self.gap_ns.append(now - s.last_ns)
+            self.gap_tokens.append(1)
+        s.last_ns = now
         if s.generated == s.output or self.role == "prefill":
             self._finish(s)
 

@@ -66,34 +66,33 @@ def decode_kernels(accel, lkv: np.ndarray, *, nkv: int, group: int, head_dim: in
     b = abits / 8
     keys = lkv.sum(axis=1)
     flops = (4.0 * group * head_dim * nkv) * keys
-    nbytes = nkv * (2 * group * head_dim * lkv.shape[1] + 2 * head_dim * keys) * b
+    nbytes = (nkv * (2 * group * head_dim * lkv.shape[1] + 2 * head_dim * keys)) * b
     kv_tokens = nkv * keys
     max_len = lkv.max(axis=1)
     peak = accel._achieved_peak(abits, abits, c.attention_fraction)
-    chunk = np.maximum(c.decode_min_chunk,
-                       np.ceil(kv_tokens / (c.decode_ctas_per_sm * sms))).astype(np.int64)
+    chunk = np.ceil(kv_tokens / (c.decode_ctas_per_sm * sms)).astype(np.int64)
+    np.maximum(chunk, c.decode_min_chunk, out=chunk)
     chunk = -(-chunk // 64) * 64
-    splits_each = -(-lkv // chunk[:, None])
-    ctas = nkv * splits_each.sum(axis=1)
+    splits_each = (-(-lkv // chunk[:, None])).sum(axis=1)
     compute_s = flops / peak
-    t = np.maximum(compute_s, nbytes / (accel.bandwidth * np.minimum(1.0, ctas / sms)))
-    kernels = np.ones(len(lkv), dtype=np.int64)
+    t = np.maximum(compute_s, nbytes / (accel.bandwidth * np.minimum(1.0, (nkv * splits_each) / sms)))
+    kernels = 1
     if kn.decode_combine:
         split = max_len > chunk
         if split.any():
-            splits = -(-max_len // chunk)
-            per_seq = (splits * lkv.shape[1] if kn.decode_combine_padded
-                       else splits_each.sum(axis=1))
+            per_seq = (-(-max_len // chunk) * lkv.shape[1] if kn.decode_combine_padded
+                       else splits_each)
             part = nkv * per_seq * group * head_dim * 4
             t = np.where(split, t + (1 + kn.decode_combine_passes) * part / accel.bandwidth, t)
-            kernels = np.where(split, kernels + kn.decode_combine, kernels)
+            kernels = np.where(split, 1 + kn.decode_combine, 1)
     total = t + kernels * accel.overhead + 0.0
-    cycles = np.where(total > 0, _ceil_cycles(total * accel.clock.hz), 0)
+    cycles = _ceil_cycles(total * accel.clock.hz)       # total > 0: bytes always move
     energy = _energy(accel, total, flops, nbytes, abits)
     if not c.cuda_graph:            # the kernels launched from the host (GpuAccelerator._plus_time)
-        extra = kernels * (c.launch_overhead_us * 1e-6)
-        cycles = cycles + np.where(extra > 0, _ceil_cycles(extra * accel.clock.hz), 0)
-        energy = energy + _energy(accel, extra, 0.0, 0.0, abits) * (extra > 0)[:, None]
+        extra = np.broadcast_to(kernels * (c.launch_overhead_us * 1e-6), total.shape)
+        on = extra > 0
+        cycles = cycles + np.where(on, _ceil_cycles(extra * accel.clock.hz), 0)
+        energy = energy + _energy(accel, extra, 0.0, 0.0, abits) * on[:, None]
     return cycles, energy
 
 
@@ -102,19 +101,27 @@ def _energy(accel, seconds, flops, nbytes, abits, wbits=None) -> np.ndarray:
     (the tensor peak of ``wbits``/``abits``; ``wbits`` defaults to ``abits``)."""
     p, spec = accel.cal.power, accel.spec
     seconds = np.asarray(seconds, dtype=float)
-    safe = np.where(seconds > 0, seconds, 1.0)
+    positive = bool((seconds > 0).all())
+    safe = seconds if positive else np.where(seconds > 0, seconds, 1.0)
     u_c = np.minimum(1.0, flops / safe / accel.peak_flops(
         abits if wbits is None else wbits, abits))
     u_m = np.minimum(1.0, nbytes / safe / (spec.hbm_bandwidth_gbps * 1e9))
     pc, pm = p.compute_w * u_c, p.memory_w * u_m
     room = max(spec.tdp_w - p.idle_w, 0.0)
-    over = pc + pm > room
-    scale = np.where(over, room / np.where(over, pc + pm, 1.0), 1.0)
-    pc, pm = np.where(over, pc * scale, pc), np.where(over, pm * scale, pm)
-    pc, pm = np.where(seconds > 0, pc, 0.0), np.where(seconds > 0, pm, 0.0)
+    both = pc + pm
+    over = both > room
+    if over.any():
+        scale = room / np.where(over, both, 1.0)
+        pc, pm = np.where(over, pc * scale, pc), np.where(over, pm * scale, pm)
+    if not positive:
+        pc, pm = np.where(seconds > 0, pc, 0.0), np.where(seconds > 0, pm, 0.0)
     idle = min(p.idle_w, spec.tdp_w)
     ns = seconds * 1e9
-    return np.stack([ns * (pc * 1e3), ns * (pm * 1e3), ns * (idle * 1e3)], axis=1)
+    out = np.empty((len(ns), 3))
+    out[:, 0] = ns * (pc * 1e3)
+    out[:, 1] = ns * (pm * 1e3)
+    out[:, 2] = ns * (idle * 1e3)
+    return out
 
 
 def _gemm_seconds(M: np.ndarray, K: int, N: int, *, peak, bandwidth, sms, knee, a_bytes,

@@ -1,0 +1,62 @@
+"""Compact serving outputs: inter-token gaps as weighted samples, typed step columns.
+
+The engines keep no per-token timestamps: a decode run adds its step durations once, weighted
+by its sequences. These tests check the gaps against invariants a per-token list satisfies
+(every completed request contributes generated - 1 gaps summing to finish - first token), the
+weighted percentiles against numpy on the written-out sample, and the step frame's types."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from sim.system import AnalyticBackend, serve_frames
+from sim.system.metrics import latency_stats, weighted_latency_stats
+
+
+def _run(sched="continuous"):
+    rng = np.random.default_rng(5)
+    n = 150
+    r = pd.DataFrame({"request_id": np.arange(n), "arrival_s": np.sort(rng.uniform(0, 4, n)),
+                      "prompt_tokens": rng.integers(1, 300, n),
+                      "output_tokens": rng.integers(1, 90, n)})
+    c = {"backend": AnalyticBackend(), "clients": 3, "router": "round_robin",
+         "engine": {"scheduler": sched, "max_num_batched_tokens": 512, "max_num_seqs": 16,
+                    "block_size": 8, "kv_blocks": 120, "cuda_graph_sizes": [1, 2, 4, 8, 16]}}
+    return serve_frames(r, c)
+
+
+@pytest.mark.parametrize("sched", ["continuous", "chunked"])
+def test_gaps_add_up_to_each_requests_decode_time(sched):
+    f = _run(sched)
+    g, req = f.token_gaps, f.requests
+    done = req[req.status == "completed"]
+    assert f.requests.preemptions.sum() > 0          # gaps across a recompute are counted
+    assert int(g.tokens.sum()) == int((done.generated_tokens - 1).sum())
+    gap_ns = np.round(g.gap_s.to_numpy() / 1e-9).astype(np.int64)
+    span_ns = np.round((done.finish_s - done.first_token_s).to_numpy() / 1e-9).astype(np.int64)
+    assert int((gap_ns * g.tokens.to_numpy()).sum()) == int(span_ns.sum())
+    assert g.gap_s.is_monotonic_increasing and g.gap_s.is_unique and (g.tokens > 0).all()
+
+
+def test_weighted_stats_equal_stats_of_the_written_out_sample():
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        v = rng.choice(rng.exponential(1.0, 30), rng.integers(1, 30), replace=False)
+        c = rng.integers(0, 6, len(v))
+        c[0] = max(c[0], 1)
+        got = weighted_latency_stats(v, c)
+        ref = latency_stats(np.repeat(v, c))
+        for k in ("count", "p50", "p90", "p99", "max"):
+            assert got[k] == ref[k], k
+        assert got["mean"] == pytest.approx(ref["mean"], rel=1e-12)
+    assert np.isnan(weighted_latency_stats([], [])["p50"])
+
+
+def test_step_frame_is_typed_and_compact():
+    s = _run().steps
+    assert isinstance(s.client.dtype, pd.CategoricalDtype) and isinstance(s.kind.dtype,
+                                                                          pd.CategoricalDtype)
+    for col in ("sequences", "padded_sequences", "tokens", "kv_blocks_used"):
+        assert s[col].dtype == np.int32
+    assert s.context_tokens.dtype == np.int64 and s.energy_j.dtype == np.float64
+    order = s[["start_s"]].assign(c=s.client.cat.codes)
+    assert order.sort_values(["start_s", "c"], kind="stable").index.equals(s.index)
