@@ -13,8 +13,10 @@ and outputs with its medians), said so in the output.
     PYTHONPATH=$PWD python bench/serving_speed.py                  # 10,000 requests, both
     PYTHONPATH=$PWD python bench/serving_speed.py --requests 100000 --scheduler continuous
     PYTHONPATH=$PWD python bench/serving_speed.py --sizes 10000 100000   # each in its own process
+    PYTHONPATH=$PWD python bench/serving_speed.py --requests 100000 --no-step-rows
 
-Peak RSS is the process's high-water mark (``resource.getrusage``), so ``--sizes`` runs every
+Wall and CPU (``time.process_time``) seconds are both printed: on a shared machine the wall
+time moves with the other users' load. Peak RSS is the process's high-water mark (``resource.getrusage``), so ``--sizes`` runs every
 size in a fresh interpreter; it includes Python, numpy, pandas and the frames returned.
 """
 from __future__ import annotations
@@ -73,7 +75,7 @@ def gpu_backend():
     return b, time.perf_counter() - t
 
 
-def run(n: int, schedulers) -> None:
+def run(n: int, schedulers, keep_steps: bool = True) -> None:
     from sim.system import serve_frames
     df, what = azure_conv(n)
     b, build = gpu_backend()
@@ -86,13 +88,15 @@ def run(n: int, schedulers) -> None:
                               "max_num_batched_tokens": 8192 if sched != "chunked" else 512,
                               "memory_gb": 80.0,
                               "cuda_graph_sizes": [1, 2, 4, 8, 16, 32, 64, 128, 256]}}
-        t = time.perf_counter()
-        f = serve_frames(df, cluster)
-        dt = time.perf_counter() - t
+        t, cpu = time.perf_counter(), time.process_time()
+        f = serve_frames(df, cluster, keep_steps=keep_steps)
+        dt, cpu = time.perf_counter() - t, time.process_time() - cpu
         ok = int((f.requests.status == "completed").sum())
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"  {sched:10s} {dt:6.2f} s  {n / dt:8.0f} requests/s  {f.events / dt:9.0f} events/s"
-              f"  peak RSS {peak:5.0f} MB  ({len(f.steps)} steps, {f.events} events, {ok} "
+        steps = int(f.clients.steps.sum())
+        print(f"  {sched:10s} wall {dt:6.2f} s (CPU {cpu:6.2f} s)  {n / dt:7.0f} requests/s  "
+              f"{f.events / dt:8.0f} events/s  peak RSS {peak:5.0f} MB  ({steps} steps"
+              f"{'' if keep_steps else ', no step rows kept'}, {f.events} events, {ok} "
               f"completed, {f.sim_seconds:.0f} simulated s)", flush=True)
         del f
 
@@ -103,15 +107,18 @@ def main() -> None:
     ap.add_argument("--scheduler", choices=["continuous", "chunked", "both"], default="both")
     ap.add_argument("--sizes", type=int, nargs="+",
                     help="run each size in a fresh process (its own peak RSS)")
+    ap.add_argument("--no-step-rows", action="store_true",
+                    help="serve_frames(keep_steps=False): no steps frame (tens of millions of rows)")
     a = ap.parse_args()
     schedulers = ["continuous", "chunked"] if a.scheduler == "both" else [a.scheduler]
     if a.sizes:
         for n in a.sizes:
             for sched in schedulers:
                 subprocess.run([sys.executable, __file__, "--requests", str(n), "--scheduler",
-                                sched], check=True, env={**os.environ})
+                                sched] + (["--no-step-rows"] if a.no_step_rows else []),
+                               check=True, env={**os.environ})
         return
-    run(a.requests, schedulers)
+    run(a.requests, schedulers, keep_steps=not a.no_step_rows)
 
 
 if __name__ == "__main__":

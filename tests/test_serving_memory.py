@@ -60,3 +60,28 @@ def test_step_frame_is_typed_and_compact():
     assert s.context_tokens.dtype == np.int64 and s.energy_j.dtype == np.float64
     order = s[["start_s"]].assign(c=s.client.cat.codes)
     assert order.sort_values(["start_s", "c"], kind="stable").index.equals(s.index)
+
+
+def _run_with(**kw):
+    rng = np.random.default_rng(9)
+    n = 80
+    r = pd.DataFrame({"request_id": np.arange(n), "arrival_s": np.sort(rng.uniform(0, 3, n)),
+                      "prompt_tokens": rng.integers(1, 200, n),
+                      "output_tokens": rng.integers(1, 120, n)})
+    c = {"backend": AnalyticBackend(), "clients": 2,
+         "engine": {"scheduler": "continuous", "kv_blocks": 400, "block_size": 8}}
+    return serve_frames(r, c, **kw)
+
+
+def test_without_step_rows_everything_else_is_the_same(monkeypatch):
+    import sim.system.engine as engine_mod
+    full = _run_with()
+    monkeypatch.setattr(engine_mod.GapSamples, "LIMIT", 7)     # merge the gaps many times
+    lean = _run_with(keep_steps=False)
+    assert len(lean.steps) == 0 and list(lean.steps.columns) == list(full.steps.columns)
+    pd.testing.assert_frame_equal(full.requests, lean.requests, check_exact=True)
+    pd.testing.assert_frame_equal(full.clients, lean.clients, check_exact=True)
+    pd.testing.assert_frame_equal(full.token_gaps, lean.token_gaps, check_exact=True)
+    assert full.events == lean.events and full.clients.steps.sum() == len(full.steps)
+    busy = (full.steps.end_s - full.steps.start_s).groupby(full.steps.client).sum()
+    assert np.allclose(busy.to_numpy(), full.clients.busy_s.to_numpy(), rtol=1e-12)

@@ -34,7 +34,7 @@ from sim.core import Engine, Link
 from sim.core.invariants import require
 
 from .backends import build_backend
-from .engine import ENGINE_KEYS, NS, LLMEngine, Seq
+from .engine import ENGINE_KEYS, NS, GapSamples, LLMEngine, Seq
 from .pipeline import load_pipeline
 from .routers import build_router
 
@@ -82,7 +82,10 @@ def _opts(spec, key, allowed):
 
 
 class Coordinator:
-    def __init__(self, requests: pd.DataFrame, cluster: dict, pipeline="prefill_decode", seed: int = 0):
+    def __init__(self, requests: pd.DataFrame, cluster: dict, pipeline="prefill_decode", seed: int = 0,
+                 keep_steps: bool = True):
+        self.keep_steps = bool(keep_steps)
+        self.gaps = GapSamples()
         self.eng = Engine()
         self.env = self.eng.env
         self.rng = np.random.default_rng(seed)
@@ -141,7 +144,8 @@ class Coordinator:
             opts["scheduler"] = opts.pop("pool_scheduler", "continuous")
         for i in range(n):
             c = LLMEngine(self, f"{prefix}{len(self.clients)}" if prefix == "client" else f"{prefix}{i}",
-                          backend, role=role, where=WHERE, **opts)
+                          backend, role=role, where=WHERE, keep_steps=self.keep_steps,
+                          gaps=self.gaps, **opts)
             c.index = i
             clients.append(c)
             self.clients.append(c)
@@ -311,63 +315,87 @@ class Coordinator:
                                                "reason", "preemptions"])
         token_gaps = self._token_gaps()
         clients = pd.DataFrame([(c.name, c.role, c.scheduler_name, c.kv.num_blocks,
-                                 len(c.cols["kind"]),
-                                 int(np.frombuffer(c.cols["end_ns"], np.int64).sum()
-                                     - np.frombuffer(c.cols["start_ns"], np.int64).sum()) * NS
-                                 if len(c.cols["kind"]) else 0.0,
-                                 c.energy_j, c.preemptions)
+                                 c.steps, c.busy_ns * NS, c.energy_j, c.preemptions)
                                 for c in self.clients],
                                columns=["client", "role", "scheduler", "kv_blocks", "steps",
                                         "busy_s", "energy_j", "preemptions"])
         steps = self._steps_frame()
-        events = len(self.reqs) + len(steps) + sum(l.transfers for l in self.links.values()) \
-            if self.disagg else len(self.reqs) + len(steps)
+        n_steps = sum(c.steps for c in self.clients)
+        events = len(self.reqs) + n_steps + sum(l.transfers for l in self.links.values()) \
+            if self.disagg else len(self.reqs) + n_steps
         return ServeFrames(requests, steps, token_gaps, clients, int(events), self.env.now * NS)
 
     def _token_gaps(self) -> pd.DataFrame:
         """The inter-token gaps of the run, one row per distinct gap: ``gap_s`` (ascending) and
         ``tokens`` (how many output tokens followed their previous one by that gap). Exact:
         gaps are whole nanoseconds; the engines keep them as weighted samples."""
-        gaps = np.concatenate([np.frombuffer(c.gap_ns, dtype=np.int64) for c in self.clients]
-                              + [np.zeros(0, np.int64)])
-        weights = np.concatenate([np.frombuffer(c.gap_tokens, dtype=np.int64)
-                                  for c in self.clients] + [np.zeros(0, np.int64)])
-        values, where = np.unique(gaps, return_inverse=True)
-        counts = np.bincount(where.ravel(), weights=weights, minlength=len(values))
-        return pd.DataFrame({"gap_s": values * NS, "tokens": counts.astype(np.int64)})
+        values, counts = self.gaps.result()
+        return pd.DataFrame({"gap_s": values * NS, "tokens": counts})
+
+    def _client_column(self, c, name: str, kind_values=None) -> np.ndarray:
+        """One engine's steps column: its single steps, then its decode runs written out."""
+        from .engine import STEP_DTYPES
+        rows = np.frombuffer(c.cols[name], dtype=STEP_DTYPES[name])
+        runs = {k: np.frombuffer(v, dtype=v.typecode) for k, v in c.runs.items()}
+        per = {k: np.frombuffer(v, dtype=v.typecode) for k, v in c.run_steps.items()}
+        n = runs["steps"]
+        if not len(n):
+            return rows.copy()
+        first = np.cumsum(n) - n                       # each run's first step
+        if name == "kind":
+            run = np.ones(int(n.sum()), np.int8)
+        elif name in ("start_ns", "end_ns"):
+            dur = per["duration_ns"]
+            done = np.cumsum(dur)                      # since the first run's start
+            before = np.repeat(done[first] - dur[first], n)
+            run = np.repeat(runs["start_ns"], n) + done - before
+            if name == "start_ns":
+                run -= dur
+        elif name in ("sequences", "tokens"):
+            run = np.repeat(runs["sequences"], n)
+        elif name == "padded_sequences":
+            run = np.repeat(runs["padded_sequences"], n)
+        elif name == "context_tokens":
+            k = np.arange(int(n.sum())) - np.repeat(first, n)
+            run = np.repeat(runs["context_tokens"], n) + np.repeat(runs["sequences"], n) * k
+        else:
+            run = per[name]
+        return np.concatenate([rows, run.astype(STEP_DTYPES[name], copy=False)])
 
     def _steps_frame(self) -> pd.DataFrame:
-        """All engines' steps in (start, client) order, built column by column; each engine's
-        column is released once copied (a day of traffic is tens of millions of rows):
-        ``client`` and ``kind`` categorical, counts int32, summed contexts int64."""
+        """All engines' steps in (start, client) order, built column by column (a day of
+        traffic is tens of millions of rows): ``client`` and ``kind`` categorical, counts
+        int32, summed contexts int64; each engine's storage is released once copied."""
         from .engine import KINDS, STEP_COLUMNS
-        sizes = [len(c.cols["kind"]) for c in self.clients]
+        sizes = [len(c.cols["kind"]) + int(sum(c.runs["steps"])) for c in self.clients]
         index_type = np.int8 if len(self.clients) < 128 else np.int32
         client_index = np.repeat(np.arange(len(self.clients), dtype=index_type), sizes)
 
         def column(name):
-            out = np.concatenate([np.frombuffer(c.cols[name], dtype=c.cols[name].typecode)
-                                  for c in self.clients] + [np.zeros(0, dict(STEP_COLUMNS)[name])])
-            return out
+            return np.concatenate([self._client_column(c, name) for c in self.clients]
+                                  + [np.zeros(0, dict(STEP_COLUMNS)[name])])
         order = np.lexsort((client_index, column("start_ns")))
-        names = [c.name for c in self.clients]
-        frame = {"client": pd.Categorical.from_codes(client_index[order], names)}
+        frame = {"client": pd.Categorical.from_codes(client_index[order],
+                                                     [c.name for c in self.clients])}
         del client_index
         for name, _ in STEP_COLUMNS:
             values = column(name)[order]
-            for c in self.clients:                # free the engine's copy
-                c.cols[name] = array(c.cols[name].typecode)
             if name == "kind":
                 frame["kind"] = pd.Categorical.from_codes(values, list(KINDS))
             elif name in ("start_ns", "end_ns"):
                 frame[name[:-3] + "_s"] = values * NS
             else:
                 frame[name] = values
+            del values
+        for c in self.clients:
+            c.cols = {k: array(v.typecode) for k, v in c.cols.items()}
+            c.runs = {k: array(v.typecode) for k, v in c.runs.items()}
+            c.run_steps = {k: array(v.typecode) for k, v in c.run_steps.items()}
         return pd.DataFrame(frame, copy=False)
 
 
 def serve_frames(requests: pd.DataFrame, cluster: dict, *, pipeline="prefill_decode",
-                 seed: int = 0) -> ServeFrames:
+                 seed: int = 0, keep_steps: bool = True) -> ServeFrames:
     """Run a serving simulation; returns the requests, steps, token-gap and client frames.
 
     ``requests``: a DataFrame with ``request_id, arrival_s, prompt_tokens, output_tokens``
@@ -377,5 +405,7 @@ def serve_frames(requests: pd.DataFrame, cluster: dict, *, pipeline="prefill_dec
     ordering), ``router`` (name or ``{type, ...options}``), ``model``; for
     ``engine.scheduler: disaggregated`` also ``prefill``/``decode`` (``{clients, engine,
     backend}``), ``pairing``, ``kv_transfer``, ``link`` (``bandwidth_gbps``, ``latency_s``,
-    ``shared``) and ``decode_router``."""
-    return Coordinator(requests, cluster, pipeline, seed).run()
+    ``shared``) and ``decode_router``. ``keep_steps=False`` keeps no per-step rows (the
+    steps frame is empty; step counts, busy time and energy per client are still in the
+    clients frame), for runs of tens of millions of steps."""
+    return Coordinator(requests, cluster, pipeline, seed, keep_steps).run()

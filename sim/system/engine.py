@@ -25,8 +25,48 @@ from .schedulers import SCHEDULERS, is_decode
 NS = 1e-9
 
 
-def _ones(n: int) -> array:
-    return array("q", [1]) * n
+class GapSamples:
+    """Inter-token gaps of a run (whole ns) with how many tokens had each, kept as distinct
+    values: new samples are buffered and merged into the distinct values every
+    :attr:`LIMIT` samples, so memory follows the number of distinct gaps, not of tokens (the
+    counts are exact whenever the merges happen)."""
+
+    LIMIT = 1 << 20
+
+    def __init__(self):
+        self.ns = array("q")
+        self.tokens = array("q")
+        self.values = np.zeros(0, np.int64)
+        self.counts = np.zeros(0, np.int64)
+
+    def add(self, gap_ns: int) -> None:
+        self.ns.append(gap_ns)
+        self.tokens.append(1)
+
+    def add_many(self, gaps_ns: np.ndarray, tokens) -> None:
+        """Gaps (int64 array); ``tokens`` an int (each gap's token count) or an int64 array."""
+        self.ns.frombytes(gaps_ns.tobytes())
+        if isinstance(tokens, (int, np.integer)):
+            self.tokens.frombytes(array("q", (int(tokens),)).tobytes() * len(gaps_ns))
+        else:
+            self.tokens.frombytes(tokens.tobytes())
+
+    def check(self) -> None:
+        if len(self.ns) > self.LIMIT:
+            self._merge()
+
+    def _merge(self) -> None:
+        v = np.concatenate([self.values, np.frombuffer(self.ns, np.int64)])
+        w = np.concatenate([self.counts, np.frombuffer(self.tokens, np.int64)])
+        self.values, where = np.unique(v, return_inverse=True)
+        self.counts = np.bincount(where.ravel(), weights=w, minlength=len(self.values)
+                                  ).astype(np.int64)
+        self.ns, self.tokens = array("q"), array("q")
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(distinct gaps in ns, ascending; tokens per gap)."""
+        self._merge()
+        return self.values, self.counts
 
 
 class Seq:
@@ -58,6 +98,12 @@ STEP_COLUMNS = (("kind", "b"), ("start_ns", "q"), ("end_ns", "q"), ("sequences",
                 ("padded_sequences", "i"), ("tokens", "i"), ("context_tokens", "q"),
                 ("kv_blocks_used", "i"), ("energy_j", "d"))
 STEP_DTYPES = {c: np.dtype(t) for c, t in STEP_COLUMNS}
+#: one row per decode run: its first step's start, steps, sequences, padded sequences, the
+#: summed context of its first step
+RUN_COLUMNS = (("start_ns", "q"), ("steps", "q"), ("sequences", "i"), ("padded_sequences", "i"),
+               ("context_tokens", "q"))
+#: one row per step of a decode run
+RUN_STEP_COLUMNS = (("duration_ns", "q"), ("kv_blocks_used", "i"), ("energy_j", "d"))
 KINDS = ("prefill", "decode", "mixed")
 #: most steps one decode run covers before the engine looks again
 MAX_RUN = 2048
@@ -71,7 +117,7 @@ class LLMEngine:
     def __init__(self, coord, name: str, backend, *, scheduler="continuous", max_num_seqs=256,
                  max_num_batched_tokens=2048, block_size=16, memory_gb=80.0,
                  activation_reserve_gb=0.0, host_s=0.0, cuda_graph_sizes=(), ordering="fcfs",
-                 kv_blocks=None, role="both", where="<cluster>"):
+                 kv_blocks=None, role="both", where="<cluster>", keep_steps=True, gaps=None):
         if scheduler not in SCHEDULERS:
             raise ConfigError(f"one of {sorted(SCHEDULERS)} (or 'disaggregated' for the cluster)",
                               file=where, key="engine.scheduler", got=repr(scheduler))
@@ -102,12 +148,18 @@ class LLMEngine:
         self.running_set: set = set()
         self.running_rids: set = set()
         self.wake = None
-        # step rows, one typed column each (a day of traffic has millions of steps)
+        # step rows, one typed column each (a day of traffic has millions of steps); a decode
+        # run is one row of RUN_COLUMNS plus, per step, its duration, KV blocks and energy
+        # (the rest of its rows follows from those: see Coordinator._steps_frame)
+        self.keep_steps = keep_steps
         self.cols = {c: array(t) for c, t in STEP_COLUMNS}
-        # inter-token gaps as weighted samples: (gap ns, tokens that had it); a decode run
-        # adds its step durations once, weighted by its sequences, not once per token
-        self.gap_ns = array("q")
-        self.gap_tokens = array("q")
+        self.runs = {c: array(t) for c, t in RUN_COLUMNS}
+        self.run_steps = {c: array(t) for c, t in RUN_STEP_COLUMNS}
+        self.steps = 0
+        self.busy_ns = 0
+        # inter-token gaps as weighted samples (shared by the coordinator's engines); a
+        # decode run adds its step durations once, weighted by its sequences
+        self.gaps = gaps if gaps is not None else GapSamples()
         self.run_state = None       # (starts, ends, kv_used, sequences) of a decode run in flight
         self.load_tokens_left = 0     # for routers: prefill + decode tokens still to process
         self.load_prompt = 0
@@ -227,19 +279,22 @@ class LLMEngine:
             for s, _ in plan.prefill:
                 if s.computed == s.known:
                     self._emit(s, now)
-            gaps = self.gap_ns
+            add_gap = self.gaps.add
             for s in plan.decode:        # the hot loop: one token per decoding sequence
                 s.computed += 1
                 s.generated += 1
                 s.known += 1
-                gaps.append(now - s.last_ns)
+                add_gap(now - s.last_ns)
                 s.last_ns = now
                 if s.generated == s.output or self.role == "prefill":
                     self._finish(s)
-            if plan.decode:
-                self.gap_tokens.extend(_ones(len(plan.decode)))
+            self.gaps.check()
 
     def _row(self, kind, start, end, seqs, padded, tokens, ctx, kv_used, joules) -> None:
+        self.steps += 1
+        self.busy_ns += end - start
+        if not self.keep_steps:
+            return
         c = self.cols
         c["kind"].append(kind)
         c["start_ns"].append(start)
@@ -299,27 +354,26 @@ class LLMEngine:
             yield env.timeout(int(ends[done - 1]) - now)
         self.run_state = None
         ends_done = ends[:done]
-        c = self.cols
-        c["kind"].frombytes(b"\x01" * done)
-        c["start_ns"].append(start)
-        c["start_ns"].frombytes(ends_done[:-1].tobytes())
-        c["end_ns"].frombytes(ends_done.tobytes())
-        for col, v in (("sequences", nd), ("padded_sequences", padded), ("tokens", nd)):
-            c[col].frombytes(array("i", (v,)).tobytes() * done)
-        c["context_tokens"].frombytes((ctx0 + nd * np.arange(done, dtype=np.int64)).tobytes())
-        self._put("kv_blocks_used", used0 + adds[:done])
-        jl = np.asarray(joules[:done], dtype=np.float64)
-        c["energy_j"].frombytes(jl.tobytes())
-        self.energy_j += float(jl.sum())
-        # gaps: each sequence's first token of the run after its previous one, then every
-        # step of the run, for all nd sequences at once
-        self.gap_ns.frombytes(np.array([int(ends_done[0]) - s.last_ns for s in seqs],
-                                       dtype=np.int64).tobytes())
-        self.gap_tokens.extend(_ones(nd))
-        if done > 1:
-            self.gap_ns.frombytes((ends_done[1:] - ends_done[:-1]).tobytes())
-            self.gap_tokens.frombytes(array("q", (nd,)).tobytes() * (done - 1))
         last = int(ends_done[-1])
+        jl = np.asarray(joules[:done], dtype=np.float64)
+        self.energy_j += float(jl.sum())
+        self.steps += done
+        self.busy_ns += last - start
+        if self.keep_steps:
+            r, rs = self.runs, self.run_steps
+            for col, v in (("start_ns", start), ("steps", done), ("sequences", nd),
+                           ("padded_sequences", padded), ("context_tokens", ctx0)):
+                r[col].append(v)
+            rs["duration_ns"].frombytes(dur[:done].tobytes())
+            rs["kv_blocks_used"].frombytes((used0 + adds[:done]).astype(np.int32).tobytes())
+            rs["energy_j"].frombytes(jl.tobytes())
+        # gaps: each sequence's first token of the run after its previous one, then every
+        # later step of the run (its duration), for all nd sequences at once
+        g = self.gaps
+        g.add_many(np.array([int(ends_done[0]) - s.last_ns for s in seqs], dtype=np.int64), 1)
+        if done > 1:
+            g.add_many(dur[1:done], nd)
+        g.check()
         kv, bs = self.kv, self.kv.block_size
         held = kv.held
         grown = 0
@@ -354,18 +408,13 @@ class LLMEngine:
         started = int(np.searchsorted(ends, self.env.now, side="right"))   # steps begun so far - 1
         return int(used[min(started, len(used) - 1)])
 
-    def _put(self, col: str, values) -> None:
-        """Append values to a step column in its own type."""
-        self.cols[col].frombytes(np.asarray(values).astype(STEP_DTYPES[col], copy=False).tobytes())
-
     def _emit(self, s: Seq, now: int) -> None:
         s.generated += 1
         s.known += 1
         if s.first_ns is None:
             s.first_ns = now
         else:                   # a token after a recompute preemption: its gap counts
-            self.gap_ns.append(now - s.last_ns)
-            self.gap_tokens.append(1)
+            self.gaps.add(now - s.last_ns)
         s.last_ns = now
         if s.generated == s.output or self.role == "prefill":
             self._finish(s)
