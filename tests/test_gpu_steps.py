@@ -86,11 +86,11 @@ def test_decode_kernels_match_the_scalar_kernel(arch):
 def test_decode_run_equals_its_steps_one_by_one(arch):
     b = StrataBackend(arch, MODEL, mode="table",
                       table_options=dict(max_tokens=MAX_TOKENS, max_chunk=512))
-    ctx, pads, steps = [5, 130, 2047, 4000], 3, 40
-    secs, joules = b.price_decode_run(ctx, pads, steps)
-    for k in (0, 1, 17, steps - 1):
-        cost = b.price((), [c + k for c in ctx] + [0] * pads)
-        assert secs[k] == cost.seconds and joules[k] == cost.joules
+    for ctx, pads, steps in (([5, 130, 2047, 4000], 3, 40), ([3000], 0, 300), ([77], 1, 9)):
+        secs, joules = b.price_decode_run(ctx, pads, steps)
+        for k in (0, 1, steps // 2, steps - 1):
+            cost = b.price((), [c + k for c in ctx] + [0] * pads)
+            assert secs[k] == cost.seconds and joules[k] == cost.joules
 
 
 def test_bad_options_are_one_line_errors():

@@ -378,20 +378,36 @@ class Coordinator:
         frame = {"client": pd.Categorical.from_codes(client_index[order],
                                                      [c.name for c in self.clients])}
         del client_index
+        # what each column is the last to need, released after it
+        last_use = {"end_ns": (("runs", "start_ns"), ("run_steps", "duration_ns")),
+                    "context_tokens": (("runs", "sequences"), ("runs", "context_tokens")),
+                    "padded_sequences": (("runs", "padded_sequences"),),
+                    "kv_blocks_used": (("run_steps", "kv_blocks_used"),),
+                    "energy_j": (("run_steps", "energy_j"),)}
         for name, _ in STEP_COLUMNS:
             values = column(name)[order]
             if name == "kind":
                 frame["kind"] = pd.Categorical.from_codes(values, list(KINDS))
             elif name in ("start_ns", "end_ns"):
-                frame[name[:-3] + "_s"] = values * NS
+                frame[name[:-3] + "_s"] = _seconds_in_place(values)
             else:
                 frame[name] = values
             del values
-        for c in self.clients:
-            c.cols = {k: array(v.typecode) for k, v in c.cols.items()}
-            c.runs = {k: array(v.typecode) for k, v in c.runs.items()}
-            c.run_steps = {k: array(v.typecode) for k, v in c.run_steps.items()}
+            for c in self.clients:
+                c.cols[name] = array(c.cols[name].typecode)
+                for store, key in last_use.get(name, ()):
+                    table = getattr(c, store)
+                    table[key] = array(table[key].typecode)
         return pd.DataFrame(frame, copy=False)
+
+
+def _seconds_in_place(ns: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
+    """int64 nanoseconds -> float64 seconds in the same memory (chunk by chunk, so a column of
+    tens of millions of rows needs no second full-size array)."""
+    out = ns.view(np.float64)
+    for i in range(0, len(ns), chunk):
+        out[i:i + chunk] = ns[i:i + chunk] * NS
+    return out
 
 
 def serve_frames(requests: pd.DataFrame, cluster: dict, *, pipeline="prefill_decode",

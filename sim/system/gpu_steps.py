@@ -296,6 +296,7 @@ class GpuStepTable:
         self.nkv = m.num_kv_heads
         self.group = m.num_heads // m.num_kv_heads
         self.head_dim = m.head_dim or m.hidden_size // m.num_heads
+        self._singles: dict[int, np.ndarray] = {}
         self._build()
         self._check(simulate_step)
 
@@ -448,6 +449,17 @@ class GpuStepTable:
             v = v + self._prefill(step.prefill, bool(step.decode))
         return self._result(v)
 
+    def _single(self, pads: int) -> np.ndarray:
+        """[cycles, energies] of a decode step of one sequence at every context 0..max_context
+        with ``pads`` padding sequences, computed once (elementwise, so row c is what a run or
+        ``estimate`` of that step computes)."""
+        curve = self._singles.get(pads)
+        if curve is None:
+            lkv = np.ones((self.max_context + 1, 1 + pads), dtype=np.int64)
+            lkv[:, pads] = np.arange(self.max_context + 1) + 1
+            curve = self._singles[pads] = self._fixed(1 + pads, 1 + pads) + self._decode(lkv)
+        return curve
+
     def decode_run(self, contexts, pads: int, steps: int):
         """(seconds, joules) arrays of ``steps`` pure decode steps: step k has the contexts
         ``c + k`` and ``pads`` padding sequences at context 0; each equals ``estimate`` of
@@ -459,10 +471,14 @@ class GpuStepTable:
             raise ConfigError(f"decode steps inside the table (at most {self.max_tokens} "
                               f"sequences, contexts <= {self.max_context})", file=WHERE,
                               key="decode", got=f"{S} sequences, context {int(ctx[-1]) + steps - 1}")
-        lkv = np.empty((steps, S), dtype=np.int64)
-        lkv[:, :pads] = 1
-        lkv[:, pads:] = ctx[None, :] + np.arange(steps)[:, None] + 1
-        v = self._fixed(S, S) + self._decode(lkv)
+        if n == 1:          # one sequence: a slice of its curve over all contexts
+            c0 = int(ctx[0])
+            v = self._single(pads)[c0:c0 + steps]
+        else:
+            lkv = np.empty((steps, S), dtype=np.int64)
+            lkv[:, :pads] = 1
+            lkv[:, pads:] = ctx[None, :] + np.arange(steps)[:, None] + 1
+            v = self._fixed(S, S) + self._decode(lkv)
         secs = v[:, CYCLES] * self.clock_seconds_per_cycle
         e = v[:, ENERGY]
         joules = e[:, 0]
