@@ -71,7 +71,7 @@ def gpu_backend():
     from sim.system import StrataBackend
     t = time.perf_counter()
     b = StrataBackend("h100-sxm", "llama-3-8b", mode="table",
-                      table_options=dict(max_tokens=8192, max_chunk=8192))
+                      table_options=dict(max_tokens=8192, max_chunk=8192))   # any past
     return b, time.perf_counter() - t
 
 

@@ -44,8 +44,8 @@ def _random_step(rng):
 
 def test_random_steps_equal_simulate_step(arch, table):
     rng = np.random.default_rng(7)
-    for _ in range(6):
-        pre, dec = _random_step(rng)
+    fixed = [([], [4321]), ([(100, 50)], [777]), ([(300, 0)], [])]
+    for pre, dec in fixed + [_random_step(rng) for _ in range(6)]:
         ref = sim.simulate_step(arch, MODEL, prefill=pre, decode=dec)
         got = table.estimate(prefill=pre, decode=dec)
         assert got.cycles == ref.cycles, (pre, dec)

@@ -85,3 +85,18 @@ def test_without_step_rows_everything_else_is_the_same(monkeypatch):
     assert full.events == lean.events and full.clients.steps.sum() == len(full.steps)
     busy = (full.steps.end_s - full.steps.start_s).groupby(full.steps.client).sum()
     assert np.allclose(busy.to_numpy(), full.clients.busy_s.to_numpy(), rtol=1e-12)
+
+
+def test_requests_beyond_the_model_context_are_rejected_not_fatal():
+    from sim.system import StrataBackend
+    b = StrataBackend("h100-sxm", "llama-3.2-1b", mode="table",
+                      table_options=dict(max_tokens=1024, max_chunk=512))
+    window = b.max_position
+    r = pd.DataFrame({"request_id": [0, 1, 2], "arrival_s": [0.0, 0.0, 0.0],
+                      "prompt_tokens": [100, window - 9, window - 9],
+                      "output_tokens": [5, 10, 11]})
+    f = serve_frames(r, {"backend": b, "clients": 1,
+                         "engine": {"scheduler": "chunked", "max_num_batched_tokens": 512}})
+    st = f.requests.set_index("request_id")
+    assert list(st.status) == ["completed", "completed", "rejected"]
+    assert st.reason[2] == "exceeds_model_context"

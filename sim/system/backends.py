@@ -72,6 +72,8 @@ class Backend:
     layers: int = 1
 
     chips: int = 1
+    #: the model's context window (prompt + output - 1 tokens of KV at most), None: no limit
+    max_position: int | None = None
 
     def price(self, prefill: Sequence[tuple[int, int]], decode: Sequence[int]) -> StepCost:
         raise NotImplementedError
@@ -149,6 +151,7 @@ class StrataBackend(Backend):
         self.kv_heads, self.head_dim = shape["kv_heads"], shape["head_dim"]
         self.kv_bytes_per_token = 2.0 * self.layers * self.kv_heads * self.head_dim * self.kv_bytes / chips
         self.weight_bytes = shape["params"] * wbits / 8 / chips
+        self.max_position = int(self._model_cfg.max_position)
         # the memo key carries the arch and model content hashes, so one memo could be
         # shared between backends without ever answering for another's question
         self._ident = (self._arch_cfg.hash(), self._model_cfg.hash(), mode,

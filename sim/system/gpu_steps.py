@@ -262,7 +262,8 @@ class GpuStepTable:
 
     Takes :class:`sim.StepTable`'s range and step options (``max_tokens``, ``max_chunk``,
     ``max_past``, ``max_context``; ``precision``, ``causal``, ``causal_block``, ``seed``);
-    it has no grid options, since nothing is interpolated. ``estimate`` answers like
+    it has no grid options, since nothing is interpolated, and ``max_past`` defaults to any
+    past a chunk can have within the model's ``max_position``. ``estimate`` answers like
     ``StepTable.estimate``, ``decode_run`` a run of decode steps at once."""
 
     ssm = False
@@ -296,7 +297,8 @@ class GpuStepTable:
         self.nkv = m.num_kv_heads
         self.group = m.num_heads // m.num_kv_heads
         self.head_dim = m.head_dim or m.hidden_size // m.num_heads
-        self._singles: dict[int, np.ndarray] = {}
+        self._singles: dict[int, tuple] = {}
+        self._one = None
         self._build()
         self._check(simulate_step)
 
@@ -309,9 +311,10 @@ class GpuStepTable:
             raise ConfigError(f"max_chunk <= max_tokens ({self.max_tokens}) and <= the model's "
                               f"max_position ({max_pos})", file=WHERE, key="max_chunk",
                               got=str(max_chunk))
-        self.max_past = (max_pos - self.max_chunk if max_past is None
+        # no grid to size: by default any past a chunk can have (past + new <= max_position)
+        self.max_past = (max_pos - 1 if max_past is None
                          else _check_size("max_past", max_past, 0))
-        if self.max_past + self.max_chunk > max_pos:
+        if max_past is not None and self.max_past + self.max_chunk > max_pos:
             raise ConfigError(f"max_past + max_chunk <= the model's max_position ({max_pos})",
                               file=WHERE, key="max_past", got=str(max_past))
         self.max_context = (max_pos - 1 if max_context is None
@@ -424,9 +427,10 @@ class GpuStepTable:
             raise ConfigError(f"at most max_tokens ({self.max_tokens}) tokens in a step of "
                               "this table", file=WHERE, key="prefill", got=f"{step.tokens} tokens")
         for n, p in step.prefill:
-            if n > self.max_chunk or p > self.max_past:
+            if n > self.max_chunk or p > self.max_past or n + p > self.model.max_position:
                 raise ConfigError(f"a chunk inside this table: new_tokens <= {self.max_chunk}, "
-                                  f"past_tokens <= {self.max_past}", file=WHERE,
+                                  f"past_tokens <= {self.max_past}, new + past <= "
+                                  f"{self.model.max_position}", file=WHERE,
                                   key="prefill", got=str((n, p)))
         if step.decode and step.decode[-1] > self.max_context:
             raise ConfigError(f"decode contexts <= max_context ({self.max_context})",
@@ -443,21 +447,30 @@ class GpuStepTable:
         step = ragged_step(prefill, decode, where=WHERE)
         self._inside(step)
         v = self._fixed(step.tokens, step.sequences)
-        if step.decode:
+        if len(step.decode) == 1:        # (row c of the one-sequence kernels: the same floats)
+            v = v + self._one_decode()[step.decode[0]]
+        elif step.decode:
             v = v + self._decode(np.array([step.decode], dtype=np.int64) + 1)[0]
         if step.prefill:
             v = v + self._prefill(step.prefill, bool(step.decode))
         return self._result(v)
 
-    def _single(self, pads: int) -> np.ndarray:
-        """[cycles, energies] of a decode step of one sequence at every context 0..max_context
-        with ``pads`` padding sequences, computed once (elementwise, so row c is what a run or
+    def _one_decode(self) -> np.ndarray:
+        """The decode-attention kernels of one sequence at every context 0..max_context."""
+        if self._one is None:
+            self._one = self._decode(np.arange(1, self.max_context + 2, dtype=np.int64)[:, None])
+        return self._one
+
+    def _single(self, pads: int) -> tuple[np.ndarray, np.ndarray]:
+        """(seconds, pJ) of a decode step of one sequence at every context 0..max_context with
+        ``pads`` padding sequences, computed once (elementwise, so entry c is what a run or
         ``estimate`` of that step computes)."""
         curve = self._singles.get(pads)
         if curve is None:
             lkv = np.ones((self.max_context + 1, 1 + pads), dtype=np.int64)
             lkv[:, pads] = np.arange(self.max_context + 1) + 1
-            curve = self._singles[pads] = self._fixed(1 + pads, 1 + pads) + self._decode(lkv)
+            curve = self._singles[pads] = self._seconds_joules(
+                self._fixed(1 + pads, 1 + pads) + self._decode(lkv))
         return curve
 
     def decode_run(self, contexts, pads: int, steps: int):
@@ -473,12 +486,15 @@ class GpuStepTable:
                               key="decode", got=f"{S} sequences, context {int(ctx[-1]) + steps - 1}")
         if n == 1:          # one sequence: a slice of its curve over all contexts
             c0 = int(ctx[0])
-            v = self._single(pads)[c0:c0 + steps]
-        else:
-            lkv = np.empty((steps, S), dtype=np.int64)
-            lkv[:, :pads] = 1
-            lkv[:, pads:] = ctx[None, :] + np.arange(steps)[:, None] + 1
-            v = self._fixed(S, S) + self._decode(lkv)
+            secs, joules = self._single(pads)
+            return secs[c0:c0 + steps], joules[c0:c0 + steps]
+        lkv = np.empty((steps, S), dtype=np.int64)
+        lkv[:, :pads] = 1
+        lkv[:, pads:] = ctx[None, :] + np.arange(steps)[:, None] + 1
+        return self._seconds_joules(self._fixed(S, S) + self._decode(lkv))
+
+    def _seconds_joules(self, v: np.ndarray):
+        """(seconds, pJ) of rows [cycles, energies], the pJ summed as ``estimate`` sums them."""
         secs = v[:, CYCLES] * self.clock_seconds_per_cycle
         e = v[:, ENERGY]
         joules = e[:, 0]
