@@ -40,7 +40,7 @@ from sim.core.clock import _SNAP_REL_TOL
 from sim.workload.execute import prepare_ops
 from sim.workload.graph import StepShape, ragged_shape, ragged_step, shape_ops
 from sim.workload.precision import resolve_precision
-from sim.workload.step_table import CYCLES, ENERGY, StepEstimate
+from sim.workload.step_table import CYCLES, ENERGY, StepEstimate, table_ranges
 
 WHERE = "<GpuStepTable>"
 HEAD_OPS = ("final_norm", "lm_head")
@@ -284,7 +284,10 @@ class GpuStepTable:
                               key="model", got=repr(self.model.architecture))
         self.options = dict(precision=precision, causal=causal, causal_block=causal_block,
                             seed=seed)
-        self._ranges(max_tokens, max_chunk, max_past, max_context)
+        # no grid to size: by default any past a chunk can have (past + new <= max_position)
+        self.max_tokens, self.max_chunk, self.max_past, self.max_context = table_ranges(
+            self.model.max_position, max_tokens, max_chunk, max_past, max_context, WHERE,
+            any_past=True)
         self.accel = accelerator_for(self.arch)
         self.run_model, self.notes = resolve_precision(self.accel, self.model, precision,
                                                        file=WHERE, warn=False)
@@ -301,27 +304,6 @@ class GpuStepTable:
         self._one = None
         self._build()
         self._check(simulate_step)
-
-    def _ranges(self, max_tokens, max_chunk, max_past, max_context):
-        from sim.workload.step_table import _check_size
-        max_pos = self.model.max_position
-        self.max_tokens = _check_size("max_tokens", max_tokens, 1)
-        self.max_chunk = _check_size("max_chunk", max_chunk, 1)
-        if self.max_chunk > min(self.max_tokens, max_pos):
-            raise ConfigError(f"max_chunk <= max_tokens ({self.max_tokens}) and <= the model's "
-                              f"max_position ({max_pos})", file=WHERE, key="max_chunk",
-                              got=str(max_chunk))
-        # no grid to size: by default any past a chunk can have (past + new <= max_position)
-        self.max_past = (max_pos - 1 if max_past is None
-                         else _check_size("max_past", max_past, 0))
-        if max_past is not None and self.max_past + self.max_chunk > max_pos:
-            raise ConfigError(f"max_past + max_chunk <= the model's max_position ({max_pos})",
-                              file=WHERE, key="max_past", got=str(max_past))
-        self.max_context = (max_pos - 1 if max_context is None
-                            else _check_size("max_context", max_context, 0))
-        if self.max_context + 1 > max_pos:
-            raise ConfigError(f"max_context < the model's max_position ({max_pos})", file=WHERE,
-                              key="max_context", got=str(max_context))
 
     # ------------------------------------------------------------------------- build ----
     def _token_ops(self, T: int, S: int) -> tuple[list, list, list]:
