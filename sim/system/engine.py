@@ -7,6 +7,12 @@ that long, then applies it: chunks advance ``computed``; a sequence whose KV has
 its known tokens emits one token. When nothing can run the engine sleeps until woken by a new
 request or freed KV. A prefill-role engine (disaggregated pools) hands every sequence whose
 prefill finished to the coordinator, which moves its KV and frees it here afterwards.
+
+Memory. A day of traffic is tens of millions of steps and tokens, so nothing is kept per
+token: a sequence holds its first and latest token times, and the gaps between tokens go to a
+:class:`GapSamples` shared by the coordinator's engines (distinct gaps with token counts; a
+decode run adds each of its later steps once, weighted by its sequences). Steps are typed
+columns; a decode run is one row of ``RUN_COLUMNS`` plus three numbers per step.
 """
 from __future__ import annotations
 
