@@ -103,3 +103,17 @@ def test_bad_options_are_one_line_errors():
         t.estimate(decode=[1] * 65)
     with pytest.raises(ConfigError, match="past_tokens <= 100"):
         t.estimate(prefill=[(10, 101)])
+
+
+def test_layers_at_other_precisions_are_priced_apart():
+    """A layer_precision rule makes blocks differ (GEMMs and attention at 16 bits in two
+    layers): the table prices every block, and each attention group at its own bits."""
+    from sim.config import load_model
+    model = load_model(MODEL, overrides=["layer_precision=[{layers: [0, 3], wbits: 16, abits: 16}]"])
+    t = GpuStepTable("h100-sxm", model, max_tokens=256, max_chunk=256)
+    assert len(t.attention_bits) == 2 and not t._uniform_blocks()
+    for pre, dec in (([(200, 30)], [5, 900]), ([], [1, 2000, 3000])):
+        ref = sim.simulate_step("h100-sxm", model, prefill=pre, decode=dec)
+        got = t.estimate(prefill=pre, decode=dec)
+        assert got.cycles == ref.cycles
+        assert math.isclose(got.energy_total_pj, ref.energy_total_pj, rel_tol=1e-9)

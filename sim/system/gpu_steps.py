@@ -356,7 +356,13 @@ class GpuStepTable:
             raise ConfigError("a decode Q·Kᵀ node of (kv_heads, heads per KV head, head_dim, "
                               "context + 1)", file=WHERE, key="model",
                               got=str((qk["count"], qk["M"], qk["K"], qk["N"])))
-        self.abits = qk["abits"]
+        # layers by the activation bits their attention runs at (one group unless a
+        # layer_precision rule sets some layers apart)
+        bits: dict[int, int] = {}
+        for o in probe:
+            if o["op"] == "qk":
+                bits[o["abits"]] = bits.get(o["abits"], 0) + 1
+        self.attention_bits = tuple(sorted(bits.items()))
 
     def _check(self, simulate_step) -> None:
         """Two steps on grid nodes against ``simulate_step``: equal cycles, energy to 1e-9."""
@@ -383,26 +389,33 @@ class GpuStepTable:
 
     def _decode(self, lkv: np.ndarray) -> np.ndarray:
         """[cycles, energies] of the L decode-attention kernels of each row of ``lkv``."""
-        cycles, energy = decode_kernels(self.accel, lkv, nkv=self.nkv, group=self.group,
-                                        head_dim=self.head_dim, abits=self.abits)
-        out = np.zeros((len(lkv), 1 + len(self.components)))
-        out[:, CYCLES] = cycles
-        out[:, 1:4] = energy
-        return self.layers * out
+        total = 0
+        for abits, layers in self.attention_bits:
+            cycles, energy = decode_kernels(self.accel, lkv, nkv=self.nkv, group=self.group,
+                                            head_dim=self.head_dim, abits=abits)
+            out = np.zeros((len(lkv), 1 + len(self.components)))
+            out[:, CYCLES] = cycles
+            out[:, 1:4] = energy
+            total = total + layers * out
+        return total
 
     def _prefill(self, prefill, both: bool) -> np.ndarray:
         shape = ragged_shape(ragged_step(prefill, ()), causal_block=self.block)
         shapes = tuple((p.seqs * self.nkv, self.group * p.lq, self.head_dim, p.lkv)
                        for p in shape.attention)
         a = self.accel
-        r = a._attention_kernel("prefill", shapes, self.abits, both)
-        if not a.cal.cuda_graph:
-            r = a._plus_time(r, r.counters.get("kernels", 0) * a.cal.launch_overhead_us * 1e-6)
-        v = np.zeros(1 + len(self.components))
-        v[CYCLES] = r.cycles
-        for comp, e in r.energy.by_component().items():
-            v[1 + self.components.index(comp)] += e
-        return self.layers * v
+        total = 0
+        for abits, layers in self.attention_bits:
+            r = a._attention_kernel("prefill", shapes, abits, both)
+            if not a.cal.cuda_graph:
+                r = a._plus_time(r, r.counters.get("kernels", 0) * a.cal.launch_overhead_us
+                                 * 1e-6)
+            v = np.zeros(1 + len(self.components))
+            v[CYCLES] = r.cycles
+            for comp, e in r.energy.by_component().items():
+                v[1 + self.components.index(comp)] += e
+            total = total + layers * v
+        return total
 
     def _inside(self, step) -> None:
         if step.tokens > self.max_tokens:
