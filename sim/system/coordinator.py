@@ -343,7 +343,7 @@ class Coordinator:
         per = {k: np.frombuffer(v, dtype=v.typecode) for k, v in c.run_steps.items()}
         n = runs["steps"]
         if not len(n):
-            return rows.copy()
+            return rows
         first = np.cumsum(n) - n                       # each run's first step
         if name == "kind":
             run = np.ones(int(n.sum()), np.int8)
@@ -368,27 +368,41 @@ class Coordinator:
     def _steps_frame(self) -> pd.DataFrame:
         """All engines' steps in (start, client) order, built column by column (a day of
         traffic is tens of millions of rows): ``client`` and ``kind`` categorical, counts
-        int32, summed contexts int64; each engine's storage is released once copied."""
+        int32, summed contexts int64. Each engine's rows are scattered straight to their
+        sorted places and its storage released after its last use."""
         from .engine import KINDS, STEP_COLUMNS
         sizes = [len(c.cols["kind"]) + int(sum(c.runs["steps"])) for c in self.clients]
+        n = sum(sizes)
+        edges = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
         index_type = np.int8 if len(self.clients) < 128 else np.int32
         client_index = np.repeat(np.arange(len(self.clients), dtype=index_type), sizes)
-
-        def column(name):
-            return np.concatenate([self._client_column(c, name) for c in self.clients]
-                                  + [np.zeros(0, dict(STEP_COLUMNS)[name])])
-        order = np.lexsort((client_index, column("start_ns")))
+        starts = np.concatenate([self._client_column(c, "start_ns") for c in self.clients]
+                                + [np.zeros(0, np.int64)])
+        place_type = np.int32 if n < 2**31 else np.int64
+        order = np.lexsort((client_index, starts)).astype(place_type)
+        del starts
+        place = np.empty(n, place_type)            # row i of the engines' storage -> frame row
+        place[order] = np.arange(n, dtype=place_type)
         frame = {"client": pd.Categorical.from_codes(client_index[order],
                                                      [c.name for c in self.clients])}
-        del client_index
+        del client_index, order
         # what each column is the last to need, released after it
         last_use = {"end_ns": (("runs", "start_ns"), ("run_steps", "duration_ns")),
                     "context_tokens": (("runs", "sequences"), ("runs", "context_tokens")),
                     "padded_sequences": (("runs", "padded_sequences"),),
                     "kv_blocks_used": (("run_steps", "kv_blocks_used"),),
                     "energy_j": (("run_steps", "energy_j"),)}
-        for name, _ in STEP_COLUMNS:
-            values = column(name)[order]
+        # the columns that free per-step storage first, so that the frame grows as it shrinks
+        first = ("start_ns", "end_ns", "energy_j", "kv_blocks_used")
+        codes = dict(STEP_COLUMNS)
+        for name in first + tuple(c for c, _ in STEP_COLUMNS if c not in first):
+            values = np.empty(n, np.dtype(codes[name]))
+            for i, c in enumerate(self.clients):
+                values[place[edges[i]:edges[i + 1]]] = self._client_column(c, name)
+                c.cols[name] = array(c.cols[name].typecode)
+                for store, key in last_use.get(name, ()):
+                    table = getattr(c, store)
+                    table[key] = array(table[key].typecode)
             if name == "kind":
                 frame["kind"] = pd.Categorical.from_codes(values, list(KINDS))
             elif name in ("start_ns", "end_ns"):
@@ -396,12 +410,8 @@ class Coordinator:
             else:
                 frame[name] = values
             del values
-            for c in self.clients:
-                c.cols[name] = array(c.cols[name].typecode)
-                for store, key in last_use.get(name, ()):
-                    table = getattr(c, store)
-                    table[key] = array(table[key].typecode)
-        return pd.DataFrame(frame, copy=False)
+        names = ["client"] + [c[:-3] + "_s" if c.endswith("_ns") else c for c, _ in STEP_COLUMNS]
+        return pd.DataFrame({k: frame.pop(k) for k in names}, copy=False)
 
 
 def _seconds_in_place(ns: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
