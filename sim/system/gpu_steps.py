@@ -37,6 +37,7 @@ import numpy as np
 
 from sim.config import ConfigError
 from sim.core.clock import _SNAP_REL_TOL
+from sim.hw.gpu import DECODE_BLOCK
 from sim.workload.execute import prepare_ops
 from sim.workload.graph import StepShape, ragged_shape, ragged_step, shape_ops
 from sim.workload.precision import resolve_precision
@@ -72,7 +73,7 @@ def decode_kernels(accel, lkv: np.ndarray, *, nkv: int, group: int, head_dim: in
     peak = accel._achieved_peak(abits, abits, c.attention_fraction)
     chunk = np.ceil(kv_tokens / (c.decode_ctas_per_sm * sms)).astype(np.int64)
     np.maximum(chunk, c.decode_min_chunk, out=chunk)
-    chunk = -(-chunk // 64) * 64
+    chunk = -(-chunk // DECODE_BLOCK) * DECODE_BLOCK
     splits_each = (-(-lkv // chunk[:, None])).sum(axis=1)
     compute_s = flops / peak
     t = np.maximum(compute_s, nbytes / (accel.bandwidth * np.minimum(1.0, (nkv * splits_each) / sms)))
