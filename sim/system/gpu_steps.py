@@ -303,6 +303,7 @@ class GpuStepTable:
         self.head_dim = m.head_dim or m.hidden_size // m.num_heads
         self._singles: dict[int, tuple] = {}
         self._one = None
+        self._prefills: dict = {}
         self._build()
         self._check(simulate_step)
 
@@ -401,6 +402,17 @@ class GpuStepTable:
         return total
 
     def _prefill(self, prefill, both: bool) -> np.ndarray:
+        """The L prefill-attention kernels of sorted chunks (memoized: chunked prefill repeats
+        its (new, past) pairs across requests; a value is never changed once stored)."""
+        key = (prefill, both)
+        hit = self._prefills.get(key)
+        if hit is None:
+            if len(self._prefills) >= 1 << 16:
+                self._prefills.clear()
+            hit = self._prefills[key] = self._prefill_kernels(prefill, both)
+        return hit
+
+    def _prefill_kernels(self, prefill, both: bool) -> np.ndarray:
         shape = ragged_shape(ragged_step(prefill, ()), causal_block=self.block)
         shapes = tuple((p.seqs * self.nkv, self.group * p.lq, self.head_dim, p.lkv)
                        for p in shape.attention)
