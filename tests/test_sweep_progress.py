@@ -10,6 +10,7 @@ import pytest
 from sim.cli import main
 from sim.dse import run_sweep
 from sim.dse.progress import SweepProgress, format_duration
+from test_sweep import fake_point, write        # the sweep tests' base experiment and stand-in
 
 
 class Clock:
@@ -108,29 +109,16 @@ def test_terminal_gets_one_rewritten_line_a_pipe_gets_every_nth():
     assert quiet.getvalue() == ""
 
 
-def fake_point(task):
-    return {"rows": [{"variant": "v", "run": "r",
-                      "latency_s": float(task["overrides"]["arch.array.rows"])}],
-            "wall_s": 0.0}
-
-
-SPEC = """\
-name: sw
-arch: quickstart
-model: llama-3-8b
-runs:
-  - {name: decode, phase: decode, batch: 1, context: 512}
-sweep:
-  grid:
-    arch.array.rows: [8, 16, 24, 32, 40]
-  constraints:
-    - "arch.array.rows != 24"
+SWEEP = """\
+grid:
+  arch.array.rows: [8, 16, 24, 32, 40]
+constraints:
+  - "arch.array.rows != 24"
 """
 
 
 def test_run_sweep_feeds_the_progress_and_resume_counts_stored(tmp_path):
-    exp = tmp_path / "exp.yaml"
-    exp.write_text(SPEC)
+    exp = write(tmp_path, SWEEP)
     clock = Clock()
     p = SweepProgress(5, stream=io.StringIO(), tty=False, clock=clock)
     s = run_sweep(exp, tmp_path / "r.sqlite", executor="serial", fn=fake_point, progress=p)
@@ -142,10 +130,8 @@ def test_run_sweep_feeds_the_progress_and_resume_counts_stored(tmp_path):
 
 
 def test_cli_progress_every_prints_lines_and_rejects_negative(tmp_path, capsys):
-    exp = tmp_path / "exp.yaml"
-    one_layer = "model: {extends: llama-3-8b, name: llama-3-8b-1l, num_layers: 1}"
-    exp.write_text(SPEC.replace("[8, 16, 24, 32, 40]", "[8, 16]")
-                   .replace("model: llama-3-8b", one_layer))
+    exp = write(tmp_path, "grid:\n  arch.array.rows: [8, 16]\n"
+                          "  model.num_layers: [1]")        # one layer: a quick real point
     out = tmp_path / "out"
     assert main(["sweep", str(exp), "--executor", "serial", "--out", str(out),
                  "--progress-every", "1"]) == 0
