@@ -358,6 +358,9 @@ def _sweep_parser(sub) -> None:
                    help="continue an existing store: run only the missing points")
     s.add_argument("--retry-failed", action="store_true",
                    help="with --resume, also rerun the points that failed")
+    s.add_argument("--progress-every", type=int, default=0, metavar="N",
+                   help="when stderr is not a terminal, a progress line every N computed "
+                        "points (default 0: none; a terminal always gets a live line)")
     _store_args(s)
 
 
@@ -495,6 +498,9 @@ def _cmd_sweep(args) -> int:
 
     if args.workers is not None and args.workers < 1:
         raise ConfigError("a number of workers >= 1", key="--workers", got=str(args.workers))
+    if args.progress_every < 0:
+        raise ConfigError("a number of points >= 0", key="--progress-every",
+                          got=str(args.progress_every))
     if args.scheduler and args.executor != "dask":
         raise ConfigError("--executor dask with --scheduler", key="--scheduler",
                           got=f"--executor {args.executor}")
@@ -509,7 +515,7 @@ def _cmd_sweep(args) -> int:
                           file=str(db), key="--out", got="an existing results.sqlite")
     summary = run_sweep(sweep, db, executor=args.executor, workers=args.workers,
                         scheduler=args.scheduler, retry_failed=args.retry_failed,
-                        progress=sys.stderr.isatty())
+                        progress=True, progress_every=args.progress_every)
     with Store(db) as store:
         written = [store.write_csv(folder / "points.csv").name]
         pq = store.write_parquet(folder / "points.parquet")

@@ -19,6 +19,7 @@ from typing import Callable
 
 from ..config.schema import ExperimentConfig
 from .executors import EXECUTORS, WorkerDied
+from .progress import SweepProgress
 from .spec import Sweep, load_sweep
 from .store import Store
 
@@ -120,11 +121,14 @@ class SweepSummary:
 
 def run_sweep(sweep: Sweep | str, store_path: str | Path, *, executor: str = "process",
               workers: int | None = None, scheduler: str | None = None,
-              retry_failed: bool = False, progress: bool = False,
-              fn: Callable = run_point, limit: int | None = None,
+              retry_failed: bool = False, progress: bool | SweepProgress = False,
+              progress_every: int = 0, fn: Callable = run_point, limit: int | None = None,
               **executor_options) -> SweepSummary:
     """Run every missing point of ``sweep`` into the SQLite store at ``store_path``.
-    ``limit`` stops after that many points have been handed out (for tests and trials)."""
+    ``limit`` stops after that many points have been handed out (for tests and trials).
+    ``progress=True``: a live line with counts, rate and ETA on stderr when it is a terminal,
+    else one line every ``progress_every`` computed points (0: nothing); or pass a
+    :class:`SweepProgress` to show it elsewhere."""
     if not isinstance(sweep, Sweep):
         sweep = load_sweep(sweep)
     t0 = time.perf_counter()
@@ -132,14 +136,13 @@ def run_sweep(sweep: Sweep | str, store_path: str | Path, *, executor: str = "pr
     store.set_meta(name=sweep.name, file=sweep.file, keys=list(sweep.keys),
                    base_hash=sweep.base.hash())
     summary = SweepSummary(sweep.name, Path(store_path), total=sweep.size())
-    bar = None
-    if progress:
-        try:
-            from tqdm import tqdm
-            bar = tqdm(total=summary.total, desc=sweep.name, unit="pt", file=sys.stderr,
-                       smoothing=0.05)
-        except ImportError:     # tqdm is a dependency; this only guards odd installs
-            bar = None
+    if isinstance(progress, SweepProgress):
+        bar = progress
+    elif progress:
+        bar = SweepProgress(summary.total, name=sweep.name, stream=sys.stderr,
+                            every=progress_every)
+    else:
+        bar = None
 
     run_id = uuid.uuid4().hex     # marks the points this call hands out
 
@@ -150,19 +153,19 @@ def run_sweep(sweep: Sweep | str, store_path: str | Path, *, executor: str = "pr
             if st in ("ok", "dropped") or (st == "failed" and not retry_failed):
                 summary.skipped += 1
                 if bar is not None:
-                    bar.update(1)
+                    bar.point_done("stored")
                 continue
             if pt.dropped is not None:
                 store.record(pt.hash, pt.index, pt.overrides, "dropped", error=pt.dropped,
                              executed=False)
                 summary.dropped += 1
                 if bar is not None:
-                    bar.update(1)
+                    bar.point_done("dropped")
                 continue
             if st == "running" and by == run_id:
                 summary.skipped += 1       # the same resolved config twice in one sweep
                 if bar is not None:
-                    bar.update(1)
+                    bar.point_done("stored")
                 continue
             if limit is not None and handed >= limit:
                 return
@@ -176,12 +179,13 @@ def run_sweep(sweep: Sweep | str, store_path: str | Path, *, executor: str = "pr
         for task, out in run(fn, tasks(), workers=workers, scheduler=scheduler,
                              **executor_options):
             summary.ran += 1
-            if record_outcome(store, task, out) == "ok":
+            status = record_outcome(store, task, out)
+            if status == "ok":
                 summary.ok += 1
             else:
                 summary.failed += 1
             if bar is not None:
-                bar.update(1)
+                bar.point_done(status)
     finally:
         if bar is not None:
             bar.close()
