@@ -504,6 +504,7 @@ def serve(experiment, overrides=None) -> ServeResult:
     steps = frames.steps.assign(client=rename(frames.steps["client"]))
     clients = frames.clients.assign(client=rename(frames.clients["client"]))
     summary = summarize(requests, steps=steps, itl_s=frames.token_gaps["gap_s"].to_numpy(),
+                        itl_counts=frames.token_gaps["tokens"].to_numpy(),
                         energy_j=float(clients["energy_j"].sum()))
     summary = {"experiment": exp.name, "config_hash": exp.hash(), "seed": exp.seed,
                "events": frames.events, "simulated_s": frames.sim_seconds, **summary}

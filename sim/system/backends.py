@@ -32,6 +32,12 @@ from typing import Callable, Sequence
 from sim.config import ConfigError
 
 WHERE = "<serving backend>"
+#: StepTable options that shape an interpolation grid
+GRID_OPTIONS = {"points_per_octave", "tol", "max_nodes"}
+
+
+def shape_is_transformer(model) -> bool:
+    return getattr(model, "architecture", "transformer") == "transformer"
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,8 @@ class Backend:
     layers: int = 1
 
     chips: int = 1
+    #: the model's context window (prompt + output - 1 tokens of KV at most), None: no limit
+    max_position: int | None = None
 
     def price(self, prefill: Sequence[tuple[int, int]], decode: Sequence[int]) -> StepCost:
         raise NotImplementedError
@@ -162,6 +170,7 @@ class StrataBackend(Backend):
         self.kv_heads, self.head_dim = shape["kv_heads"], shape["head_dim"]
         self.kv_bytes_per_token = 2.0 * self.layers * self.kv_heads * self.head_dim * self.kv_bytes
         self.weight_bytes = shape["params"] * wbits / 8
+        self.max_position = int(self._model_cfg.max_position)
         # the memo key carries the arch and model content hashes, so one memo could be
         # shared between backends without ever answering for another's question
         self._ident = (self._arch_cfg.hash(), self._model_cfg.hash(), mode,
@@ -170,12 +179,25 @@ class StrataBackend(Backend):
         self._memo: dict = {}
         self.memo_size = memo_size
         self.table = None
-        if mode == "table":
+        if mode == "table" and self._arch_cfg.type == "gpu" and shape_is_transformer(self._model_cfg):
+            # a GPU fuses a layer's attention into one kernel per phase: its own step table
+            from .gpu_steps import GpuStepTable
+            grid = sorted(set(table_options or {}) & GRID_OPTIONS)
+            if grid:
+                raise ConfigError("no grid options for a GPU step table (it interpolates "
+                                  "nothing)", file=WHERE, key=f"table_options.{grid[0]}",
+                                  got=repr((table_options or {})[grid[0]]))
+            self.table = GpuStepTable(self._arch_cfg, self._model_cfg,
+                                      **{**step_options, **(table_options or {})})
+        elif mode == "table":
             self.table = shared_step_table(self._arch_cfg, self._model_cfg,
                                            {**step_options, **(table_options or {})})
         self.priced = 0      # steps actually computed (memo misses)
 
     def price_decode_run(self, contexts, pads, steps):
+        if self.table is not None and hasattr(self.table, "decode_run"):
+            secs, pj = self.table.decode_run(contexts, pads, steps)
+            return secs, pj * 1e-12                   # as price(): pJ * 1e-12
         if self.table is not None and not self.table.ssm:
             return _table_decode_run(self, contexts, pads, steps)
         return super().price_decode_run(contexts, pads, steps)

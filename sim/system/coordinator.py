@@ -23,6 +23,7 @@ rejected with a reason; :class:`sim.core.invariants.InvariantError` otherwise.
 from __future__ import annotations
 
 import math
+from array import array
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,7 +34,7 @@ from sim.core import Engine, Link
 from sim.core.invariants import require
 
 from .backends import build_backend
-from .engine import ENGINE_KEYS, NS, LLMEngine, Seq
+from .engine import ENGINE_KEYS, NS, GapSamples, LLMEngine, Seq
 from .pipeline import load_pipeline
 from .routers import build_router
 
@@ -58,6 +59,11 @@ class Req:
 
 @dataclass
 class ServeFrames:
+    """A run's frames. ``token_gaps``: one row per distinct inter-token gap, ``gap_s``
+    (ascending) and ``tokens`` (output tokens that came that long after their previous one),
+    pooled over requests; :func:`sim.system.metrics.summarize` takes them as ``itl_s`` and
+    ``itl_counts``."""
+
     requests: pd.DataFrame
     steps: pd.DataFrame
     token_gaps: pd.DataFrame
@@ -76,7 +82,10 @@ def _opts(spec, key, allowed):
 
 
 class Coordinator:
-    def __init__(self, requests: pd.DataFrame, cluster: dict, pipeline="prefill_decode", seed: int = 0):
+    def __init__(self, requests: pd.DataFrame, cluster: dict, pipeline="prefill_decode", seed: int = 0,
+                 keep_steps: bool = True):
+        self.keep_steps = bool(keep_steps)
+        self.gaps = GapSamples()
         self.eng = Engine()
         self.env = self.eng.env
         self.rng = np.random.default_rng(seed)
@@ -145,7 +154,8 @@ class Coordinator:
             opts["scheduler"] = opts.pop("pool_scheduler", "continuous")
         for i, backend in enumerate(backends):
             c = LLMEngine(self, f"{prefix}{len(self.clients)}" if prefix == "client" else f"{prefix}{i}",
-                          backend, role=role, where=WHERE, **opts)
+                          backend, role=role, where=WHERE, keep_steps=self.keep_steps,
+                          gaps=self.gaps, **opts)
             c.index = i
             clients.append(c)
             self.clients.append(c)
@@ -225,6 +235,9 @@ class Coordinator:
             return self._reject(r, "no_client_for_model")
         c = self.router(r)
         r.client = c.name
+        window = c.backend.max_position
+        if window is not None and r.prompt_tokens + r.output_tokens - 1 > window:
+            return self._reject(r, "exceeds_model_context")     # its last token's KV cannot fit
         if not c.can_ever_fit(r.prompt_tokens, r.output_tokens) or (
                 self.disagg and not self.decoders[0].can_ever_fit(r.prompt_tokens, r.output_tokens)):
             return self._reject(r, "exceeds_kv_capacity")
@@ -301,62 +314,127 @@ class Coordinator:
                     kv_used=c.kv.used)
 
     def _frames(self) -> ServeFrames:
-        rows, gap_rid, gap_n, gaps = [], [], [], []
+        rows = []
         for r in sorted(self.reqs, key=lambda r: r.order):
             s = r.seq
-            tok = s.token_ns if s is not None else []
+            first = s.first_ns if s is not None else None
             rows.append((r.rid, r.arrival_ns * NS, r.client, r.decode_client,
-                         tok[0] * NS if tok else np.nan, r.finish_ns * NS, r.prompt_tokens,
-                         r.output_tokens, len(tok), r.status, r.reason,
-                         s.preemptions if s is not None else 0))
-            if len(tok) > 1:
-                gaps.append(np.diff(np.asarray(tok, dtype=np.int64)))
-                gap_rid.append(r.rid)
-                gap_n.append(len(tok) - 1)
-        counts = np.asarray(gap_n, dtype=np.int64)
-        token_gaps = pd.DataFrame({
-            "request_id": np.repeat(np.asarray(gap_rid), counts),
-            "token": (np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts) + 1
-                      if len(counts) else np.array([], np.int64)),
-            "gap_s": np.concatenate(gaps) * NS if gaps else np.array([], float)})
+                         first * NS if first is not None else np.nan, r.finish_ns * NS,
+                         r.prompt_tokens, r.output_tokens, s.generated if s is not None else 0,
+                         r.status, r.reason, s.preemptions if s is not None else 0))
         requests = pd.DataFrame(rows, columns=["request_id", "arrival_s", "client", "decode_client",
                                                "first_token_s", "finish_s", "prompt_tokens",
                                                "output_tokens", "generated_tokens", "status",
                                                "reason", "preemptions"])
-        steps = self._steps_frame()
+        token_gaps = self._token_gaps()
         clients = pd.DataFrame([(c.name, c.role, c.scheduler_name, c.kv.num_blocks,
-                                 len(c.cols["kind"]),
-                                 (sum(c.cols["end_ns"]) - sum(c.cols["start_ns"])) * NS,
-                                 c.energy_j, c.preemptions)
+                                 c.steps, c.busy_ns * NS, c.energy_j, c.preemptions)
                                 for c in self.clients],
                                columns=["client", "role", "scheduler", "kv_blocks", "steps",
                                         "busy_s", "energy_j", "preemptions"])
-        events = len(self.reqs) + len(steps) + sum(l.transfers for l in self.links.values()) \
-            if self.disagg else len(self.reqs) + len(steps)
+        steps = self._steps_frame()
+        n_steps = sum(c.steps for c in self.clients)
+        events = len(self.reqs) + n_steps + sum(l.transfers for l in self.links.values()) \
+            if self.disagg else len(self.reqs) + n_steps
         return ServeFrames(requests, steps, token_gaps, clients, int(events), self.env.now * NS)
 
+    def _token_gaps(self) -> pd.DataFrame:
+        """The inter-token gaps of the run, one row per distinct gap: ``gap_s`` (ascending) and
+        ``tokens`` (how many output tokens followed their previous one by that gap). Exact:
+        gaps are whole nanoseconds; the engines keep them as weighted samples."""
+        values, counts = self.gaps.result()
+        return pd.DataFrame({"gap_s": values * NS, "tokens": counts})
+
+    def _client_column(self, c, name: str, kind_values=None) -> np.ndarray:
+        """One engine's steps column: its single steps, then its decode runs written out."""
+        from .engine import STEP_DTYPES
+        rows = np.frombuffer(c.cols[name], dtype=STEP_DTYPES[name])
+        runs = {k: np.frombuffer(v, dtype=v.typecode) for k, v in c.runs.items()}
+        per = {k: np.frombuffer(v, dtype=v.typecode) for k, v in c.run_steps.items()}
+        n = runs["steps"]
+        if not len(n):
+            return rows
+        first = np.cumsum(n) - n                       # each run's first step
+        if name == "kind":
+            run = np.ones(int(n.sum()), np.int8)
+        elif name in ("start_ns", "end_ns"):
+            dur = per["duration_ns"]
+            done = np.cumsum(dur)                      # since the first run's start
+            before = np.repeat(done[first] - dur[first], n)
+            run = np.repeat(runs["start_ns"], n) + done - before
+            if name == "start_ns":
+                run -= dur
+        elif name in ("sequences", "tokens"):
+            run = np.repeat(runs["sequences"], n)
+        elif name == "padded_sequences":
+            run = np.repeat(runs["padded_sequences"], n)
+        elif name == "context_tokens":
+            k = np.arange(int(n.sum())) - np.repeat(first, n)
+            run = np.repeat(runs["context_tokens"], n) + np.repeat(runs["sequences"], n) * k
+        else:
+            run = per[name]
+        return np.concatenate([rows, run.astype(STEP_DTYPES[name], copy=False)])
 
     def _steps_frame(self) -> pd.DataFrame:
-        from .engine import KINDS
-        parts = []
-        for i, c in enumerate(self.clients):
-            cols = {k: np.frombuffer(v, dtype=v.typecode) if len(v) else np.array([], v.typecode)
-                    for k, v in c.cols.items()}
-            cols["client_index"] = np.full(len(cols["kind"]), i)
-            parts.append(cols)
-        cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        order = np.lexsort((cat["client_index"], cat["start_ns"]))
-        names = np.array([c.name for c in self.clients], dtype=object)
-        return pd.DataFrame({
-            "client": names[cat["client_index"][order]],
-            "kind": np.array(KINDS, dtype=object)[cat["kind"][order]],
-            "start_s": cat["start_ns"][order] * NS, "end_s": cat["end_ns"][order] * NS,
-            **{k: cat[k][order] for k in ("sequences", "padded_sequences", "tokens",
-                                          "context_tokens", "kv_blocks_used", "energy_j")}})
+        """All engines' steps in (start, client) order, built column by column (a day of
+        traffic is tens of millions of rows): ``client`` and ``kind`` categorical, counts
+        int32, summed contexts int64. Each engine's rows are scattered straight to their
+        sorted places and its storage released after its last use."""
+        from .engine import KINDS, STEP_COLUMNS
+        sizes = [len(c.cols["kind"]) + int(sum(c.runs["steps"])) for c in self.clients]
+        n = sum(sizes)
+        edges = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+        index_type = np.int8 if len(self.clients) < 128 else np.int32
+        client_index = np.repeat(np.arange(len(self.clients), dtype=index_type), sizes)
+        starts = np.concatenate([self._client_column(c, "start_ns") for c in self.clients]
+                                + [np.zeros(0, np.int64)])
+        place_type = np.int32 if n < 2**31 else np.int64
+        order = np.lexsort((client_index, starts)).astype(place_type)
+        del starts
+        place = np.empty(n, place_type)            # row i of the engines' storage -> frame row
+        place[order] = np.arange(n, dtype=place_type)
+        frame = {"client": pd.Categorical.from_codes(client_index[order],
+                                                     [c.name for c in self.clients])}
+        del client_index, order
+        # what each column is the last to need, released after it
+        last_use = {"end_ns": (("runs", "start_ns"), ("run_steps", "duration_ns")),
+                    "context_tokens": (("runs", "sequences"), ("runs", "context_tokens")),
+                    "padded_sequences": (("runs", "padded_sequences"),),
+                    "kv_blocks_used": (("run_steps", "kv_blocks_used"),),
+                    "energy_j": (("run_steps", "energy_j"),)}
+        # the columns that free per-step storage first, so that the frame grows as it shrinks
+        first = ("start_ns", "end_ns", "energy_j", "kv_blocks_used")
+        codes = dict(STEP_COLUMNS)
+        for name in first + tuple(c for c, _ in STEP_COLUMNS if c not in first):
+            values = np.empty(n, np.dtype(codes[name]))
+            for i, c in enumerate(self.clients):
+                values[place[edges[i]:edges[i + 1]]] = self._client_column(c, name)
+                c.cols[name] = array(c.cols[name].typecode)
+                for store, key in last_use.get(name, ()):
+                    table = getattr(c, store)
+                    table[key] = array(table[key].typecode)
+            if name == "kind":
+                frame["kind"] = pd.Categorical.from_codes(values, list(KINDS))
+            elif name in ("start_ns", "end_ns"):
+                frame[name[:-3] + "_s"] = _seconds_in_place(values)
+            else:
+                frame[name] = values
+            del values
+        names = ["client"] + [c[:-3] + "_s" if c.endswith("_ns") else c for c, _ in STEP_COLUMNS]
+        return pd.DataFrame({k: frame.pop(k) for k in names}, copy=False)
+
+
+def _seconds_in_place(ns: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
+    """int64 nanoseconds -> float64 seconds in the same memory (chunk by chunk, so a column of
+    tens of millions of rows needs no second full-size array)."""
+    out = ns.view(np.float64)
+    for i in range(0, len(ns), chunk):
+        out[i:i + chunk] = ns[i:i + chunk] * NS
+    return out
 
 
 def serve_frames(requests: pd.DataFrame, cluster: dict, *, pipeline="prefill_decode",
-                 seed: int = 0) -> ServeFrames:
+                 seed: int = 0, keep_steps: bool = True) -> ServeFrames:
     """Run a serving simulation; returns the requests, steps, token-gap and client frames.
 
     ``requests``: a DataFrame with ``request_id, arrival_s, prompt_tokens, output_tokens``
@@ -366,5 +444,8 @@ def serve_frames(requests: pd.DataFrame, cluster: dict, *, pipeline="prefill_dec
     activation_reserve_gb, kv_blocks, host_s, cuda_graph_sizes, ordering), ``router`` (name
     or ``{type, ...options}``), ``model``; for ``engine.scheduler: disaggregated`` also
     ``prefill``/``decode`` (``{clients, engine, backend}``), ``pairing``, ``kv_transfer``,
-    ``link`` (``bandwidth_gbps``, ``latency_s``, ``shared``) and ``decode_router``."""
-    return Coordinator(requests, cluster, pipeline, seed).run()
+    ``link`` (``bandwidth_gbps``, ``latency_s``, ``shared``) and ``decode_router``.
+    ``keep_steps=False`` keeps no per-step rows (the steps frame is empty; step counts, busy
+    time and energy per client are still in the clients frame), for runs of tens of millions
+    of steps."""
+    return Coordinator(requests, cluster, pipeline, seed, keep_steps).run()

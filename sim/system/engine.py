@@ -7,6 +7,12 @@ that long, then applies it: chunks advance ``computed``; a sequence whose KV has
 its known tokens emits one token. When nothing can run the engine sleeps until woken by a new
 request or freed KV. A prefill-role engine (disaggregated pools) hands every sequence whose
 prefill finished to the coordinator, which moves its KV and frees it here afterwards.
+
+Memory. A day of traffic is tens of millions of steps and tokens, so nothing is kept per
+token: a sequence holds its first and latest token times, and the gaps between tokens go to a
+:class:`GapSamples` shared by the coordinator's engines (distinct gaps with token counts; a
+decode run adds each of its later steps once, weighted by its sequences). Steps are typed
+columns; a decode run is one row of ``RUN_COLUMNS`` plus three numbers per step.
 """
 from __future__ import annotations
 
@@ -25,11 +31,55 @@ from .schedulers import SCHEDULERS, is_decode
 NS = 1e-9
 
 
+class GapSamples:
+    """Inter-token gaps of a run (whole ns) with how many tokens had each, kept as distinct
+    values: new samples are buffered and merged into the distinct values every
+    :attr:`LIMIT` samples, so memory follows the number of distinct gaps, not of tokens (the
+    counts are exact whenever the merges happen)."""
+
+    LIMIT = 1 << 20
+
+    def __init__(self):
+        self.ns = array("q")
+        self.tokens = array("q")
+        self.values = np.zeros(0, np.int64)
+        self.counts = np.zeros(0, np.int64)
+
+    def add(self, gap_ns: int) -> None:
+        self.ns.append(gap_ns)
+        self.tokens.append(1)
+
+    def add_many(self, gaps_ns: np.ndarray, tokens) -> None:
+        """Gaps (int64 array); ``tokens`` an int (each gap's token count) or an int64 array."""
+        self.ns.frombytes(gaps_ns.tobytes())
+        if isinstance(tokens, (int, np.integer)):
+            self.tokens.frombytes(array("q", (int(tokens),)).tobytes() * len(gaps_ns))
+        else:
+            self.tokens.frombytes(tokens.tobytes())
+
+    def check(self) -> None:
+        if len(self.ns) > self.LIMIT:
+            self._merge()
+
+    def _merge(self) -> None:
+        v = np.concatenate([self.values, np.frombuffer(self.ns, np.int64)])
+        w = np.concatenate([self.counts, np.frombuffer(self.tokens, np.int64)])
+        self.values, where = np.unique(v, return_inverse=True)
+        self.counts = np.bincount(where.ravel(), weights=w, minlength=len(self.values)
+                                  ).astype(np.int64)
+        self.ns, self.tokens = array("q"), array("q")
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(distinct gaps in ns, ascending; tokens per gap)."""
+        self._merge()
+        return self.values, self.counts
+
+
 class Seq:
     """One request inside the LLM stages."""
 
     __slots__ = ("rid", "req", "prompt", "output", "generated", "computed", "known", "arrival_ns",
-                 "token_ns", "preemptions", "client", "order")
+                 "first_ns", "last_ns", "preemptions", "client", "order")
 
     def __init__(self, rid, req, prompt, output, arrival_ns, order):
         self.rid, self.req = rid, req
@@ -38,7 +88,8 @@ class Seq:
         self.computed = 0
         self.known = self.prompt          # prompt + generated
         self.arrival_ns = arrival_ns
-        self.token_ns: list[int] = []
+        self.first_ns = None      # first token out (ns)
+        self.last_ns = None       # latest token out: the next token's gap starts here
         self.preemptions = 0
         self.client = None
         self.order = order      # FCFS key: (arrival, request id)
@@ -47,9 +98,18 @@ class Seq:
         return (self.known - self.computed) + (self.output - self.generated)
 
 
-STEP_COLUMNS = (("kind", "b"), ("start_ns", "q"), ("end_ns", "q"), ("sequences", "q"),
-                ("padded_sequences", "q"), ("tokens", "q"), ("context_tokens", "q"),
-                ("kv_blocks_used", "q"), ("energy_j", "d"))
+# typed columns: a day of traffic has tens of millions of steps (49 bytes each); counts of
+# sequences, tokens and KV blocks fit 32 bits, summed contexts may not
+STEP_COLUMNS = (("kind", "b"), ("start_ns", "q"), ("end_ns", "q"), ("sequences", "i"),
+                ("padded_sequences", "i"), ("tokens", "i"), ("context_tokens", "q"),
+                ("kv_blocks_used", "i"), ("energy_j", "d"))
+STEP_DTYPES = {c: np.dtype(t) for c, t in STEP_COLUMNS}
+#: one row per decode run: its first step's start, steps, sequences, padded sequences, the
+#: summed context of its first step
+RUN_COLUMNS = (("start_ns", "q"), ("steps", "q"), ("sequences", "i"), ("padded_sequences", "i"),
+               ("context_tokens", "q"))
+#: one row per step of a decode run
+RUN_STEP_COLUMNS = (("duration_ns", "q"), ("kv_blocks_used", "i"), ("energy_j", "d"))
 KINDS = ("prefill", "decode", "mixed")
 #: most steps one decode run covers before the engine looks again
 MAX_RUN = 2048
@@ -63,7 +123,7 @@ class LLMEngine:
     def __init__(self, coord, name: str, backend, *, scheduler="continuous", max_num_seqs=256,
                  max_num_batched_tokens=2048, block_size=16, memory_gb=80.0,
                  activation_reserve_gb=0.0, host_s=0.0, cuda_graph_sizes=(), ordering="fcfs",
-                 kv_blocks=None, role="both", where="<cluster>"):
+                 kv_blocks=None, role="both", where="<cluster>", keep_steps=True, gaps=None):
         if scheduler not in SCHEDULERS:
             raise ConfigError(f"one of {sorted(SCHEDULERS)} (or 'disaggregated' for the cluster)",
                               file=where, key="engine.scheduler", got=repr(scheduler))
@@ -94,8 +154,18 @@ class LLMEngine:
         self.running_set: set = set()
         self.running_rids: set = set()
         self.wake = None
-        # step rows, one typed column each (a day of traffic has millions of steps)
+        # step rows, one typed column each (a day of traffic has millions of steps); a decode
+        # run is one row of RUN_COLUMNS plus, per step, its duration, KV blocks and energy
+        # (the rest of its rows follows from those: see Coordinator._steps_frame)
+        self.keep_steps = keep_steps
         self.cols = {c: array(t) for c, t in STEP_COLUMNS}
+        self.runs = {c: array(t) for c, t in RUN_COLUMNS}
+        self.run_steps = {c: array(t) for c, t in RUN_STEP_COLUMNS}
+        self.steps = 0
+        self.busy_ns = 0
+        # inter-token gaps as weighted samples (shared by the coordinator's engines); a
+        # decode run adds its step durations once, weighted by its sequences
+        self.gaps = gaps if gaps is not None else GapSamples()
         self.run_state = None       # (starts, ends, kv_used, sequences) of a decode run in flight
         self.load_tokens_left = 0     # for routers: prefill + decode tokens still to process
         self.load_prompt = 0
@@ -188,9 +258,9 @@ class LLMEngine:
             if padded > nd:
                 dec = dec + [0] * (padded - nd)
             if not pre and self.role != "prefill":
-                horizon = self._horizon(plan.decode)
+                horizon, add = self._horizon(plan.decode)
                 if horizon >= 2:
-                    yield from self._decode_run(plan.decode, padded, horizon)
+                    yield from self._decode_run(plan.decode, padded, horizon, add)
                     continue
             cost = self.backend.price(pre, dec)
             dur = max(1, math.ceil(cost.seconds / NS + self.host_ns))
@@ -215,15 +285,22 @@ class LLMEngine:
             for s, _ in plan.prefill:
                 if s.computed == s.known:
                     self._emit(s, now)
+            add_gap = self.gaps.add
             for s in plan.decode:        # the hot loop: one token per decoding sequence
                 s.computed += 1
                 s.generated += 1
                 s.known += 1
-                s.token_ns.append(now)
+                add_gap(now - s.last_ns)
+                s.last_ns = now
                 if s.generated == s.output or self.role == "prefill":
                     self._finish(s)
+            self.gaps.check()
 
     def _row(self, kind, start, end, seqs, padded, tokens, ctx, kv_used, joules) -> None:
+        self.steps += 1
+        self.busy_ns += end - start
+        if not self.keep_steps:
+            return
         c = self.cols
         c["kind"].append(kind)
         c["start_ns"].append(start)
@@ -252,15 +329,16 @@ class LLMEngine:
         m = np.arange(1, steps)            # step m + 1 appends token at offset m
         return cnt[m % bs]
 
-    def _horizon(self, seqs) -> int:
+    def _horizon(self, seqs) -> tuple[int, np.ndarray | None]:
+        """(steps the run can take, cumulative new blocks of its steps 2..k)."""
         k = min(min(s.output - s.generated for s in seqs), MAX_RUN)
         if k < 2:
-            return k
+            return k, None
         add = np.cumsum(self._run_blocks(seqs, k))
         fit = int(np.searchsorted(add, self.kv.free_blocks, side="right"))
-        return min(k, fit + 1)
+        return min(k, fit + 1), add
 
-    def _decode_run(self, seqs, padded, steps):
+    def _decode_run(self, seqs, padded, steps, add):
         env = self.env
         nd = len(seqs)
         ctx0 = sum(s.computed for s in seqs)
@@ -268,7 +346,7 @@ class LLMEngine:
         dur = np.maximum(1, np.ceil(np.asarray(secs) / NS + self.host_ns)).astype(np.int64)
         start = env.now
         ends = start + np.cumsum(dur)
-        adds = np.concatenate(([0], np.cumsum(self._run_blocks(seqs, steps))))
+        adds = np.concatenate(([0], add[:steps - 1]))
         used0 = self.kv.used
         self.run_state = (ends, used0 + adds, nd, start)
         self.wake = env.event()
@@ -282,20 +360,26 @@ class LLMEngine:
             yield env.timeout(int(ends[done - 1]) - now)
         self.run_state = None
         ends_done = ends[:done]
-        end_list = ends_done.tolist()
-        c = self.cols
-        c["kind"].frombytes(np.ones(done, np.int8).tobytes())
-        c["start_ns"].frombytes(np.concatenate(([start], ends_done[:-1])).astype(np.int64).tobytes())
-        c["end_ns"].frombytes(ends_done.astype(np.int64).tobytes())
-        fill = np.empty(done, np.int64)
-        for col, v in (("sequences", nd), ("padded_sequences", padded), ("tokens", nd)):
-            fill.fill(v)
-            c[col].frombytes(fill.tobytes())
-        c["context_tokens"].frombytes((ctx0 + nd * np.arange(done, dtype=np.int64)).tobytes())
-        c["kv_blocks_used"].frombytes((used0 + adds[:done]).astype(np.int64).tobytes())
+        last = int(ends_done[-1])
         jl = np.asarray(joules[:done], dtype=np.float64)
-        c["energy_j"].frombytes(jl.tobytes())
         self.energy_j += float(jl.sum())
+        self.steps += done
+        self.busy_ns += last - start
+        if self.keep_steps:
+            r, rs = self.runs, self.run_steps
+            for col, v in (("start_ns", start), ("steps", done), ("sequences", nd),
+                           ("padded_sequences", padded), ("context_tokens", ctx0)):
+                r[col].append(v)
+            rs["duration_ns"].frombytes(dur[:done].tobytes())
+            rs["kv_blocks_used"].frombytes((used0 + adds[:done]).astype(np.int32).tobytes())
+            rs["energy_j"].frombytes(jl.tobytes())
+        # gaps: each sequence's first token of the run after its previous one, then every
+        # later step of the run (its duration), for all nd sequences at once
+        g = self.gaps
+        g.add_many(np.array([int(ends_done[0]) - s.last_ns for s in seqs], dtype=np.int64), 1)
+        if done > 1:
+            g.add_many(dur[1:done], nd)
+        g.check()
         kv, bs = self.kv, self.kv.block_size
         held = kv.held
         grown = 0
@@ -308,7 +392,7 @@ class LLMEngine:
             s.computed = c0 + done
             s.generated += done
             s.known += done
-            s.token_ns.extend(end_list)
+            s.last_ns = last
         kv.used += grown
         self.load_tokens_left -= nd * done
         for s in seqs:
@@ -333,7 +417,11 @@ class LLMEngine:
     def _emit(self, s: Seq, now: int) -> None:
         s.generated += 1
         s.known += 1
-        s.token_ns.append(now)
+        if s.first_ns is None:
+            s.first_ns = now
+        else:                   # a token after a recompute preemption: its gap counts
+            self.gaps.add(now - s.last_ns)
+        s.last_ns = now
         if s.generated == s.output or self.role == "prefill":
             self._finish(s)
 

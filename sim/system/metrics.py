@@ -58,6 +58,7 @@ __all__ = [
     "STEP_COLUMNS",
     "percentile",
     "latency_stats",
+    "weighted_latency_stats",
     "request_latencies",
     "slo_attainment",
     "meets_slo",
@@ -172,6 +173,39 @@ def latency_stats(values) -> dict:
     for p in PERCENTILES:
         out[f"p{p}"] = percentile(x, p)
     out["max"] = float(x.max()) if x.size else math.nan
+    return out
+
+
+def weighted_latency_stats(values, counts) -> dict:
+    """:func:`latency_stats` of a sample given as distinct ``values`` with ``counts``
+    (non-negative integers): the same type-7 percentiles as over the sample written out, without
+    writing it out (a day of traffic has tens of millions of inter-token gaps)."""
+    v = np.asarray(values, dtype=np.float64)
+    c = np.asarray(counts, dtype=np.int64)
+    keep = ~np.isnan(v) & (c > 0)
+    v, c = v[keep], c[keep]
+    order = np.argsort(v, kind="stable")
+    v, c = v[order], c[order]
+    n = int(c.sum())
+    out = {"count": n, "mean": float(np.dot(v, c) / n) if n else math.nan}
+    ends = np.cumsum(c)                 # x[i] = v[j] for ends[j-1] <= i < ends[j]
+
+    def at(i):
+        return v[int(np.searchsorted(ends, i, side="right"))]
+    for p in PERCENTILES:
+        if not n:
+            out[f"p{p}"] = math.nan
+            continue
+        h = (n - 1) * (p / 100.0)
+        lo = int(math.floor(h))
+        frac = h - lo
+        a = at(lo)
+        if frac == 0 or lo + 1 >= n:
+            out[f"p{p}"] = float(a)
+            continue
+        b = at(lo + 1)
+        out[f"p{p}"] = math.inf if math.isinf(b) else float(a + frac * (b - a))
+    out["max"] = float(v[-1]) if n else math.nan
     return out
 
 
@@ -428,7 +462,7 @@ def _plain(x):
 
 
 def summarize(requests: pd.DataFrame, *, steps: pd.DataFrame | None = None, itl_s=None,
-              energy_j: float | None = None, slo: SloTable = HERMES_SLO,
+              itl_counts=None, energy_j: float | None = None, slo: SloTable = HERMES_SLO,
               duration_s: float | None = None) -> dict:
     """Everything above for one run, as a JSON-ready dict (NaN and inf become null).
 
@@ -437,6 +471,8 @@ def summarize(requests: pd.DataFrame, *, steps: pd.DataFrame | None = None, itl_
         steps: its steps frame (batch, padding, KV and busy-time figures), optional.
         itl_s: inter-token gaps in seconds, pooled over requests (or a list of per-request
             arrays), optional.
+        itl_counts: with ``itl_s`` as distinct gaps, how many tokens had each (a serving
+            run's ``token_gaps`` frame: ``gap_s`` and ``tokens``).
         energy_j: total energy of the run, for tokens per joule, optional.
         slo: the SLO table.
         duration_s: the span rates divide by (default :func:`run_duration`).
@@ -455,7 +491,9 @@ def summarize(requests: pd.DataFrame, *, steps: pd.DataFrame | None = None, itl_
         "tpot_s": latency_stats(lat["tpot_s"]),
         "e2e_s": latency_stats(lat["e2e_s"]),
     }
-    if itl_s is not None:
+    if itl_s is not None and itl_counts is not None:
+        out["itl_s"] = weighted_latency_stats(itl_s, itl_counts)
+    elif itl_s is not None:
         gaps = np.concatenate([np.ravel(np.asarray(g, dtype=np.float64)) for g in itl_s]) \
             if isinstance(itl_s, (list, tuple)) else np.asarray(itl_s, dtype=np.float64)
         out["itl_s"] = latency_stats(gaps)

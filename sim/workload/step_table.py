@@ -106,6 +106,32 @@ def _check_size(key: str, value, minimum: int) -> int:
     return int(value)
 
 
+def table_ranges(max_pos: int, max_tokens, max_chunk, max_past, max_context, where: str,
+                 any_past: bool = False) -> tuple[int, int, int, int]:
+    """(max_tokens, max_chunk, max_past, max_context) checked against the model's
+    ``max_position``. ``max_past`` defaults to ``max_position - max_chunk`` (a grid's range),
+    or with ``any_past`` to ``max_position - 1`` (a chunk is then only held to new + past <=
+    max_position); ``max_context`` to ``max_position - 1``."""
+    max_tokens = _check_size("max_tokens", max_tokens, 1)
+    chunk = _check_size("max_chunk", max_chunk, 1)
+    if chunk > min(max_tokens, max_pos):
+        raise ConfigError(f"max_chunk <= max_tokens ({max_tokens}) and <= the model's "
+                          f"max_position ({max_pos})", file=where, key="max_chunk",
+                          got=str(max_chunk))
+    if max_past is None:
+        past = max_pos - 1 if any_past else max_pos - chunk
+    else:
+        past = _check_size("max_past", max_past, 0)
+        if past + chunk > max_pos:
+            raise ConfigError(f"max_past + max_chunk <= the model's max_position ({max_pos})",
+                              file=where, key="max_past", got=str(max_past))
+    context = max_pos - 1 if max_context is None else _check_size("max_context", max_context, 0)
+    if context + 1 > max_pos:
+        raise ConfigError(f"max_context < the model's max_position ({max_pos})", file=where,
+                          key="max_context", got=str(max_context))
+    return max_tokens, chunk, past, context
+
+
 class StepTable:
     """Time and energy of ragged steps of one model on one arch, interpolated from a grid.
 
@@ -136,22 +162,8 @@ class StepTable:
         # a state-space model has no attention: its steps depend on tokens, sequences and
         # resumed sequences only (see _build)
         self.ssm = cfg.architecture != "transformer"
-        self.max_tokens = _check_size("max_tokens", max_tokens, 1)
-        self.max_chunk = _check_size("max_chunk", max_chunk, 1)
-        if self.max_chunk > min(self.max_tokens, max_pos):
-            raise ConfigError(f"max_chunk <= max_tokens ({self.max_tokens}) and <= the model's "
-                              f"max_position ({max_pos})", file=WHERE, key="max_chunk",
-                              got=str(max_chunk))
-        self.max_past = (max_pos - self.max_chunk if max_past is None
-                         else _check_size("max_past", max_past, 0))
-        if self.max_past + self.max_chunk > max_pos:
-            raise ConfigError(f"max_past + max_chunk <= the model's max_position ({max_pos})",
-                              file=WHERE, key="max_past", got=str(max_past))
-        self.max_context = (max_pos - 1 if max_context is None
-                            else _check_size("max_context", max_context, 0))
-        if self.max_context + 1 > max_pos:
-            raise ConfigError(f"max_context < the model's max_position ({max_pos})", file=WHERE,
-                              key="max_context", got=str(max_context))
+        self.max_tokens, self.max_chunk, self.max_past, self.max_context = table_ranges(
+            max_pos, max_tokens, max_chunk, max_past, max_context, WHERE)
         self.points_per_octave = _check_size("points_per_octave", points_per_octave, 1)
         self.max_nodes = _check_size("max_nodes", max_nodes, 2)
         if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < 1:
