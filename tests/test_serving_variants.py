@@ -201,3 +201,20 @@ def test_missing_trace_name_is_a_one_line_error(monkeypatch):
     msg = str(e.value)
     assert "\n" not in msg and "workload.trace" in msg and "no_such_trace_anywhere" in msg
     assert "STRATA_TRACES" in msg and "shared" in msg
+
+
+def test_requests_longer_than_the_model_context_are_rejected():
+    """Llama-3-8B attends over 8192 positions: a request needing more is rejected with a
+    reason (a vLLM engine refuses it), the others run."""
+    exp = _exp(variants=[])
+    exp["cluster"]["clients"] = [{**CLIENT, "name": "g", "model": "llama-3-8b",
+                                  "engine": {"max_num_batched_tokens": 8192}}]
+    reqs = pd.DataFrame({"request_id": [0, 1, 2], "arrival_s": [0.0, 0.0, 0.1],
+                         "prompt_tokens": [8191, 8000, 16], "output_tokens": [2, 194, 2]})
+    from sim.system import serve_frames
+    from sim.system.experiment import cluster_spec
+    cfg = sim.load_serving(exp)
+    f = serve_frames(reqs, cluster_spec(cfg.cluster)).requests.set_index("request_id")
+    assert f.loc[0, "status"] == "completed"          # 8191 + 2 - 1 = 8192 positions
+    assert f.loc[1, "status"] == "rejected" and f.loc[1, "reason"] == "exceeds_max_position"
+    assert f.loc[2, "status"] == "completed"

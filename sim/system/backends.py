@@ -66,6 +66,8 @@ class Backend:
     layers: int = 1
 
     chips: int = 1
+    #: the model's context limit (prompt + output - 1 positions); None: no limit
+    max_position: int | None = None
 
     def price(self, prefill: Sequence[tuple[int, int]], decode: Sequence[int]) -> StepCost:
         raise NotImplementedError
@@ -143,6 +145,7 @@ class StrataBackend(Backend):
             wbits, abits = parse_precision(step_options["precision"], file=WHERE)
         self.kv_bytes = float(kv_bytes if kv_bytes is not None else abits / 8)
         self.layers = shape["layers"]
+        self.max_position = int(self._model_cfg.max_position)
         self.kv_heads, self.head_dim = shape["kv_heads"], shape["head_dim"]
         self.kv_bytes_per_token = 2.0 * self.layers * self.kv_heads * self.head_dim * self.kv_bytes / chips
         self.weight_bytes = shape["params"] * wbits / 8 / chips
