@@ -91,13 +91,21 @@ class ClientConfig(StrictModel):
     precision: Name | None = None   # 'w4a8', the steps' (wbits, abits); None: the model's
     tp: Literal[1, 2, 4, 8] = 1
     mode: Literal["exact", "table"] = "exact"
-    table: dict[Literal["max_tokens", "max_chunk", "max_past", "max_context"], PosInt] = \
-        Field(default_factory=dict)      # sim.StepTable options (mode: table)
+    # sim.StepTable options (mode: table): ranges, and for a coarser (faster) grid
+    # points_per_octave and tol
+    table: dict[Literal["max_tokens", "max_chunk", "max_past", "max_context",
+                        "points_per_octave", "tol"], PosInt | PosFloat] = \
+        Field(default_factory=dict)
     role: Literal["both", "prefill", "decode"] = "both"
     engine: EngineConfig = Field(default_factory=EngineConfig)
 
     @model_validator(mode="after")
     def _tp_priced(self):
+        for key, v in self.table.items():
+            if key != "tol" and not isinstance(v, int):
+                raise InvalidValue("an integer", loc=("table", key), got=short_repr(v))
+            if key == "tol" and not v < 1:
+                raise InvalidValue("a tolerance in (0, 1)", loc=("table", key), got=short_repr(v))
         if self.precision is not None:
             from sim.workload.precision import parse_precision
             try:

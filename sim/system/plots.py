@@ -64,9 +64,10 @@ def plot_compare(rows: list[dict], path: Path, title: str = "") -> Path:
     w = 0.8 / 3
     for k, tier in enumerate((50, 90, 99)):
         axes[0].bar(x + (k - 1) * w, col(f"slo_p{tier}_fraction"), w, label=f"P{tier} tier")
-    axes[0].set_ylim(0, 1.05)
+    axes[0].set_ylim(0, 1.3)
+    axes[0].set_yticks(np.linspace(0, 1, 6))
     axes[0].set_title("SLO attainment (fraction of requests)", fontsize=9)
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=7, ncol=3, loc="upper center")
     panels = (("goodput_p90_requests_per_s", "goodput, P90 tier (requests/s)"),
               ("output_tokens_per_s", "throughput (output tokens/s)"),
               ("total_tokens_per_j", "tokens per joule (prompt + output)"))
