@@ -74,6 +74,14 @@ def test_a_variant_without_changes_is_the_base_experiment(compared):
     pd.testing.assert_frame_equal(alone.steps, compared.variants["continuous"].steps)
 
 
+def test_same_config_and_seed_same_frames(compared):
+    again = sim.serve(_exp())
+    for v, r in compared.variants.items():
+        pd.testing.assert_frame_equal(again.variants[v].requests, r.requests)
+        pd.testing.assert_frame_equal(again.variants[v].steps, r.steps)
+    assert again.summary["comparison"] == compared.summary["comparison"]
+
+
 def test_comparison_rows_are_the_variants_summaries(compared):
     rows = {r["variant"]: r for r in compared.summary["comparison"]}
     assert list(rows) == list(compared.variants)
@@ -104,9 +112,10 @@ def test_cli_writes_per_variant_folders_comparison_and_plots(tmp_path, capsys):
     p = tmp_path / "v.yaml"
     p.write_text(yaml.safe_dump(exp))
     out = tmp_path / "out"
-    assert main(["run", str(p), "--out", str(out), "--plots", str(tmp_path / "plots")]) == 0
+    assert main(["run", str(p), "--out", str(out), "--plots", str(tmp_path / "plots"),
+                 "--trace"]) == 0
     for v in ("continuous", "chunked", "disagg-1P+2D"):
-        for f in ("requests.csv", "steps.csv", "clients.csv", "summary.json"):
+        for f in ("requests.csv", "steps.csv", "clients.csv", "summary.json", "trace.json"):
             assert (out / v / f).is_file()
         assert (out / f"timeline_{v}.png").is_file()
     cmp_ = pd.read_csv(out / "comparison.csv")
