@@ -210,7 +210,8 @@ def _cmd_serve(args) -> int:
         print(f"{head}: {s['requests']} requests ({s['completed']} completed, "
               f"{s['rejected']} rejected) over {s['duration_s']:.1f} simulated s; "
               f"TTFT p50 {ms(s['ttft_s']['p50'])}, TPOT p50 {ms(s['tpot_s']['p50'])}, "
-              f"SLOs all met: {s['slo']['all_met']}")
+              f"SLOs all met: {s['slo']['all_met']}"
+              + (f"; {s['chips']} chips, {s['area_mm2']:.3f} mm^2" if s.get("area_mm2") else ""))
     print(f"ran in {wall:.2f} s; wrote {len(written)} files to {out}{os.sep}: "
           + ", ".join(written))
     return 0
