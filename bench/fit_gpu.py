@@ -79,6 +79,20 @@ def load_steps(traces: Path) -> list[dict]:
     return out
 
 
+def load_attention(traces: Path) -> list[dict]:
+    """Causal prefill attention alone (``attn_prefill.csv`` of bench/attn_prefill_trace.py)."""
+    if not (traces / "attn_prefill.csv").exists():
+        return []
+    return [{"head_dim": int(r["head_dim"]), "heads": int(r["heads"]),
+             "kv_heads": int(r["kv_heads"]), "batch": int(r["batch"]),
+             "prompt": int(r["prompt"]), "seconds": float(r["time_us"]) * 1e-6}
+            for r in read_csv(traces / "attn_prefill.csv") if r["causal"] == "1"]
+
+
+def attention_heads(model) -> tuple[int, int, int]:
+    return model.head_dim, model.num_heads, model.num_kv_heads
+
+
 def load_gemms(traces: Path) -> list[dict]:
     if not (traces / "gemm.csv").exists():
         return []
@@ -105,14 +119,19 @@ class Predictor:
                                                             "max_position": 1 << 20})
         return self.models[name]
 
-    def step_ops(self, step: dict, block: int) -> list[dict]:
+    def step_ops(self, step: dict, block: int) -> tuple[list[dict], np.ndarray]:
+        """The nodes of one step to price and the weight of each: the decoder layers of these
+        models are identical (one precision), so layer 0 stands for all of them (the same
+        integer cycles as pricing every layer, far faster in a fit)."""
         key = (step["model"], tuple(step["prefill"]), tuple(step["decode"]))
         if key not in self.ops:
             model = self.model(step["model"])
             shape = ragged_shape(ragged_step(step["prefill"], step["decode"],
                                              max_position=model.max_position),
                                  causal_block=block)
-            self.ops[key] = shape_ops(model, shape)
+            ops = [o for o in shape_ops(model, shape) if o["layer"] <= 0]
+            self.ops[key] = (ops, np.array([model.num_layers if o["layer"] == 0 else 1
+                                            for o in ops], dtype=float))
         return self.ops[key]
 
     def accelerator(self, values: dict):
@@ -123,8 +142,25 @@ class Predictor:
     def steps(self, accel, steps: list[dict]) -> np.ndarray:
         hz = accel.arch.clock_ghz * 1e9
         block = accel.causal_query_block()
-        return np.array([sum(r.cycles for r in accel.price_nodes(self.step_ops(s, block)))
-                         / hz for s in steps])
+        out = []
+        for s in steps:
+            ops, weights = self.step_ops(s, block)
+            out.append(float(np.dot(weights, [r.cycles for r in accel.price_nodes(ops)])) / hz)
+        return np.array(out)
+
+    def attention(self, accel, rows: list[dict]) -> np.ndarray:
+        """One layer's causal prefill attention kernel (with its kernel overhead) per row."""
+        hz = accel.arch.clock_ghz * 1e9
+        block = accel.causal_query_block()
+        out = []
+        for r in rows:
+            d, h, kvh, p = r["head_dim"], r["heads"], r["kv_heads"], r["prompt"]
+            g = h // kvh
+            shapes = tuple((r["batch"] * kvh, g * (min(s + block, p) - s), d, min(s + block, p))
+                           for s in range(0, p, block))
+            out.append(accel._attention_kernel("prefill", shapes, 16, False, (kvh, g)).cycles
+                       / hz)
+        return np.array(out)
 
     def gemms(self, accel, gemms: list[dict]) -> np.ndarray:
         hz = accel.arch.clock_ghz * 1e9
@@ -137,8 +173,9 @@ def mape(pred: np.ndarray, meas: np.ndarray) -> float:
 
 
 def fit(steps: list[dict], gemms: list[dict], predictor: Predictor | None = None,
-        start: dict | None = None, max_nfev: int = 60) -> dict:
-    """Least squares on log(predicted / measured) of the given steps and GEMMs."""
+        start: dict | None = None, max_nfev: int = 60, attention: list[dict] = ()) -> dict:
+    """Least squares on log(predicted / measured) of the given steps, GEMMs and attention
+    kernels."""
     from scipy.optimize import least_squares
     predictor = predictor or Predictor()
     names = list(PARAMS)
@@ -149,12 +186,15 @@ def fit(steps: list[dict], gemms: list[dict], predictor: Predictor | None = None
     x0 = np.clip(x0, lo + 1e-6, hi - 1e-6)
     meas_s = np.array([s["seconds"] for s in steps])
     meas_g = np.array([g["seconds"] for g in gemms])
+    meas_a = np.array([a["seconds"] for a in attention])
 
     def residuals(x):
         accel = predictor.accelerator(dict(zip(names, x)))
         r = [np.log(predictor.steps(accel, steps) / meas_s)]
         if gemms:
             r.append(np.log(predictor.gemms(accel, gemms) / meas_g))
+        if len(attention):
+            r.append(np.log(predictor.attention(accel, attention) / meas_a))
         return np.concatenate(r)
 
     res = least_squares(residuals, x0, bounds=(lo, hi), diff_step=1e-3, max_nfev=max_nfev)
@@ -194,6 +234,24 @@ def split(steps, gemms, train_models):
     return tr, te, gtr
 
 
+def split_attention(rows, train_heads):
+    """Attention rows of the training models' (head_dim, heads, kv_heads), and the others."""
+    key = lambda r: (r["head_dim"], r["heads"], r["kv_heads"])   # noqa: E731
+    return ([r for r in rows if key(r) in train_heads],
+            [r for r in rows if key(r) not in train_heads])
+
+
+def long_prompt_error(predictor, accel, steps, min_tokens=6000) -> dict:
+    """Signed mean error (%) of prefill steps with prompts of at least ``min_tokens``, per
+    model."""
+    out = {}
+    for s in steps:
+        if s["kind"] == "prefill" and s["prefill"][0][0] >= min_tokens:
+            out.setdefault(s["model"], []).append(s)
+    return {m: float(np.mean(predictor.steps(accel, ss) / np.array([x["seconds"] for x in ss])
+                             - 1) * 100) for m, ss in out.items()}
+
+
 def report(predictor, accel, steps) -> dict:
     pred = predictor.steps(accel, steps)
     meas = np.array([s["seconds"] for s in steps])
@@ -231,8 +289,10 @@ def main(argv=None) -> int:
     steps, gemms = load_steps(traces), load_gemms(traces)
     tr, te, gtr = split(steps, gemms, train)
     predictor = Predictor()
+    atr, ate = split_attention(load_attention(traces),
+                               {attention_heads(predictor.model(m)) for m in train})
     before = report(predictor, predictor.accelerator({}), te)
-    values = fit(tr, gtr, predictor, max_nfev=args.max_nfev)
+    values = fit(tr, gtr, predictor, max_nfev=args.max_nfev, attention=atr)
     accel = predictor.accelerator(values)
     errors = report(predictor, accel, te)
     train_err = report(predictor, accel, tr)
@@ -246,6 +306,20 @@ def main(argv=None) -> int:
     g = [x for x in gemms if x["model"] not in train]
     if g:
         print(f"  gemm     held-out MAPE {mape(predictor.gemms(accel, g), np.array([x['seconds'] for x in g])):6.2f}% ({len(g)} GEMMs)")
+    if ate:
+        for d in sorted({a["head_dim"] for a in ate}):
+            rows = [a for a in ate if a["head_dim"] == d]
+            err = predictor.attention(accel, rows) / np.array([a["seconds"] for a in rows]) - 1
+            long = np.array([a["prompt"] >= 4096 for a in rows])
+            print(f"  attention d={d:<3d} held-out MAPE {np.mean(np.abs(err)) * 100:6.2f}% "
+                  f"({len(rows)} kernels); prompts >= 4096: mean {np.mean(err[long]) * 100:+.1f}%")
+    if atr:
+        err = predictor.attention(accel, atr) / np.array([a["seconds"] for a in atr]) - 1
+        print(f"  attention (fit shapes) MAPE {np.mean(np.abs(err)) * 100:6.2f}% "
+              f"({len(atr)} kernels)")
+    longs = long_prompt_error(predictor, accel, steps)
+    print("  prefill >= 6000 tokens, signed mean error: "
+          + ", ".join(f"{m} {e:+.1f}%" for m, e in longs.items()))
     power = None
     if (traces / "power_phases.csv").exists():
         power = fit_power(traces, accel)

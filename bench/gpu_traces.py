@@ -374,9 +374,13 @@ class Model:
     def kv_total_bytes(self, ctx_tokens: int) -> int:
         return ctx_tokens * self.kv_tok_layer * self.L
 
-    def make_step(self, prefill: list[int], decode: list[int]):
+    def make_step(self, prefill: list[int], decode: list[int], allreduce=None, allgather=None):
         """Return a closure running one step: prefill prompts (no past, equal lengths) followed by
-        decode sequences with the given contexts (context includes the new token)."""
+        decode sequences with the given contexts (context includes the new token).
+
+        ``allreduce(t)`` (in place) and ``allgather(t) -> t`` make it one rank's step of a
+        tensor-parallel model (bench/tp_traces.py, on a shard config): the o and down projection
+        outputs are all-reduced before their residual add, the logits all-gathered."""
         assert len(set(prefill)) <= 1, "prefill prompts of one step share one length"
         Bp, P = len(prefill), (prefill[0] if prefill else 0)
         Bd = len(decode)
@@ -427,13 +431,20 @@ class Model:
                 if Bd:
                     outs.append(att(q[Tp:].reshape(Bd, nh, hd), kc, vc))
                 o = outs[0] if len(outs) == 1 else torch.cat(outs, 0)
-                x = x + F.linear(o, lay["wo"])
+                y = F.linear(o, lay["wo"])
+                if allreduce is not None:
+                    allreduce(y)
+                x = x + y
                 h = F.rms_norm(x, (Hd,), lay["n2"], eps)
                 gu = F.linear(h, lay["wgu"])
                 a = F.silu(gu[:, :self.I]) * gu[:, self.I:]
-                x = x + F.linear(a, lay["wd"])
+                y = F.linear(a, lay["wd"])
+                if allreduce is not None:
+                    allreduce(y)
+                x = x + y
             hl = F.rms_norm(x.index_select(0, last), (Hd,), self.nf, eps)
-            return F.linear(hl, self.lm)
+            logits = F.linear(hl, self.lm)
+            return logits if allgather is None else allgather(logits)
 
         return step
 

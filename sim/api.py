@@ -565,12 +565,14 @@ def _serve_one(exp, reqs: pd.DataFrame, backends: dict) -> ServeResult:
     from .system.backends import build_backend
     from .system.experiment import backend_specs, client_names, cluster_spec
 
-    built = {}
-    for role, spec in backend_specs(exp.cluster).items():
+    def shared(spec):
         key = json.dumps(spec, sort_keys=True)
         if key not in backends:
             backends[key] = build_backend(spec)
-        built[role] = backends[key]
+        return backends[key]
+
+    built = {role: [shared(s) for s in spec] if isinstance(spec, list) else shared(spec)
+             for role, spec in backend_specs(exp.cluster).items()}
     frames = serve_frames(reqs, cluster_spec(exp.cluster, built), pipeline=exp.pipeline,
                           seed=exp.seed)
     names = client_names(exp.cluster)

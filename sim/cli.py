@@ -6,6 +6,7 @@
                  [--resume] [--retry-failed] [--out DIR]
     strata search EXP.yaml --budget N [--time S] [--sampler nsga2|tpe]
                   [--objective latency_s:min ...] [--seed N] [--resume] [--out DIR]
+    strata report RESULTS [--out PAGE.html] [--objective latency_s:min ...] [--figures KIND,...]
     strata --version
 
 Every user mistake ends in one ``error:`` line naming the file, the key and what was expected,
@@ -84,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     _sweep_parser(sub)
     _search_parser(sub)
     _plot_parser(sub)
+    _report_parser(sub)
     return p
 
 
@@ -383,30 +385,123 @@ def _sweep_parser(sub) -> None:
     _store_args(s)
 
 
+PLOT_EPILOG = """kinds and the options each takes (--run with any, when the results hold several runs):
+  pareto    --x --y [--color] [--max x|y]          y against x, the 2-objective Pareto front
+  pareto3d  --x --y --z [--color] [--max x|y|z]    3-D scatter, 3-objective front, its 2-D projections
+  lines     --x KEY --y METRIC [--color KEY] [--agg best|mean] [--max y]
+                                                   one line per --color value, others aggregated
+  heatmap   --x KEY --y KEY --z METRIC [--agg best|mean] [--max z]
+                                                   cells aggregated over the other keys
+  energy    [--x KEY] [--agg best|mean]             energy stacked by component, a bar per point
+                                                   or per value of --x (best: lowest energy)"""
+
+# the options each plot kind takes beyond --run and -o (everything else is an error)
+PLOT_OPTIONS = {"pareto": {"x", "y", "color", "maximize"},
+                "pareto3d": {"x", "y", "z", "color", "maximize"},
+                "lines": {"x", "y", "color", "agg", "maximize"},
+                "heatmap": {"x", "y", "z", "agg", "maximize"},
+                "energy": {"x", "agg"}}
+PLOT_NEEDS = {"pareto": ("x", "y"), "pareto3d": ("x", "y", "z"), "lines": ("x", "y"),
+              "heatmap": ("x", "y", "z"), "energy": ()}
+PLOT_MAX_AXES = {"pareto": "xy", "pareto3d": "xyz", "lines": "y", "heatmap": "z"}
+
+
 def _plot_parser(sub) -> None:
-    s = sub.add_parser("plot", help="plot sweep/search results: y against x with the Pareto "
-                       "front, coloured by a column")
+    s = sub.add_parser("plot", help="plot sweep/search results: Pareto fronts (2-D, 3-D), "
+                       "metric-against-key lines, heatmaps, energy stacks",
+                       epilog=PLOT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("results", help="a sweep/search output folder, its store or points.csv")
-    s.add_argument("--x", required=True, help="column on the x axis (e.g. energy_j)")
-    s.add_argument("--y", required=True, help="column on the y axis (e.g. latency_s)")
-    s.add_argument("--color", default=None, help="column that colours the points")
+    s.add_argument("--kind", default="pareto",
+                   help="pareto (default), pareto3d, lines, heatmap or energy")
+    s.add_argument("--x", default=None, help="column on the x axis (e.g. energy_j, a swept key)")
+    s.add_argument("--y", default=None, help="column on the y axis (e.g. latency_s)")
+    s.add_argument("--z", default=None,
+                   help="third objective (pareto3d) or the cell metric (heatmap)")
+    s.add_argument("--color", "--group", dest="color", default=None,
+                   help="column that colours the points (lines: one line per value)")
     s.add_argument("--run", default=None, help="the run to plot when the results hold several")
-    s.add_argument("--max", dest="maximize", action="append", default=[], choices=("x", "y"),
-                   help="an axis to maximise on the Pareto front (default: minimise both)")
+    s.add_argument("--max", dest="maximize", action="append", default=[], choices=("x", "y", "z"),
+                   help="an objective to maximise (default: minimise every one)")
+    s.add_argument("--agg", default=None,
+                   help="lines, heatmap, energy: best (default) or mean over the other keys")
     s.add_argument("-o", "--output", type=Path, default=None,
-                   help="PNG to write (default: RESULTS/<y>_vs_<x>.png)")
+                   help="PNG to write (default: a name from the kind and columns, in RESULTS)")
+
+
+def _plot_name(kind: str, a) -> str:
+    return {"pareto": f"{a.y}_vs_{a.x}", "pareto3d": f"pareto3d_{a.x}_{a.y}_{a.z}",
+            "lines": f"{a.y}_by_{a.x}", "heatmap": f"{a.z}_over_{a.x}_{a.y}",
+            "energy": f"energy_by_{a.x or 'point'}"}[kind] + ".png"
 
 
 def _cmd_plot(args) -> int:
-    from .dse.plots import load_results, plot_results
+    from .dse.plots import PLOT_KINDS, load_results, plot
 
+    where = str(args.results)
+    kind = args.kind
+    if kind not in PLOT_KINDS:
+        raise ConfigError("a plot kind (" + ", ".join(PLOT_KINDS) + ")", file=where,
+                          key="--kind", got=repr(kind))
+    takes = PLOT_OPTIONS[kind]
+    for name in ("x", "y", "z", "color", "agg", "maximize"):
+        if getattr(args, name) not in (None, []) and name not in takes:
+            flag = "--max" if name == "maximize" else f"--{name}"
+            raise ConfigError(f"no {flag} with --kind {kind} (it takes "
+                              + ", ".join(f"--{t}" if t != "maximize" else "--max"
+                                          for t in sorted(takes)) + ")",
+                              file=where, key=flag, got=repr(getattr(args, name)))
+    for name in PLOT_NEEDS[kind]:
+        if getattr(args, name) is None:
+            raise ConfigError(f"--{name} with --kind {kind}", file=where, key=f"--{name}",
+                              got="none")
+    for axis in args.maximize:
+        if axis not in PLOT_MAX_AXES[kind]:
+            raise ConfigError(f"--max naming one of {', '.join(PLOT_MAX_AXES[kind])} with "
+                              f"--kind {kind}", file=where, key="--max", got=repr(axis))
+    options = {k: getattr(args, k) for k in ("x", "y", "z", "color", "agg")
+               if k in takes and getattr(args, k) is not None}
+    if kind in ("pareto", "pareto3d"):
+        options["senses"] = tuple("max" if a in args.maximize else "min"
+                                  for a in PLOT_MAX_AXES[kind])
+    elif kind in ("lines", "heatmap"):
+        options["sense"] = "max" if args.maximize else "min"
     df = load_results(args.results)
     base = Path(args.results)
     base = base if base.is_dir() else base.parent
-    out = args.output or base / f"{args.y}_vs_{args.x}.png"
-    senses = tuple("max" if a in args.maximize else "min" for a in ("x", "y"))
-    path = plot_results(df, out, x=args.x, y=args.y, color=args.color, run=args.run,
-                        senses=senses, where=str(args.results))
+    out = args.output or base / _plot_name(kind, args)
+    data = plot(df, out, kind, run=args.run, where=where, **options)
+    print(f"wrote {data.path} ({data.note})")
+    return 0
+
+
+def _report_parser(sub) -> None:
+    from .dse.report import DEFAULT_FIGURES
+
+    s = sub.add_parser("report", help="one self-contained HTML page of sweep/search results: "
+                       "figures, sortable tables, the Pareto points with their configs")
+    s.add_argument("results", help="a sweep/search output folder, its store or points.csv")
+    s.add_argument("--out", type=Path, default=None, metavar="PAGE.html",
+                   help="page to write (default: RESULTS/report.html)")
+    s.add_argument("--objective", dest="objectives", action="append", default=None,
+                   metavar="METRIC:min|max", help="an objective, repeatable (default: a "
+                   "search's own, else latency_s, energy_j, area_mm2, all min)")
+    s.add_argument("--figures", default=",".join(DEFAULT_FIGURES), metavar="KIND,...",
+                   help=f"figure kinds, comma-separated (default: {','.join(DEFAULT_FIGURES)})")
+    s.add_argument("--title", default=None, help="page title (default: the sweep's name)")
+    s.add_argument("--max-rows", type=int, default=5000, metavar="N",
+                   help="rows of the all-points table (default: 5000)")
+
+
+def _cmd_report(args) -> int:
+    from .dse.report import write_report
+    from .dse.search import parse_objective
+
+    if args.max_rows < 1:
+        raise ConfigError("a number of rows >= 1", key="--max-rows", got=str(args.max_rows))
+    objectives = ([parse_objective(o) for o in args.objectives] if args.objectives else None)
+    figures = [f.strip() for f in args.figures.split(",") if f.strip()]
+    path = write_report(args.results, args.out, objectives=objectives, figures=figures,
+                        title=args.title, max_rows=args.max_rows)
     print(f"wrote {path}")
     return 0
 
@@ -537,6 +632,8 @@ def main(argv=None) -> int:
             return _cmd_search(args)
         if args.command == "plot":
             return _cmd_plot(args)
+        if args.command == "report":
+            return _cmd_report(args)
         return _cmd_run(args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -98,7 +98,7 @@ def test_cli_same_seed_byte_identical_csvs(tmp_path, capsys):
 @pytest.mark.parametrize("where,value,key", [
     (("cluster",), {"bogus": 1}, "cluster.bogus"),
     (("cluster", "clients", 0, "engine"), {"max_num_seqz": 4}, "cluster.clients.0.engine.max_num_seqz"),
-    (("cluster", "clients", 1), {"arch": "h200-sxm"}, "cluster.clients.1.arch"),
+    (("cluster", "clients", 1), {"model": "llama-3-8b"}, "cluster.clients.1.model"),
     (("cluster", "clients", 0, "engine"), {"scheduler": "fifo"}, "cluster.clients.0.engine.scheduler"),
     (("cluster", "router"), {"name": "random"}, "cluster.router.name"),
     (("cluster", "clients", 1), {"name": "a"}, "cluster.clients.1.name"),

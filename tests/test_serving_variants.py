@@ -227,3 +227,18 @@ def test_requests_longer_than_the_model_context_are_rejected():
     assert f.loc[0, "status"] == "completed"          # 8191 + 2 - 1 = 8192 positions
     assert f.loc[1, "status"] == "rejected" and f.loc[1, "reason"] == "exceeds_max_position"
     assert f.loc[2, "status"] == "completed"
+
+
+def test_count_in_a_mixed_hardware_pool_gives_each_client_its_own_arch():
+    exp = _exp(variants=[])
+    exp["workload"]["requests"] = 6
+    exp["cluster"]["clients"] = [{**CLIENT, "name": "h", "count": 2},
+                                 {**CLIENT, "name": "a", "arch": "a100-80gb"}]
+    from sim.system.experiment import cluster_spec
+    cfg = sim.load_serving(exp)
+    spec = cluster_spec(cfg.cluster)
+    assert spec["clients"] == 3
+    assert [b["arch"] for b in spec["backend"]] == ["h100-sxm", "h100-sxm", "a100-80gb"]
+    r = sim.serve(exp)
+    assert set(r.requests["client"]) == {"h-0", "h-1", "a"}
+    assert (r.requests["status"] == "completed").all()

@@ -20,7 +20,16 @@
         - "arch.array.rows * arch.array.cols <= 16384"
 
 The points are the product of the blocks present (grid x zip x random). Each point is a mapping
-of key path -> value, applied to the base experiment as ``--set`` overrides would be.
+of key path -> value, applied to the base experiment as ``--set`` overrides would be. A ``*``
+part stands for every index of a list, so ``cluster.clients.*.engine.scheduler: [continuous,
+chunked]`` sets the scheduler of every client at once (the column keeps the ``*`` name).
+
+A serving experiment (one with a ``cluster:`` section, :mod:`sim.system.experiment`) sweeps the
+same way, over key paths into ``cluster`` (clients, engines, router), ``workload`` (arrival
+process and rate, request count, lengths), ``pipeline`` and ``seed``; each point runs
+:func:`sim.serve`. Its identity is the resolved config's hash plus a stamp of the files the run
+reads by name (each client's arch and model, the trace, the pipeline), so an edited trace or
+arch file is not answered from the store.
 ``variants:`` keeps working: every sweep point runs all of the experiment's variants (each
 result row names its variant), exactly as ``strata run`` runs them.
 """
@@ -43,6 +52,8 @@ from ..config.loader import (_dump, _find_ref, _looks_like_path, _resolve, apply
                              load_experiment, load_validated, read_yaml)
 from ..config.schema import ExperimentConfig
 from .expr import Expr, ExprError
+
+WILDCARD = "*"
 
 __all__ = ["Sweep", "Point", "load_sweep", "canonical"]
 
@@ -76,6 +87,11 @@ class Sweep:
     derive: dict = field(default_factory=dict)       # key -> Expr
     constraints: list = field(default_factory=list)  # Expr
     keys: tuple = ()                                  # every swept or derived key, in order
+    schema: type = ExperimentConfig                   # or ServingExperiment (a cluster: section)
+
+    @property
+    def serving(self) -> bool:
+        return self.schema is not ExperimentConfig
 
     @property
     def name(self) -> str:
@@ -122,6 +138,9 @@ class Sweep:
         def look(k):
             if k in ov:
                 return ov[k]
+            hit = [v for pat, v in ov.items() if _matches(pat, k)]
+            if hit:                       # a '*' key setting this index (the last one wins)
+                return hit[-1]
             return _value_at(base_dump, k)
         why = None
         try:
@@ -136,17 +155,77 @@ class Sweep:
             why = f"expression failed: {e}"
         if why is None:
             try:
-                exp = load_experiment(self.base, overrides=list(ov.items()))
+                exp = self.load(ov)
             except ConfigError as e:
                 why = f"invalid config: {e}"
             else:
-                return Point(index, ov, exp.hash(), exp=exp)
+                return Point(index, ov, self.identity(exp), exp=exp)
         h = hashlib.sha256(f"dropped:{self.base.hash()}:{canonical(ov)}".encode()).hexdigest()
         return Point(index, ov, h, dropped=why)
+
+    def load(self, overrides: dict):
+        """The validated experiment of one point's overrides (``*`` parts expanded)."""
+        pairs = [(k2, v) for k, v in overrides.items()
+                 for k2 in expand_key(self._base_dump, k)]
+        if not self.serving:
+            return load_experiment(self.base, overrides=pairs)
+        return load_validated(self.base, self.schema, pairs, kind="experiments")
+
+    def identity(self, exp) -> str:
+        """A point's store key: the config hash, and for a serving point the stamp of the
+        files its run reads by name (they are not inside its config)."""
+        if not self.serving:
+            return exp.hash()
+        from .serving import input_stamp
+        stamp = input_stamp(exp, self._stamps)
+        return hashlib.sha256(f"serving:{exp.hash()}:{stamp}".encode()).hexdigest()
+
+    @functools.cached_property
+    def _stamps(self) -> dict:
+        return {}
 
     @functools.cached_property
     def _base_dump(self) -> dict:
         return _dump(self.base)
+
+
+def _matches(pattern: str, key: str) -> bool:
+    """Whether ``key`` is one of the paths a ``*`` key stands for."""
+    if WILDCARD not in pattern:
+        return False
+    a, b = pattern.split("."), key.split(".")
+    return len(a) == len(b) and all(x == y or (x == WILDCARD and y.isdigit())
+                                    for x, y in zip(a, b))
+
+
+def expand_key(data: Any, key: str) -> list[str]:
+    """The concrete key paths a key with ``*`` parts stands for in ``data`` (every index of
+    the list at each ``*``); a key without one is returned as is. KeyError names the prefix
+    where a ``*`` does not meet a list."""
+    if WILDCARD not in key.split("."):
+        return [key]
+    out = [""]
+    nodes = [data]
+    for part in key.split("."):
+        nxt_keys, nxt_nodes = [], []
+        for prefix, node in zip(out, nodes):
+            join = (prefix + ".") if prefix else ""
+            if part == WILDCARD:
+                if not isinstance(node, list) or not node:
+                    raise KeyError(prefix or "the top level")
+                for i, child in enumerate(node):
+                    nxt_keys.append(f"{join}{i}")
+                    nxt_nodes.append(child)
+            else:
+                nxt_keys.append(join + part)
+                if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                    nxt_nodes.append(node[int(part)])
+                elif isinstance(node, dict):
+                    nxt_nodes.append(node.get(part))
+                else:
+                    nxt_nodes.append(None)
+        out, nodes = nxt_keys, nxt_nodes
+    return out
 
 
 def _value_at(data: Any, key: str) -> Any:
@@ -239,7 +318,11 @@ def load_sweep(path: str, overrides: Any = None) -> Sweep:
     if block is None:
         raise ConfigError("a sweep: block (grid, zip, random, derive, constraints)", file=p,
                           key="sweep", got="none")
-    base = load_validated(data, ExperimentConfig, overrides, source=p, kind="experiments")
+    schema = ExperimentConfig
+    if "cluster" in data:                      # a serving experiment (sim.serve)
+        from ..system.experiment import ServingExperiment
+        schema = ServingExperiment
+    base = load_validated(data, schema, overrides, source=p, kind="experiments")
     if not isinstance(block, dict) or not block:
         raise ConfigError("a mapping with " + ", ".join(BLOCKS), file=p, key="sweep",
                           got=short_repr(block))
@@ -247,7 +330,7 @@ def load_sweep(path: str, overrides: Any = None) -> Sweep:
         if k not in BLOCKS:
             raise ConfigError("one of " + ", ".join(BLOCKS), file=p, key=f"sweep.{k}",
                               got=repr(k), hint=did_you_mean(k, BLOCKS))
-    sw = Sweep(file=p, base=base)
+    sw = Sweep(file=p, base=base, schema=schema)
     base_dump = _dump(base)
 
     def errf(key):
@@ -261,7 +344,12 @@ def load_sweep(path: str, overrides: Any = None) -> Sweep:
             raise ConfigError("a key outside sweep, variants and name", file=p, key=where,
                               got=repr(key))
         try:
-            apply_overrides(copy.deepcopy(base_dump), [(key, value)], ExperimentConfig)
+            concrete = expand_key(base_dump, key)
+        except KeyError as e:
+            raise ConfigError(f"a non-empty list at {e.args[0]} for '*' (every index of a "
+                              "list)", file=p, key=where, got=repr(key)) from None
+        try:
+            apply_overrides(copy.deepcopy(base_dump), [(k, value) for k in concrete], schema)
         except ConfigError as e:
             raise ConfigError(e.expected, file=p, key=where, got=e.got, hint=e.hint) from None
 

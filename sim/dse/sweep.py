@@ -8,6 +8,7 @@ most the points in flight, and a rerun computes exactly the missing ones.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 import traceback
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..config.schema import ExperimentConfig
 from .executors import EXECUTORS, WorkerDied
 from .spec import Sweep, load_sweep
 from .store import Store
@@ -41,18 +43,29 @@ def point_rows(result) -> list[dict]:
 
 
 def run_point(task: dict) -> dict:
-    """Worker side: validate the point's config, simulate it, return its rows (or its error).
-    A Python exception is returned as text, so the sweep goes on."""
+    """Worker side: validate the point's config, simulate it (``sim.run``, or ``sim.serve``
+    for a serving point), return its rows (or its error). A Python exception is returned as
+    text, so the sweep goes on."""
     from .. import api
     from ..config import load_experiment
 
     t0 = time.perf_counter()
     try:
-        exp = load_experiment(task["config"])
-        if exp.hash() != task["hash"]:
+        serving = task.get("kind") == "serving"
+        if serving:
+            from ..config.loader import load_validated
+            from ..system.experiment import ServingExperiment
+            from .serving import run_serving
+            # the experiment file's path: a relative trace: path resolves from its folder
+            exp = load_validated(task["config"], ServingExperiment, source=task.get("source"),
+                                 kind="experiments")
+        else:
+            exp = load_experiment(task["config"])
+        want = task.get("config_hash", task["hash"])
+        if exp.hash() != want:
             raise RuntimeError(f"config hash changed in transit ({exp.hash()[:12]} != "
-                               f"{task['hash'][:12]}); parent and worker versions differ?")
-        rows = point_rows(api.run(exp))
+                               f"{want[:12]}); parent and worker versions differ?")
+        rows = run_serving(exp) if serving else point_rows(api.run(exp))
     except Exception as e:
         return {"error": f"{type(e).__name__}: {e}",
                 "traceback": traceback.format_exc(limit=8),
@@ -62,8 +75,13 @@ def run_point(task: dict) -> dict:
 
 def task_of(point) -> dict:
     """The small dict a worker gets for one point: its identity and resolved config as data."""
-    return {"hash": point.hash, "index": point.index, "overrides": point.overrides,
+    task = {"hash": point.hash, "index": point.index, "overrides": point.overrides,
             "config": point.exp.model_dump(mode="json")}
+    if not isinstance(point.exp, ExperimentConfig):     # a serving experiment: sim.serve
+        origin = point.exp.origin
+        task.update(kind="serving", config_hash=point.exp.hash(),
+                    source=os.path.abspath(origin) if origin else None)
+    return task
 
 
 def record_outcome(store: Store, task: dict, out) -> str:

@@ -21,10 +21,22 @@ takes
   64-row tiles computes two tiles), wave quantisation (133 CTAs on 132 SMs take two waves)
   and operand reuse, not from a fit per shape.
 * attention: the graph's parts (``sim.workload.graph.ragged_shape``) are each sequence's own
-  shape. Prefill (causal, query blocks of ``ATTENTION_BLOCK`` = 128 as FlashAttention's tile:
-  diagonal tiles computed whole): one CTA per (query block, query head) with 4 lq lkv d FLOPs,
-  list-scheduled on the SMs at ``attention_fraction`` of the SM peak; memory Q, O and the
-  K/V each block reads. Decode: a split-KV kernel (flash-decoding): the KV of each sequence
+  shape. Prefill is FlashAttention-2's forward kernel (what torch SDPA's flash backend runs):
+  one CTA per (query block of ``Br`` rows, query head) walks the keys the causal mask leaves
+  it in tiles of ``Bc`` (diagonal tiles computed whole; ``FA2_TILES`` by head_dim). Per score
+  element a CTA spends ``4 d`` tensor FLOPs at ``attention_fraction`` of the SM's tensor peak
+  *plus* one exponential at the SM's special-function rate (``gpu.sfu_per_clk``): FA2 issues
+  the softmax between its MMAs, so the two add, and the exponential's share grows as head_dim
+  shrinks (at d = 64 it is about a third of the time). A CTA also loads its Q tile and first
+  K/V tiles and stores its O tile at its SM's share of the HBM bandwidth. ``ctas_per_sm`` CTAs
+  share an SM (shared memory and registers), so each runs at that fraction of the SM when the
+  grid fills the GPU. CTAs are dispatched in grid order (query blocks of a head in increasing
+  causal length, heads one after another) to the first free slot, so the longest blocks of the
+  last heads run last and leave a tail: the causal kernel's efficiency is below the dense one
+  (and LPT would underestimate it). Short prompts that leave the GPU idle take the split-KV
+  path of FA2's heuristic (``fa2_num_splits``): 64-row blocks, the keys cut in ``s`` chunks,
+  and a combine kernel. Memory: Q, O and the K/V each block reads, at the achieved bandwidth.
+  Decode: a split-KV kernel (flash-decoding): the KV of each sequence
   is cut into chunks sized so that about ``decode_ctas_per_sm`` x ``sms`` CTAs exist, so work
   follows each sequence's own context (one long sequence among short ones costs its own
   bytes, not the batch's maximum); time = KV bytes at the achieved bandwidth (scaled by the
@@ -37,8 +49,12 @@ takes
 Power: P = idle + compute_w u_c + memory_w u_m, capped at the TDP, with u_c the kernel's
 FLOP rate over the peak and u_m its byte rate over the HBM bandwidth; energy = P t, booked as
 ``idle`` (idle_w t) and ``compute`` / ``memory`` (the dynamic part, scaled down together when
-the cap binds). Tensor parallelism is the generic one of :mod:`sim.workload.parallel`; a ring
-collective here also pays a kernel overhead and the idle power over its time.
+the cap binds). Tensor parallelism is the generic one of :mod:`sim.workload.parallel`. A
+collective is one ring kernel at idle power: with ``calibration.collectives`` (fitted on NCCL
+traces by ``bench/fit_collectives.py``) it takes ``launch + steps hop + bus_bytes / bus_bw`` of
+the protocol that is fastest for its size (NCCL's own selection rule), with ``steps`` = 2(p-1)
+ring hops for an all-reduce and p-1 for an all-gather and ``bus_bytes`` = 2(p-1)/p and (p-1)/p
+of the buffer; without it, the ring of the arch's ``chip_link`` figures plus a kernel overhead.
 
 Units: the OpResult's cycles are of ``clock_ghz`` (the boost clock); the figures of the arch
 file are spec-sheet numbers (sources in the files), the calibration fractions are fitted on
@@ -46,12 +62,12 @@ measured traces (``bench/fit_gpu.py``, ``traces/h200/calibration.yaml``).
 """
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import replace
 from functools import lru_cache
 from typing import Annotated
 
-import numpy as np
 from pydantic import Field
 
 from ..config.schema import ArchConfig, NonNegFloat, PosFloat, PosInt, StrictModel
@@ -62,7 +78,8 @@ from .registry import register
 # the types this module registers (read by sim.hw.registry without importing the module)
 ACCELERATOR_TYPES = ("gpu",)
 
-__all__ = ["GpuAccelerator", "GpuArchConfig", "TILES", "gemm_seconds", "ring_seconds"]
+__all__ = ["GpuAccelerator", "GpuArchConfig", "TILES", "gemm_seconds", "ring_seconds",
+           "ring_steps", "calibrated_ring_seconds", "GpuCollectives"]
 
 Fraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
 #: CTA tiles (rows x columns of O) the GEMM library chooses among (CUTLASS/cuBLAS Hopper tiles)
@@ -72,6 +89,12 @@ MAX_SPLIT_K = 16
 ATTENTION_BLOCK = 128
 #: KV tokens one decode CTA loads per iteration (chunk sizes are multiples of it)
 DECODE_BLOCK = 64
+#: FlashAttention-2 forward tiles by head_dim (flash_fwd_launch_template.h, sm80+ path used on
+#: sm90): largest head_dim -> (Br query rows, Bc key columns, warps per CTA)
+FA2_TILES = ((64, 128, 128, 4), (128, 128, 64, 4), (256, 128, 64, 8))
+#: FA2's split-KV path: query rows per CTA and key block by head_dim (flash_api.cpp)
+FA2_SPLIT_ROWS = 64
+FA2_SPLIT_BLOCK_N = ((64, 256), (128, 128), (256, 64))
 
 
 class TensorPeaks(StrictModel):
@@ -94,6 +117,11 @@ class GpuSpec(StrictModel):
     tdp_w: PosFloat
     base_clock_mhz: PosFloat
     boost_clock_mhz: PosFloat
+    # special-function (exp2, rsqrt ...) results per SM per clock: 16 on compute capability
+    # 8.x and 9.0 (CUDA C++ Programming Guide, arithmetic instruction throughput table)
+    sfu_per_clk: PosInt = 16
+    smem_per_sm_kb: PosFloat = 228     # shared memory a CTA may use per SM (H100/H200: 228)
+    registers_per_sm: PosInt = 65536
 
 
 class GpuKernels(StrictModel):
@@ -113,6 +141,7 @@ class GpuKernels(StrictModel):
     decode_combine_passes: Annotated[int, Field(ge=0, le=64)] = 2
     decode_combine_padded: bool = False
     mixed_concat: Annotated[int, Field(ge=0, le=64)] = 0   # joining prefill+decode outputs
+    attention_exp_per_score: NonNegFloat = 1.0   # exponentials per score element (FA2: one)
     lm_gather: Annotated[int, Field(ge=0, le=64)] = 0     # picking the logit rows
 
 
@@ -122,12 +151,36 @@ class GpuPower(StrictModel):
     memory_w: NonNegFloat        # extra watts at 100 % of the HBM bandwidth
 
 
+class RingProtocol(StrictModel):
+    """One NCCL protocol (LL, LL128, Simple) of a ring collective: its latency per ring hop
+    and the bus bandwidth it sustains (NCCL-tests' busbw: bytes a rank sends per second)."""
+
+    name: str
+    hop_us: NonNegFloat
+    bus_gbps: PosFloat
+
+
+class RingCollective(StrictModel):
+    """A fitted ring collective: fixed cost of one call (launch, setup, tail) and protocols."""
+
+    launch_us: NonNegFloat
+    protocols: Annotated[list[RingProtocol], Field(min_length=1)]
+
+
+class GpuCollectives(StrictModel):
+    """Collectives fitted on measured traces; a kind left out falls back to ``chip_link``."""
+
+    source: str = "uncalibrated"
+    allreduce: RingCollective | None = None
+    allgather: RingCollective | None = None
+
+
 class GpuCalibration(StrictModel):
     """The few physical parameters fitted on traces (defaults: uncalibrated guesses)."""
 
     source: str = "uncalibrated defaults"
     compute_fraction: Fraction = 0.8       # of the tensor peak a big GEMM tile sustains
-    attention_fraction: Fraction = 0.5     # of the tensor peak the fused attention sustains
+    attention_fraction: Fraction = 0.5     # of the tensor peak FA2's MMAs sustain (mma.sync)
     hbm_fraction: Fraction = 0.85          # of the HBM bandwidth a streaming kernel sustains
     tile_intensity_knee: PosFloat = 64.0   # tile reuse tm tn/(tm+tn) at which an SM is fed
     kernel_overhead_us: NonNegFloat = 2.0  # per kernel: launch gap, ramp-up and tail
@@ -136,6 +189,7 @@ class GpuCalibration(StrictModel):
     decode_min_chunk: PosInt = 128         # smallest KV chunk a decode CTA takes
     cuda_graph: bool = True
     power: GpuPower
+    collectives: GpuCollectives | None = None
     kernels: GpuKernels = Field(default_factory=GpuKernels)
 
 
@@ -146,10 +200,25 @@ class GpuArchConfig(ArchConfig):
     calibration: GpuCalibration
 
 
+def ring_steps(kind: str, chips: int) -> int:
+    """Ring hops of one collective: 2(p-1) for an all-reduce (reduce-scatter + all-gather)."""
+    return {"allreduce": 2 * (chips - 1), "allgather": chips - 1}[kind]
+
+
 def ring_seconds(kind: str, nbytes: float, chips: int, bandwidth: float, hop_s: float) -> float:
     """Ring all-reduce: 2(p-1)/p bytes/bandwidth + 2(p-1) hops; all-gather: half of that."""
-    steps = {"allreduce": 2 * (chips - 1), "allgather": chips - 1}[kind]
+    steps = ring_steps(kind, chips)
     return nbytes * steps / chips / bandwidth + steps * hop_s
+
+
+def calibrated_ring_seconds(kind: str, nbytes: float, chips: int,
+                            fit: RingCollective) -> tuple[float, str]:
+    """(seconds, protocol) of a fitted ring collective of ``nbytes`` (an all-gather's output)
+    on ``chips`` GPUs: the fastest protocol's launch + steps hop + bus bytes / bus bandwidth."""
+    steps = ring_steps(kind, chips)
+    bus = nbytes * steps / chips
+    return min((fit.launch_us * 1e-6 + steps * p.hop_us * 1e-6 + bus / (p.bus_gbps * 1e9), p.name)
+               for p in fit.protocols)
 
 
 def tile_efficiency(tm: int, tn: int, knee: float) -> float:
@@ -181,19 +250,45 @@ def gemm_seconds(M: int, K: int, N: int, *, peak: float, bandwidth: float, sms: 
     return best
 
 
-def _makespan(works: np.ndarray, counts: np.ndarray, sms: int) -> float:
-    """Greedy longest-first list schedule of ``counts[i]`` CTAs of work ``works[i]`` on
-    ``sms`` identical SMs (round by round: a group fills the least loaded SMs)."""
-    load = np.zeros(sms)
-    for i in np.argsort(-works, kind="stable"):
-        w, c = float(works[i]), int(counts[i])
-        full, rest = divmod(c, sms)
-        if full:
-            load += full * w
-        if rest:
-            idx = np.argpartition(load, rest - 1)[:rest] if rest < sms else slice(None)
-            load[idx] += w
-    return float(load.max())
+def fa2_tile(head_dim: int) -> tuple[int, int, int]:
+    """(Br, Bc, warps) of FlashAttention-2's forward kernel for this head_dim."""
+    for top, br, bc, warps in FA2_TILES:
+        if head_dim <= top:
+            return br, bc, warps
+    return FA2_TILES[-1][1:]
+
+
+def fa2_num_splits(blocks: int, slots: int, n_blocks: int, max_splits: int = 128) -> int:
+    """Split-KV factor of FA2's heuristic: one split when the grid's ``blocks`` CTAs nearly fill
+    the ``slots``, else the fewest splits of the ``n_blocks`` key blocks whose last wave is at
+    least 85 % as full as the best choice's (split counts that give the same chunk size as one
+    fewer are skipped)."""
+    if blocks >= 0.8 * slots:
+        return 1
+    top = min(max_splits, slots, n_blocks)
+    eff = {}
+    for s in range(1, top + 1):
+        if s > 1 and -(-n_blocks // s) == -(-n_blocks // (s - 1)):
+            continue
+        waves = blocks * s / slots
+        eff[s] = waves / math.ceil(waves)
+    best = max(eff.values())
+    return next(s for s, e in eff.items() if e >= 0.85 * best)
+
+
+def greedy_makespan(works: list, slots: int) -> float:
+    """Finish time of CTAs of the given works dispatched in this order, each to the first free
+    of ``slots`` identical slots (what the hardware block scheduler does)."""
+    if len(works) <= slots:
+        return max(works, default=0.0)
+    heap = [0.0] * slots
+    end = 0.0
+    for w in works:
+        t = heap[0] + w
+        heapq.heapreplace(heap, t)
+        if t > end:
+            end = t
+    return end
 
 
 @register("gpu")
@@ -317,11 +412,18 @@ class GpuAccelerator(Accelerator):
         return self._kernel("memory", nbytes / self.bandwidth, 0.0, nbytes, 0.0)
 
     def collective(self, kind: str, nbytes: int, chips: int) -> OpResult:
-        """A ring collective on NVLink (``chip_link``): one kernel, idle power over its time."""
+        """A ring collective on NVLink: one kernel, idle power over its time. Fitted figures
+        (``calibration.collectives``, their own fixed cost in place of the kernel overhead)
+        where there are some for this kind, else ``chip_link``'s."""
         bw, hop, pj_bit = self.chip_link()
-        t = ring_seconds(kind, nbytes, chips, bw, hop)
-        r = self._kernel(kind, t, 0.0, 0.0, 0.0)
-        steps = {"allreduce": 2 * (chips - 1), "allgather": chips - 1}[kind]
+        fit = getattr(self.cal.collectives, kind, None) if self.cal.collectives else None
+        if fit is not None:
+            t, _ = calibrated_ring_seconds(kind, nbytes, chips, fit)
+            r = replace(self._kernel(kind, t, 0.0, 0.0, 0.0, kernels=0),
+                        counters={"kernels": 1})
+        else:
+            r = self._kernel(kind, ring_seconds(kind, nbytes, chips, bw, hop), 0.0, 0.0, 0.0)
+        steps = ring_steps(kind, chips)
         led = r.energy.copy()
         led.add("link", f"{kind}_bit", 8 * nbytes * steps / chips, pj_bit)
         return replace(r, energy=led)
@@ -410,35 +512,45 @@ class GpuAccelerator(Accelerator):
         for j in qk + group.get("av", []) + group.get("softmax", []):
             out[j] = zero
         both = all(phases.values())
+        heads = self._layer_heads(ops, group, ops[qk[0]]["K"]) if qk else (1, 1)
         for phase, nodes in phases.items():
             if nodes:
                 shapes = tuple((ops[j]["count"], ops[j]["M"], ops[j]["K"], ops[j]["N"])
                                for j in nodes)
                 out[nodes[0]] = self._attention_kernel(phase, shapes, ops[nodes[0]]["abits"],
-                                                       both)
+                                                       both, heads)
 
-    def _attention_kernel(self, phase: str, shapes: tuple, abits: int, both: bool) -> OpResult:
-        """One fused attention kernel over parts ``(count, M, d, keys)`` (Q·Kᵀ node shapes)."""
+    @staticmethod
+    def _layer_heads(ops, group, head_dim: int) -> tuple[int, int]:
+        """(KV heads, query heads per KV head) of a layer (of this shard), from its q_proj and
+        k_proj widths; (1, 1) when the graph has no such projections."""
+        q, k = group.get("q_proj"), group.get("k_proj")
+        if not q or not k or not head_dim:
+            return 1, 1
+        kvh = max(1, ops[k[0]]["N"] // head_dim)
+        return kvh, max(1, ops[q[0]]["N"] // max(1, ops[k[0]]["N"]))
+
+    def _attention_kernel(self, phase: str, shapes: tuple, abits: int, both: bool,
+                          heads: tuple[int, int] = (1, 1)) -> OpResult:
+        """One fused attention kernel over parts ``(count, M, d, keys)`` (Q·Kᵀ node shapes) of
+        a layer with ``heads`` = (KV heads, query heads per KV head)."""
         c, kn = self.cal, self.cal.kernels
         sms = self.spec.sms
         b = abits / 8
         flops = nbytes = 0.0
-        works, counts = [], []
         kv_tokens, max_len = 0.0, 0
         for count, M, d, lkv in shapes:
             flops += 4.0 * M * d * lkv * count          # Q.K^T and P.V
             # Q in, O out (M rows per KV head), K and V of the keys the part attends
             nbytes += count * (2 * M * d + 2 * lkv * d) * b
-            works.append(4.0 * M * d * lkv)
-            counts.append(count)
             kv_tokens += lkv * count
             max_len = max(max_len, lkv)
         peak = self._achieved_peak(abits, abits, c.attention_fraction)
         kernels = 1
         if phase == "prefill":
-            # one CTA per (query block, KV-head group: the graph stacks a group's g heads)
-            compute_s = _makespan(np.array(works), np.array(counts), sms) / (peak / sms)
-            t = max(compute_s, nbytes / self.bandwidth)
+            compute_s, combine_s, combine_kernels = self._fa2_prefill(shapes, heads, abits)
+            t = max(compute_s, nbytes / self.bandwidth) + combine_s
+            kernels += combine_kernels
             if both:
                 kernels += kn.mixed_concat
         else:
@@ -458,3 +570,61 @@ class GpuAccelerator(Accelerator):
                 kernels += kn.decode_combine
         return self._kernel(f"attention {phase}", t, flops, nbytes, min(t, compute_s),
                             macs=int(flops / 2), wbits=abits, abits=abits, kernels=kernels)
+
+    def _fa2_prefill(self, shapes: tuple, heads: tuple[int, int], abits: int):
+        """(CTA makespan s, combine kernel s, extra kernels) of FA2's forward kernel over the
+        prefill parts ``(count = sequences x KV heads, M = g x query rows, d, keys)``."""
+        c, g = self.cal, self.spec
+        kvh, group = heads
+        b = abits / 8
+        d = shapes[0][2]
+        hz = self.arch.clock_ghz * 1e9
+        # seconds per score element on one SM: tensor MACs of Q.K^T and P.V, then the exp
+        t_el = (4.0 * d / (self._achieved_peak(abits, abits, c.attention_fraction) / g.sms)
+                + c.kernels.attention_exp_per_score / (g.sfu_per_clk * hz))
+        sm_bw = self.bandwidth / g.sms
+        # parts as (query rows, keys, CTAs per query head), shortest first: the grid order
+        parts = sorted(((M // group, lkv, max(1, count // kvh)) for count, M, _, lkv in shapes),
+                       key=lambda p: (p[1], p[0]))
+        heads_total = kvh * group
+        blocks = sum(-(-lq // FA2_SPLIT_ROWS) * n for lq, _, n in parts) * heads_total
+        block_n = next((bn for top, bn in FA2_SPLIT_BLOCK_N if d <= top),
+                       FA2_SPLIT_BLOCK_N[-1][1])
+        n_blocks = -(-max(lkv for _, lkv, _ in parts) // block_n)
+        # FA2 sizes the split decision for two CTAs per SM
+        splits = fa2_num_splits(blocks, 2 * g.sms, n_blocks)
+        if splits == 1:
+            br, bc, warps = fa2_tile(d)
+            rows_of = lambda lq, lkv: [(br, lkv)] * -(-lq // br)    # noqa: E731
+        else:
+            br, bc, warps = FA2_SPLIT_ROWS, block_n, 4
+            chunk = -(-n_blocks // splits) * block_n            # keys of one split
+
+            def rows_of(lq, lkv):        # 64-row blocks, their keys cut in chunks
+                out = []
+                for m in range(-(-lq // br)):
+                    keys = lkv - max(0, lq - (m + 1) * br)
+                    out += [(br, min(chunk, keys - k * chunk)) for k in range(splits)
+                            if keys > k * chunk]
+                return out
+        # CTAs resident per SM: shared memory of the Q, K, V tiles, and registers (255 each)
+        tile_smem = (br + 2 * bc) * d * b
+        resident = max(1, min(int(g.smem_per_sm_kb * 1024 // tile_smem),
+                              g.registers_per_sm // (warps * 32 * 255)))
+        prologue = (2 * br + 2 * bc) * d * b / sm_bw       # Q and first K/V in, O out
+        per_head = []
+        for lq, lkv, n in parts:
+            works = [rows * -(-keys // bc) * bc * t_el + prologue
+                     for rows, keys in rows_of(lq, lkv)]
+            per_head += works * n
+        ctas = len(per_head) * heads_total
+        share = min(resident, -(-ctas // g.sms))            # CTAs sharing one SM
+        works = [w * share for w in per_head] * heads_total
+        makespan = greedy_makespan(works, share * g.sms)
+        if splits == 1:
+            return makespan, 0.0, 0
+        # combine: fp32 partial outputs and their log-sum-exp read, the output written
+        rows = sum(lq * n for lq, _, n in parts) * heads_total
+        combine_bytes = rows * (splits * (d + 1) * 4 + d * b)
+        return makespan, combine_bytes / self.bandwidth, 1
+

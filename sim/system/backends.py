@@ -15,8 +15,11 @@ that depend on the whole step. So the exact mode memoizes whole steps, keyed on 
 multiset of prefill chunks and decode contexts plus the arch and model content hashes; the
 table mode (``mode="table"``), chosen explicitly by the user, interpolates a
 :class:`sim.StepTable` built once per (arch, model), with the interpolation error that table
-documents. Tensor parallelism over ``chips`` is not modelled on Strata chips yet: ``chips``
-only divides the weight bytes per chip (see the module notes in the report).
+documents. A client of ``chips`` > 1 runs tensor parallelism: every step is
+``sim.simulate_step(..., tp=chips)`` (:mod:`sim.workload.parallel`: one chip's Megatron shard
+plus ring all-reduces on the arch's ``chip_link``; its energy is that of all chips), and the
+memory facts are those of one chip's shard (KV heads replicated when chips exceed them). Step
+tables price one chip, so tensor parallelism needs ``mode="exact"``.
 """
 from __future__ import annotations
 
@@ -129,14 +132,29 @@ class StrataBackend(Backend):
         from sim.workload.step import resolve_config
         if mode not in ("exact", "table"):
             raise ConfigError("mode 'exact' or 'table'", file=WHERE, key="mode", got=repr(mode))
-        if isinstance(chips, bool) or not isinstance(chips, int) or chips < 1:
-            raise ConfigError("an integer >= 1", file=WHERE, key="chips", got=repr(chips))
+        from sim.workload.parallel import TP_SIZES, shard_model
+        if isinstance(chips, bool) or not isinstance(chips, int) or chips not in TP_SIZES:
+            raise ConfigError(f"one of {', '.join(map(str, TP_SIZES))} (chips in tensor "
+                              "parallelism)", file=WHERE, key="chips", got=repr(chips))
+        if step_options.get("tp", chips) != chips:
+            raise ConfigError(f"tp equal to chips ({chips}) or left out", file=WHERE, key="tp",
+                              got=repr(step_options["tp"]))
+        if chips > 1 and mode == "table":
+            raise ConfigError("mode 'exact' for chips > 1 (step tables price one chip)",
+                              file=WHERE, key="mode", got=repr(mode))
         self.arch, self.model, self.chips, self.mode = arch, model, chips, mode
         self._arch_cfg = resolve_config("arch", arch)
         self._model_cfg = resolve_config("workloads", model)
+        if chips > 1 and getattr(self._arch_cfg, "chip_link", None) is None:
+            raise ConfigError(f"a chip_link {{bandwidth_gbps, latency_ns}} for chips = {chips}",
+                              file=self._arch_cfg.origin, key="chip_link", got="nothing")
         self._simulate = simulate or sim.simulate_step
+        step_options = {k: v for k, v in step_options.items() if k != "tp"}
+        if chips > 1:
+            step_options["tp"] = chips
         self.step_options = step_options
-        shape = model_shape(self._model_cfg)
+        shard = shard_model(self._model_cfg, chips, WHERE) if chips > 1 else self._model_cfg
+        shape = model_shape(shard)
         prec = getattr(self._model_cfg, "precision", None)
         abits = getattr(prec, "abits", 16) if prec is not None else 16
         wbits = getattr(prec, "wbits", 16) if prec is not None else 16
@@ -146,9 +164,10 @@ class StrataBackend(Backend):
         self.kv_bytes = float(kv_bytes if kv_bytes is not None else abits / 8)
         self.layers = shape["layers"]
         self.max_position = int(self._model_cfg.max_position)
+        # one chip's facts: its KV heads (replicated past the model's) and its weight shard
         self.kv_heads, self.head_dim = shape["kv_heads"], shape["head_dim"]
-        self.kv_bytes_per_token = 2.0 * self.layers * self.kv_heads * self.head_dim * self.kv_bytes / chips
-        self.weight_bytes = shape["params"] * wbits / 8 / chips
+        self.kv_bytes_per_token = 2.0 * self.layers * self.kv_heads * self.head_dim * self.kv_bytes
+        self.weight_bytes = shape["params"] * wbits / 8
         # the memo key carries the arch and model content hashes, so one memo could be
         # shared between backends without ever answering for another's question
         self._ident = (self._arch_cfg.hash(), self._model_cfg.hash(), mode,
@@ -158,8 +177,8 @@ class StrataBackend(Backend):
         self.memo_size = memo_size
         self.table = None
         if mode == "table":
-            self.table = sim.step_table(self._arch_cfg, self._model_cfg,
-                                        **{**step_options, **(table_options or {})})
+            self.table = shared_step_table(self._arch_cfg, self._model_cfg,
+                                           {**step_options, **(table_options or {})})
         self.priced = 0      # steps actually computed (memo misses)
 
     def price_decode_run(self, contexts, pads, steps):
@@ -179,11 +198,41 @@ class StrataBackend(Backend):
         else:
             r = self._simulate(self._arch_cfg, self._model_cfg, prefill=list(pre),
                                decode=list(dec), **self.step_options)
-        cost = StepCost(float(r.seconds), float(r.energy_total_pj) * 1e-12 * self.chips)
+        cost = StepCost(float(r.seconds), float(r.energy_total_pj) * 1e-12)   # all chips
         if len(self._memo) >= self.memo_size:
             self._memo.clear()
         self._memo[key] = cost
         return cost
+
+
+# Built step tables, shared by every backend of the process (a sweep's points in one worker,
+# the prefill and decode pools of one run): a table is read-only once built, and the key holds
+# everything its build read (arch and model content, the arch's technology table and the
+# model's outlier profile files as they are on disk, the options, the building function).
+_TABLES: dict = {}
+_TABLES_SIZE = 8
+
+
+def shared_step_table(arch_cfg, model_cfg, options: dict):
+    """``sim.step_table(arch_cfg, model_cfg, **options)``, built once per process per key."""
+    import os
+
+    import sim
+    from sim.workload.step import _profile_stamp, _tech_stamp
+    env = (os.getcwd(), os.environ.get("STRATA_HOME"))
+    try:
+        tech = _tech_stamp(arch_cfg, env)
+    except (ConfigError, AttributeError):    # an arch without a technology table (a GPU)
+        tech = None
+    key = (arch_cfg.hash(), model_cfg.hash(), tech, _profile_stamp(model_cfg, env),
+           tuple(sorted(options.items(), key=lambda kv: kv[0])), sim.step_table)
+    table = _TABLES.pop(key, None)
+    if table is None:
+        table = sim.step_table(arch_cfg, model_cfg, **options)
+        while len(_TABLES) >= _TABLES_SIZE:
+            _TABLES.pop(next(iter(_TABLES)))
+    _TABLES[key] = table                     # most recently used last
+    return table
 
 
 #: backend type name -> factory(**options)
@@ -229,5 +278,5 @@ def _table_decode_run(backend: StrataBackend, contexts, pads: int, steps: int):
     vals = ((1 - w) * table[i] + w * table[i + 1]).reshape(steps, n, -1).sum(axis=1) + base
     from sim.workload.step_table import CYCLES, ENERGY
     secs = vals[:, CYCLES] * t.clock_seconds_per_cycle
-    joules = vals[:, ENERGY].sum(axis=1) * 1e-12 * backend.chips
+    joules = vals[:, ENERGY].sum(axis=1) * 1e-12       # one chip: tables need chips = 1
     return secs, joules

@@ -129,11 +129,21 @@ class Coordinator:
         if backend_spec is None:
             raise ConfigError("a backend (mapping with 'type', or a Backend)", file=WHERE,
                               key="backend", got="nothing")
-        backend = build_backend(backend_spec, WHERE)
+        if isinstance(backend_spec, (list, tuple)):     # one backend per client (mixed hardware)
+            if len(backend_spec) != n:
+                raise ConfigError(f"one backend per client ({n})", file=WHERE, key="backend",
+                                  got=f"a list of {len(backend_spec)}")
+            built: dict = {}             # clients of equal specs share one backend (its memo)
+            for b in backend_spec:
+                if repr(b) not in built:
+                    built[repr(b)] = build_backend(b, WHERE)
+            backends = [built[repr(b)] for b in backend_spec]
+        else:
+            backends = [build_backend(backend_spec, WHERE)] * n
         opts = dict(engine)
         if role != "both":
             opts["scheduler"] = opts.pop("pool_scheduler", "continuous")
-        for i in range(n):
+        for i, backend in enumerate(backends):
             c = LLMEngine(self, f"{prefix}{len(self.clients)}" if prefix == "client" else f"{prefix}{i}",
                           backend, role=role, where=WHERE, **opts)
             c.index = i
@@ -354,11 +364,11 @@ def serve_frames(requests: pd.DataFrame, cluster: dict, *, pipeline="prefill_dec
     """Run a serving simulation; returns the requests, steps, token-gap and client frames.
 
     ``requests``: a DataFrame with ``request_id, arrival_s, prompt_tokens, output_tokens``
-    (optionally ``model``). ``cluster``: ``backend`` (a Backend or ``{type: ..., ...}``),
-    ``clients`` (count), ``engine`` (scheduler, max_num_seqs, max_num_batched_tokens,
-    block_size, memory_gb, activation_reserve_gb, kv_blocks, host_s, cuda_graph_sizes,
-    ordering), ``router`` (name or ``{type, ...options}``), ``model``; for
-    ``engine.scheduler: disaggregated`` also ``prefill``/``decode`` (``{clients, engine,
-    backend}``), ``pairing``, ``kv_transfer``, ``link`` (``bandwidth_gbps``, ``latency_s``,
-    ``shared``) and ``decode_router``."""
+    (optionally ``model``). ``cluster``: ``backend`` (a Backend or ``{type: ..., ...}``, or a
+    list of them, one per client, for a pool of mixed hardware), ``clients`` (count),
+    ``engine`` (scheduler, max_num_seqs, max_num_batched_tokens, block_size, memory_gb,
+    activation_reserve_gb, kv_blocks, host_s, cuda_graph_sizes, ordering), ``router`` (name
+    or ``{type, ...options}``), ``model``; for ``engine.scheduler: disaggregated`` also
+    ``prefill``/``decode`` (``{clients, engine, backend}``), ``pairing``, ``kv_transfer``,
+    ``link`` (``bandwidth_gbps``, ``latency_s``, ``shared``) and ``decode_router``."""
     return Coordinator(requests, cluster, pipeline, seed).run()

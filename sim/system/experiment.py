@@ -36,9 +36,13 @@ them, each validated like an experiment of its own, errors keyed ``variants.<i>.
 Variants whose ``workload:`` is the same serve the identical requests frame.
 
 :func:`cluster_spec` maps it onto the ``cluster`` mapping of
-:func:`sim.system.serve_frames`, whose pools are homogeneous: all clients of a pool (all of
-them when co-located; the ``prefill`` and the ``decode`` ones when disaggregated) must agree on
-everything but their name, else a one-line error names the first key that differs. Engine keys
+:func:`sim.system.serve_frames`. All clients of a pool (all of them when co-located; the
+``prefill`` and the ``decode`` ones when disaggregated) run one model under one engine
+configuration: they must agree on everything but their name and their hardware, else a
+one-line error names the first key that differs. The hardware keys (``arch``, ``precision``, ``tp``,
+``mode``, ``table``: :data:`HARDWARE_KEYS`) may differ within a pool, so a pool can mix GPU
+types or chip counts; each client is then priced by its own backend (the engine's
+``memory_gb`` is still one per pool). Engine keys
 are exactly :data:`sim.system.engine.ENGINE_KEYS`; the engine validates their values.
 """
 from __future__ import annotations
@@ -48,8 +52,9 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from sim.config.errors import ConfigError, InvalidValue, short_repr
-from sim.config.schema import (FrozenList, Name, NonNegFloat, NonNegInt, PosFloat, PosInt,
-                               Seed, StrictModel, VariantConfig, _Hashable, _safe_file_name)
+from sim.config.schema import (FrozenList, FrozenMapping, Name, NonNegFloat, NonNegInt, PosFloat,
+                               PosInt, Seed, StrictModel, VariantConfig, _Hashable,
+                               _safe_file_name)
 
 from .arrivals import WorkloadConfig
 from .engine import ENGINE_KEYS
@@ -81,6 +86,10 @@ class EngineConfig(StrictModel):
 
 
 assert set(EngineConfig.model_fields) == ENGINE_KEYS, "EngineConfig must mirror ENGINE_KEYS"
+
+
+#: client keys that may differ within one pool (each client gets its own backend)
+HARDWARE_KEYS = ("arch", "precision", "tp", "mode", "table")
 
 
 class ClientConfig(StrictModel):
@@ -120,7 +129,8 @@ class ClientConfig(StrictModel):
         return self
 
     def pool_key(self) -> dict:
-        return self.model_dump(exclude={"name", "count"})
+        """What every client of one pool must share: all but its name, count and hardware."""
+        return self.model_dump(exclude={"name", "count", *HARDWARE_KEYS})
 
     def names(self) -> list[str]:
         """The names of the clients this entry stands for."""
@@ -185,8 +195,8 @@ class ClusterConfig(StrictModel):
                         if key == "engine":
                             sub = "engine." + next(k for k in ref[key] if got[key][k] != ref[key][k])
                         raise InvalidValue(
-                            f"the same value as clients.{i0} (clients of one pool are identical "
-                            "but for their name)", loc=("clients", i, *sub.split(".")))
+                            f"the same value as clients.{i0} (clients of one pool differ only "
+                            "in name and hardware)", loc=("clients", i, *sub.split(".")))
         return self
 
     @property
@@ -210,6 +220,10 @@ class ServingExperiment(_Hashable):
     cluster: ClusterConfig
     outputs: ServingOutputs = Field(default_factory=ServingOutputs)
     variants: FrozenList[VariantConfig] = ()      # clusters to compare over the same requests
+
+    # the block `strata sweep` reads (sim.dse.spec); `strata run` serves the base experiment.
+    # Left out of dumps and of the content hash, as in ExperimentConfig.
+    sweep: FrozenMapping[str, Any] | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
     def _variant_names(self):
@@ -265,25 +279,35 @@ def _engine(c: ClientConfig) -> dict:
     return e
 
 
-def backend_specs(cluster: ClusterConfig) -> dict[str, dict]:
-    """role (``both``, or ``prefill`` and ``decode``) -> the backend mapping of that pool."""
-    return {c.role: _backend(c) for c in reversed(cluster.clients)}
+def _pool_backend(members: list) -> dict | list:
+    """One backend mapping for a pool of one hardware, else one per client (in order, an
+    entry with ``count: n`` standing for n clients)."""
+    specs = [_backend(c) for c in members for _ in range(c.count)]
+    return specs[0] if all(s == specs[0] for s in specs) else specs
+
+
+def backend_specs(cluster: ClusterConfig) -> dict[str, dict | list]:
+    """role (``both``, or ``prefill`` and ``decode``) -> the backend mapping of that pool (a
+    list of one per client when its hardware is mixed)."""
+    roles = ("prefill", "decode") if cluster.disaggregated else ("both",)
+    return {r: _pool_backend([c for c in cluster.clients if c.role == r]) for r in roles}
 
 
 def cluster_spec(cluster: ClusterConfig, backends: dict | None = None) -> dict:
     """The ``cluster`` mapping of :func:`sim.system.serve_frames` for a validated section.
-    ``backends``: role -> an already-built Backend to use instead of the mapping."""
+    ``backends``: role -> an already-built Backend (or a list, one per client) to use instead
+    of the mapping."""
     backends = backends or {}
     if not cluster.disaggregated:
         c = cluster.clients[0]
-        return {"backend": backends.get("both", _backend(c)),
-                "clients": sum(x.count for x in cluster.clients),
-                "engine": _engine(c), "router": cluster.router.spec(), "model": c.model}
+        return {"backend": backends.get("both", _pool_backend(list(cluster.clients))),
+                "clients": sum(x.count for x in cluster.clients), "engine": _engine(c),
+                "router": cluster.router.spec(), "model": c.model}
     pools = {}
     for role in ("prefill", "decode"):
         members = [c for c in cluster.clients if c.role == role]
         pools[role] = {"clients": sum(c.count for c in members), "engine": _engine(members[0]),
-                       "backend": backends.get(role, _backend(members[0]))}
+                       "backend": backends.get(role, _pool_backend(members))}
     return {**pools, "engine": {"scheduler": "disaggregated"}, "router": cluster.router.spec(),
             "decode_router": cluster.decode_router.spec(), "pairing": cluster.pairing,
             "kv_transfer": cluster.kv_transfer, "link": cluster.link.model_dump(),
