@@ -225,7 +225,7 @@ def test_requests_longer_than_the_model_context_are_rejected():
     cfg = sim.load_serving(exp)
     f = serve_frames(reqs, cluster_spec(cfg.cluster)).requests.set_index("request_id")
     assert f.loc[0, "status"] == "completed"          # 8191 + 2 - 1 = 8192 positions
-    assert f.loc[1, "status"] == "rejected" and f.loc[1, "reason"] == "exceeds_max_position"
+    assert f.loc[1, "status"] == "rejected" and f.loc[1, "reason"] == "exceeds_model_context"
     assert f.loc[2, "status"] == "completed"
 
 

@@ -69,7 +69,7 @@ class Backend:
     layers: int = 1
 
     chips: int = 1
-    #: the model's context limit (prompt + output - 1 positions); None: no limit
+    #: the model's context window (prompt + output - 1 tokens of KV at most), None: no limit
     max_position: int | None = None
 
     def price(self, prefill: Sequence[tuple[int, int]], decode: Sequence[int]) -> StepCost:

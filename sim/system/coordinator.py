@@ -225,10 +225,9 @@ class Coordinator:
             return self._reject(r, "no_client_for_model")
         c = self.router(r)
         r.client = c.name
-        # positions the model attends over: the prompt and every output token but the last
-        limit = getattr(c.backend, "max_position", None)
-        if limit is not None and r.prompt_tokens + r.output_tokens - 1 > limit:
-            return self._reject(r, "exceeds_max_position")
+        window = c.backend.max_position
+        if window is not None and r.prompt_tokens + r.output_tokens - 1 > window:
+            return self._reject(r, "exceeds_model_context")     # its last token's KV cannot fit
         if not c.can_ever_fit(r.prompt_tokens, r.output_tokens) or (
                 self.disagg and not self.decoders[0].can_ever_fit(r.prompt_tokens, r.output_tokens)):
             return self._reject(r, "exceeds_kv_capacity")
