@@ -10,6 +10,7 @@ from typing import Mapping
 
 import pandas as pd
 
+import math
 import numbers
 from contextlib import contextmanager
 
@@ -480,20 +481,100 @@ def load_serving(experiment, overrides=None):
     return load_validated(experiment, ServingExperiment, overrides, kind="experiments")
 
 
-def serve(experiment, overrides=None) -> ServeResult:
+@dataclass(frozen=True)
+class ServeComparison:
+    """A serving experiment with ``variants:``: one :class:`ServeResult` per variant (same
+    requests unless a variant changes the workload) and a summary comparing them. The frames
+    ``requests``, ``steps``, ``clients`` and ``token_gaps`` concatenate the variants' with a
+    leading ``variant`` column."""
+
+    experiment: object
+    variants: Mapping[str, ServeResult]
+    summary: dict
+
+    def _frame(self, name: str) -> pd.DataFrame:
+        return pd.concat([getattr(r, name).assign(variant=v).pipe(
+            lambda f: f[["variant"] + [c for c in f.columns if c != "variant"]])
+            for v, r in self.variants.items()], ignore_index=True)
+
+    @property
+    def requests(self) -> pd.DataFrame:
+        return self._frame("requests")
+
+    @property
+    def steps(self) -> pd.DataFrame:
+        return self._frame("steps")
+
+    @property
+    def clients(self) -> pd.DataFrame:
+        return self._frame("clients")
+
+    @property
+    def token_gaps(self) -> pd.DataFrame:
+        return self._frame("token_gaps")
+
+
+def serve(experiment, overrides=None) -> "ServeResult | ServeComparison":
     """Run a serving experiment: load and validate it, build its requests and its clients'
     backends (``StrataBackend`` on each client's arch, GPU archs included), run
-    :func:`sim.system.serve_frames` and summarize. Client names are the experiment's."""
+    :func:`sim.system.serve_frames` and summarize. Client names are the experiment's.
+    With ``variants:``, every variant runs over the same requests and a
+    :class:`ServeComparison` holds them (``summary["comparison"]``: one row per variant)."""
     import os
 
-    from .system import build_requests, serve_frames, summarize
-    from .system.experiment import client_names, cluster_spec
+    from .system import build_requests
+    from .system.experiment import serving_points
+    from .system.metrics import comparison_rows
 
     exp = load_serving(experiment, overrides)
     origin = exp.origin
     base = os.path.dirname(origin) if origin and os.path.isfile(origin) else None
-    reqs = build_requests(exp.workload, base_dir=base, source=origin)
-    frames = serve_frames(reqs, cluster_spec(exp.cluster), pipeline=exp.pipeline, seed=exp.seed)
+    frames_by_workload: dict = {}     # variants with the same workload share its frame
+    backends: dict = {}               # ... and the same backend (one step table, one memo)
+    results = {}
+    for name, cfg in serving_points(exp):
+        wl = cfg.workload.model_dump_json()
+        if wl not in frames_by_workload:
+            key = "workload" if name is None or cfg.workload == exp.workload else \
+                f"variants.{[v.name for v in exp.variants].index(name)}.set.workload"
+            frames_by_workload[wl] = build_requests(cfg.workload, base_dir=base,
+                                                    source=origin, key=key)
+        results[name] = _serve_one(cfg, frames_by_workload[wl], backends)
+    if not exp.variants:
+        return results[None]
+    summary = {"experiment": exp.name, "config_hash": exp.hash(), "seed": exp.seed,
+               "variants": list(results),
+               "comparison": comparison_rows({v: r.summary for v, r in results.items()}),
+               "by_variant": {v: r.summary for v, r in results.items()}}
+    return ServeComparison(exp, FrozenDict(results), summary)
+
+
+def _client_area_mm2(c) -> float:
+    """One client's silicon: its chips (``tp``) times its arch's area model, in mm^2 (NaN
+    for an arch without one, such as a GPU)."""
+    area = accelerator_for(c.arch).area_um2()
+    return c.tp * sum(area.values()) * 1e-6 if area else math.nan
+
+
+def _serve_one(exp, reqs: pd.DataFrame, backends: dict) -> ServeResult:
+    """One cluster over ``reqs``; ``backends`` (backend mapping as JSON -> built backend) is
+    shared between calls: a backend's answers depend on its mapping only."""
+    import json
+
+    from .system import serve_frames, summarize
+    from .system.backends import build_backend
+    from .system.experiment import backend_specs, client_names, cluster_spec
+
+    def shared(spec):
+        key = json.dumps(spec, sort_keys=True)
+        if key not in backends:
+            backends[key] = build_backend(spec)
+        return backends[key]
+
+    built = {role: [shared(s) for s in spec] if isinstance(spec, list) else shared(spec)
+             for role, spec in backend_specs(exp.cluster).items()}
+    frames = serve_frames(reqs, cluster_spec(exp.cluster, built), pipeline=exp.pipeline,
+                          seed=exp.seed)
     names = client_names(exp.cluster)
     rename = lambda s: s.map(lambda v: names.get(v, v) if isinstance(v, str) else v)  # noqa: E731
     requests = frames.requests.assign(client=rename(frames.requests["client"]),
@@ -502,10 +583,16 @@ def serve(experiment, overrides=None) -> ServeResult:
     rej = requests["status"] == "rejected"
     requests.loc[rej, "status"] = "rejected:" + requests.loc[rej, "reason"].astype(str)
     steps = frames.steps.assign(client=rename(frames.steps["client"]))
+    area = {n: _client_area_mm2(c) for c in exp.cluster.clients for n in c.names()}
     clients = frames.clients.assign(client=rename(frames.clients["client"]))
+    clients = clients.assign(area_mm2=clients["client"].map(area))
     summary = summarize(requests, steps=steps, itl_s=frames.token_gaps["gap_s"].to_numpy(),
                         itl_counts=frames.token_gaps["tokens"].to_numpy(),
                         energy_j=float(clients["energy_j"].sum()))
     summary = {"experiment": exp.name, "config_hash": exp.hash(), "seed": exp.seed,
-               "events": frames.events, "simulated_s": frames.sim_seconds, **summary}
+               "events": frames.events, "simulated_s": frames.sim_seconds,
+               "clients": int(len(clients)), "chips": int(sum(c.tp * c.count
+                                                               for c in exp.cluster.clients)),
+               "area_mm2": float(clients["area_mm2"].sum(min_count=len(clients)))
+               if clients["area_mm2"].notna().all() else None, **summary}
     return ServeResult(exp, requests, steps, clients, frames.token_gaps, summary)

@@ -156,6 +156,8 @@ def _is_serving(ref) -> bool:
 
 
 def _cmd_serve(args) -> int:
+    import pandas as pd
+
     from . import api
     from .system.plots import write_serving_plots, write_serving_trace
 
@@ -168,15 +170,32 @@ def _cmd_serve(args) -> int:
     result = api.serve(exp)
     wall = time.perf_counter() - t0
 
-    def fill(tmp: Path):
-        result.requests.to_csv(tmp / "requests.csv", index=False)
-        result.steps.to_csv(tmp / "steps.csv", index=False)
-        result.clients.to_csv(tmp / "clients.csv", index=False)
-        (tmp / "summary.json").write_text(json.dumps(result.summary, indent=2) + "\n")
-        written = [tmp / f for f in ("requests.csv", "steps.csv", "clients.csv", "summary.json")]
-        figs = write_serving_plots(result, tmp)
+    variants = getattr(result, "variants", None)
+
+    def write_one(r, folder: Path) -> list[Path]:
+        r.requests.to_csv(folder / "requests.csv", index=False)
+        r.steps.to_csv(folder / "steps.csv", index=False)
+        r.clients.to_csv(folder / "clients.csv", index=False)
+        (folder / "summary.json").write_text(json.dumps(r.summary, indent=2) + "\n")
+        written = [folder / f for f in ("requests.csv", "steps.csv", "clients.csv",
+                                        "summary.json")]
         if args.trace or exp.outputs.trace:
-            written.append(write_serving_trace(result, tmp / "trace.json"))
+            written.append(write_serving_trace(r, folder / "trace.json"))
+        return written
+
+    def fill(tmp: Path):
+        if variants:        # <out>/<variant>/{requests,steps,clients}.csv, summary.json
+            written = []
+            for v, r in variants.items():
+                (tmp / v).mkdir()
+                written += write_one(r, tmp / v)
+            pd.DataFrame(result.summary["comparison"]).to_csv(tmp / "comparison.csv",
+                                                              index=False)
+            (tmp / "summary.json").write_text(json.dumps(result.summary, indent=2) + "\n")
+            written += [tmp / "comparison.csv", tmp / "summary.json"]
+        else:
+            written = write_one(result, tmp)
+        figs = write_serving_plots(result, tmp)
         return written + figs, figs
 
     written, figs = _atomic_folder(out, fill)
@@ -184,15 +203,19 @@ def _cmd_serve(args) -> int:
         args.plots.mkdir(parents=True, exist_ok=True)
         for f in figs:
             _copy_whole(out / f, args.plots / f"{exp.name}_{f}")
-    s = result.summary
 
     def ms(v):                  # null when no request completed
         return "n/a" if v is None else f"{v * 1e3:.1f} ms"
-    print(f"{exp.name}: {s['requests']} requests ({s['completed']} completed, "
-          f"{s['rejected']} rejected) over {s['duration_s']:.1f} simulated s in {wall:.2f} s; "
-          f"TTFT p50 {ms(s['ttft_s']['p50'])}, TPOT p50 {ms(s['tpot_s']['p50'])}, "
-          f"SLOs all met: {s['slo']['all_met']}")
-    print(f"wrote {len(written)} files to {out}{os.sep}: " + ", ".join(written))
+    for v, r in (variants or {None: result}).items():
+        s = r.summary
+        head = exp.name if v is None else f"{exp.name} [{v}]"
+        print(f"{head}: {s['requests']} requests ({s['completed']} completed, "
+              f"{s['rejected']} rejected) over {s['duration_s']:.1f} simulated s; "
+              f"TTFT p50 {ms(s['ttft_s']['p50'])}, TPOT p50 {ms(s['tpot_s']['p50'])}, "
+              f"SLOs all met: {s['slo']['all_met']}"
+              + (f"; {s['chips']} chips, {s['area_mm2']:.3f} mm^2" if s.get("area_mm2") else ""))
+    print(f"ran in {wall:.2f} s; wrote {len(written)} files to {out}{os.sep}: "
+          + ", ".join(written))
     return 0
 
 
@@ -290,7 +313,8 @@ def _atomic_folder(out: Path, fill) -> tuple[list[str], list[str]]:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return [p.name for p in written], [p.name for p in figs]
+    return ([str(Path(p).relative_to(tmp)) for p in written],
+            [str(Path(p).relative_to(tmp)) for p in figs])
 
 
 def _copy_whole(src: Path, dst: Path) -> None:

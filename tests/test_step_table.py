@@ -70,8 +70,18 @@ def test_random_off_grid_steps_are_within_the_stated_bound(table, model):
     assert errs[:, 0].max() > 0          # off the grid the table really interpolates
 
 
+def test_short_chunks_deep_in_the_context_are_inside_the_key_grid(model, table):
+    """A chunk of n new tokens on p > max_past past ones still has keys <= max_past +
+    max_chunk, which the attention grids cover: priced like a direct call."""
+    for pre in ([(8, 504)], [(100, 400)], [(1, 511)]):
+        d, e = direct(model, prefill=pre, decode=[5]), table.estimate(prefill=pre, decode=[5])
+        assert abs(e.cycles / d.cycles - 1) < BOUND
+
+
 def test_the_table_never_extrapolates(table):
-    for step, key in [(dict(prefill=[(129, 0)]), "prefill"), (dict(prefill=[(8, 385)]), "prefill"),
+    # keys (new + past) reach max_past + max_chunk = 512: a short chunk may sit on more than
+    # max_past past tokens, one more key is outside
+    for step, key in [(dict(prefill=[(129, 0)]), "prefill"), (dict(prefill=[(8, 505)]), "prefill"),
                       (dict(decode=[769]), "decode"), (dict(decode=[0] * 257), "prefill")]:
         with pytest.raises(ConfigError) as e:
             table.estimate(**step)

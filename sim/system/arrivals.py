@@ -11,9 +11,11 @@ The section
 ::
 
     workload:
-      trace: synthetic_conv_1k      # optional: a shipped trace name (traces/<name>.csv) or a
-                                    # path to a CSV (Azure or plain schema), relative to the
-                                    # experiment file
+      trace: synthetic_conv_1k      # optional: a trace name or a path to a CSV (Azure or
+                                    # plain schema), relative to the experiment file; a name
+                                    # is <name>.csv in traces/, then in each folder of
+                                    # $STRATA_TRACES, then in ../shared/traces beside the
+                                    # checkout (trace_search_path)
       arrivals:                     # default with a trace: {process: trace}
         process: poisson            # trace | poisson | gamma | uniform | deterministic
         rate: 5.0                   # requests per second
@@ -112,6 +114,7 @@ __all__ = [
     "arrival_processes",
     "length_distributions",
     "resolve_trace",
+    "trace_search_path",
 ]
 
 # ------------------------------------------------------------------------------------------
@@ -398,10 +401,30 @@ _STREAMS = ("arrivals", "prompt", "output", "rows")
 _CHUNK = 4096   # gaps are drawn in chunks of this size (a stream's draws do not depend on it)
 
 
+#: environment variable naming extra folders (os.pathsep-separated) that trace names resolve in
+TRACES_ENV = "STRATA_TRACES"
+
+
+def trace_search_path() -> list[Path]:
+    """Folders a bare trace name is looked up in, in order: the shipped ``traces/``, each
+    folder of ``$STRATA_TRACES``, then ``../shared/traces`` beside the checkout (traces that
+    are not part of the repository, such as the Azure ones, live there)."""
+    folders = [data_dir("traces")]
+    folders += [Path(d).expanduser() for d in os.environ.get(TRACES_ENV, "").split(os.pathsep)
+                if d]
+    folders.append(data_dir("traces").parent.parent / "shared" / "traces")
+    out = []
+    for f in folders:
+        if f not in out:
+            out.append(f)
+    return out
+
+
 def resolve_trace(ref: str, base_dir: str | os.PathLike | None = None, *,
                   file: str | None = None, key: str = "workload.trace") -> Path:
     """The CSV a ``trace:`` names: a path (relative to ``base_dir``, the experiment file's
-    folder, else the working directory) or a shipped name (``traces/<name>.csv``)."""
+    folder, else the working directory) or a name, ``<name>.csv`` in the first folder of
+    :func:`trace_search_path` that has it."""
     p = Path(ref).expanduser()
     if "/" in ref or os.sep in ref or p.suffix:
         if not p.is_absolute():
@@ -410,13 +433,16 @@ def resolve_trace(ref: str, base_dir: str | os.PathLike | None = None, *,
             return p
         raise ConfigError("a path to an existing trace CSV", file=file, key=key,
                           got=short_repr(ref), hint=f"no file at {p}")
-    shipped = data_dir("traces") / f"{ref}.csv"
-    if shipped.is_file():
-        return shipped
-    names = list_shipped("traces")
-    raise ConfigError(f"a shipped trace name ({', '.join(names) or 'none'}) or a path to a "
-                      "CSV file", file=file, key=key, got=short_repr(ref),
-                      hint=did_you_mean(ref, names))
+    search = trace_search_path()
+    for folder in search:
+        if (folder / f"{ref}.csv").is_file():
+            return folder / f"{ref}.csv"
+    names = sorted({q.stem for f in search if f.is_dir() for q in f.glob("*.csv")})
+    raise ConfigError(f"a trace name ({', '.join(names) or 'none'}) or a path to a CSV file",
+                      file=file, key=key, got=short_repr(ref),
+                      hint=did_you_mean(ref, names) or
+                      f"no {ref}.csv in {', '.join(str(f) for f in search)} (${TRACES_ENV} "
+                      "adds folders)")
 
 
 def build_requests(cfg: WorkloadConfig, *, base_dir: str | os.PathLike | None = None,

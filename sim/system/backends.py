@@ -164,8 +164,12 @@ class StrataBackend(Backend):
         prec = getattr(self._model_cfg, "precision", None)
         abits = getattr(prec, "abits", 16) if prec is not None else 16
         wbits = getattr(prec, "wbits", 16) if prec is not None else 16
+        if step_options.get("precision") is not None:   # the steps' own precision
+            from sim.workload.precision import parse_precision
+            wbits, abits = parse_precision(step_options["precision"], file=WHERE)
         self.kv_bytes = float(kv_bytes if kv_bytes is not None else abits / 8)
         self.layers = shape["layers"]
+        self.max_position = int(self._model_cfg.max_position)
         # one chip's facts: its KV heads (replicated past the model's) and its weight shard
         self.kv_heads, self.head_dim = shape["kv_heads"], shape["head_dim"]
         self.kv_bytes_per_token = 2.0 * self.layers * self.kv_heads * self.head_dim * self.kv_bytes

@@ -10,8 +10,11 @@
     cluster:
       clients:                     # one entry per client; co-located clients share one pool
         - name: h100-0
+          count: 1                 # this many identical clients (named <name>-0, -1, ...
+                                   # when count > 1)
           arch: h100-sxm           # any arch name or path (gpu, systolic, ...)
           model: llama-3-8b
+          precision: null          # e.g. w4a4: the step precision (default: the model's)
           tp: 1                    # chips in tensor parallelism
           mode: exact              # StrataBackend: exact (memoized steps) or table
           table: {max_chunk: 8192}  # sim.StepTable options (mode: table)
@@ -22,13 +25,21 @@
       router: {name: round_robin, params: {}}
       decode_router: {name: least_loaded, params: {}}   # disaggregated only
       pairing: global, kv_transfer: whole, link: {bandwidth_gbps, latency_s, shared}
-    outputs: {plots: [latency_cdf, timeline], trace: false}
+    outputs: {plots: [latency_cdf, timeline, compare], trace: false}
+    variants:                      # optional: several clusters over the same requests
+      - {name: continuous, set: {cluster.clients.0.engine.scheduler: continuous}}
+      - {name: chunked, set: {cluster.clients.0.engine.scheduler: chunked}}
+
+``variants:`` entries are the base experiment with some keys changed (dotted keys as with
+``--set``; a value may be a whole section, ``cluster: {...}``); :func:`serving_points` resolves
+them, each validated like an experiment of its own, errors keyed ``variants.<i>.set.<key>``.
+Variants whose ``workload:`` is the same serve the identical requests frame.
 
 :func:`cluster_spec` maps it onto the ``cluster`` mapping of
 :func:`sim.system.serve_frames`. All clients of a pool (all of them when co-located; the
 ``prefill`` and the ``decode`` ones when disaggregated) run one model under one engine
 configuration: they must agree on everything but their name and their hardware, else a
-one-line error names the first key that differs. The hardware keys (``arch``, ``tp``,
+one-line error names the first key that differs. The hardware keys (``arch``, ``precision``, ``tp``,
 ``mode``, ``table``: :data:`HARDWARE_KEYS`) may differ within a pool, so a pool can mix GPU
 types or chip counts; each client is then priced by its own backend (the engine's
 ``memory_gb`` is still one per pool). Engine keys
@@ -40,9 +51,10 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from sim.config.errors import InvalidValue
-from sim.config.schema import (FrozenList, FrozenMapping, Name, NonNegFloat, NonNegInt, PosFloat, PosInt,
-                               Seed, StrictModel, _Hashable)
+from sim.config.errors import ConfigError, InvalidValue, short_repr
+from sim.config.schema import (FrozenList, FrozenMapping, Name, NonNegFloat, NonNegInt, PosFloat,
+                               PosInt, Seed, StrictModel, VariantConfig, _Hashable,
+                               _safe_file_name)
 
 from .arrivals import WorkloadConfig
 from .engine import ENGINE_KEYS
@@ -77,22 +89,38 @@ assert set(EngineConfig.model_fields) == ENGINE_KEYS, "EngineConfig must mirror 
 
 
 #: client keys that may differ within one pool (each client gets its own backend)
-HARDWARE_KEYS = ("arch", "tp", "mode", "table")
+HARDWARE_KEYS = ("arch", "precision", "tp", "mode", "table")
 
 
 class ClientConfig(StrictModel):
     name: Name
+    count: PosInt = 1            # identical clients this entry stands for
     arch: Name
     model: Name
+    precision: Name | None = None   # 'w4a8', the steps' (wbits, abits); None: the model's
     tp: Literal[1, 2, 4, 8] = 1
     mode: Literal["exact", "table"] = "exact"
-    table: dict[Literal["max_tokens", "max_chunk", "max_past", "max_context"], PosInt] = \
-        Field(default_factory=dict)      # sim.StepTable options (mode: table)
+    # sim.StepTable options (mode: table): ranges, and for a coarser (faster) grid
+    # points_per_octave and tol
+    table: dict[Literal["max_tokens", "max_chunk", "max_past", "max_context",
+                        "points_per_octave", "tol"], PosInt | PosFloat] = \
+        Field(default_factory=dict)
     role: Literal["both", "prefill", "decode"] = "both"
     engine: EngineConfig = Field(default_factory=EngineConfig)
 
     @model_validator(mode="after")
     def _tp_priced(self):
+        for key, v in self.table.items():
+            if key != "tol" and not isinstance(v, int):
+                raise InvalidValue("an integer", loc=("table", key), got=short_repr(v))
+            if key == "tol" and not v < 1:
+                raise InvalidValue("a tolerance in (0, 1)", loc=("table", key), got=short_repr(v))
+        if self.precision is not None:
+            from sim.workload.precision import parse_precision
+            try:
+                parse_precision(self.precision)
+            except ConfigError as e:
+                raise InvalidValue(e.expected, loc=("precision",), got=e.got) from None
         if self.tp > 1 and self.mode == "table":      # sim.StepTable prices one chip
             raise InvalidValue("tp 1 with mode 'table' (step tables price one chip; use "
                                "mode 'exact' for tensor parallelism)", loc=("tp",))
@@ -101,8 +129,12 @@ class ClientConfig(StrictModel):
         return self
 
     def pool_key(self) -> dict:
-        """What every client of one pool must share: all but its name and hardware."""
-        return self.model_dump(exclude={"name", *HARDWARE_KEYS})
+        """What every client of one pool must share: all but its name, count and hardware."""
+        return self.model_dump(exclude={"name", "count", *HARDWARE_KEYS})
+
+    def names(self) -> list[str]:
+        """The names of the clients this entry stands for."""
+        return [self.name] if self.count == 1 else [f"{self.name}-{i}" for i in range(self.count)]
 
 
 class RouterConfig(StrictModel):
@@ -144,10 +176,13 @@ class ClusterConfig(StrictModel):
         if "both" not in roles and roles != {"prefill", "decode"}:
             raise InvalidValue("both a prefill and a decode client (disaggregated serving)",
                                loc=("clients", 0, "role"))
-        names = [c.name for c in self.clients]
-        for i, n in enumerate(names):
-            if n in names[:i]:
-                raise InvalidValue("a client name used once", loc=("clients", i, "name"))
+        seen: set[str] = set()
+        for i, c in enumerate(self.clients):
+            names = c.names()
+            if seen & set(names):
+                raise InvalidValue("a client name used once", loc=("clients", i, "name"),
+                                   got=short_repr(sorted(seen & set(names))[0]))
+            seen |= set(names)
         for role in roles:
             pool = [(i, c) for i, c in enumerate(self.clients) if c.role == role]
             i0, first = pool[0]
@@ -170,7 +205,7 @@ class ClusterConfig(StrictModel):
 
 
 class ServingOutputs(StrictModel):
-    plots: FrozenList[Literal["latency_cdf", "timeline"]] = ()
+    plots: FrozenList[Literal["latency_cdf", "timeline", "compare"]] = ()
     trace: bool = False
 
 
@@ -184,14 +219,55 @@ class ServingExperiment(_Hashable):
     workload: WorkloadConfig
     cluster: ClusterConfig
     outputs: ServingOutputs = Field(default_factory=ServingOutputs)
+    variants: FrozenList[VariantConfig] = ()      # clusters to compare over the same requests
+
     # the block `strata sweep` reads (sim.dse.spec); `strata run` serves the base experiment.
     # Left out of dumps and of the content hash, as in ExperimentConfig.
     sweep: FrozenMapping[str, Any] | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _variant_names(self):
+        seen: dict[str, int] = {}
+        for i, v in enumerate(self.variants):
+            try:
+                _safe_file_name(v.name)   # <out>/<variant>/ is a folder
+            except InvalidValue as e:
+                raise InvalidValue(e.expected, loc=("variants", i, "name"), got=e.got) from None
+            if v.name in seen:
+                raise InvalidValue("a variant name used once", loc=("variants", i, "name"),
+                                   got=short_repr(v.name),
+                                   hint=f"also the name of variants.{seen[v.name]}")
+            seen[v.name] = i
+            for key in v.set:
+                if key.split(".")[0] in ("name", "variants"):
+                    raise InvalidValue("keys other than name and variants",
+                                       loc=("variants", i, "set", key))
+        return self
+
+
+def serving_points(exp: ServingExperiment) -> list[tuple[str | None, ServingExperiment]]:
+    """(variant name, experiment) per cluster to run: ``[(None, exp)]`` without variants, else
+    one per ``variants:`` entry, the base with that entry's keys set and no variants."""
+    from sim.config.loader import load_validated
+    if not exp.variants:
+        return [(None, exp)]
+    points = []
+    for i, v in enumerate(exp.variants):
+        try:
+            cfg = load_validated(exp, ServingExperiment,
+                                 [("variants", [])] + list(v.set.items()))
+        except ConfigError as e:     # name the experiment file and the variant's key
+            key = f"variants.{i}.set" + (f".{e.key}" if e.key else "")
+            raise ConfigError(e.expected, file=exp.origin, key=key, got=e.got,
+                              hint=e.hint) from None
+        points.append((v.name, cfg))
+    return points
 
 
 def _backend(c: ClientConfig) -> dict:
     return {"type": "strata", "arch": c.arch, "model": c.model, "chips": c.tp, "mode": c.mode,
             **({"table_options": dict(c.table)} if c.table else {}),
+            **({"precision": c.precision} if c.precision is not None else {}),
             **({"tp": c.tp} if c.tp > 1 else {})}
 
 
@@ -204,9 +280,17 @@ def _engine(c: ClientConfig) -> dict:
 
 
 def _pool_backend(members: list) -> dict | list:
-    """One backend mapping for a pool of one hardware, else one per client (in order)."""
-    specs = [_backend(c) for c in members]
+    """One backend mapping for a pool of one hardware, else one per client (in order, an
+    entry with ``count: n`` standing for n clients)."""
+    specs = [_backend(c) for c in members for _ in range(c.count)]
     return specs[0] if all(s == specs[0] for s in specs) else specs
+
+
+def backend_specs(cluster: ClusterConfig) -> dict[str, dict | list]:
+    """role (``both``, or ``prefill`` and ``decode``) -> the backend mapping of that pool (a
+    list of one per client when its hardware is mixed)."""
+    roles = ("prefill", "decode") if cluster.disaggregated else ("both",)
+    return {r: _pool_backend([c for c in cluster.clients if c.role == r]) for r in roles}
 
 
 def cluster_spec(cluster: ClusterConfig, backends: dict | None = None) -> dict:
@@ -217,12 +301,12 @@ def cluster_spec(cluster: ClusterConfig, backends: dict | None = None) -> dict:
     if not cluster.disaggregated:
         c = cluster.clients[0]
         return {"backend": backends.get("both", _pool_backend(list(cluster.clients))),
-                "clients": len(cluster.clients), "engine": _engine(c),
+                "clients": sum(x.count for x in cluster.clients), "engine": _engine(c),
                 "router": cluster.router.spec(), "model": c.model}
     pools = {}
     for role in ("prefill", "decode"):
         members = [c for c in cluster.clients if c.role == role]
-        pools[role] = {"clients": len(members), "engine": _engine(members[0]),
+        pools[role] = {"clients": sum(c.count for c in members), "engine": _engine(members[0]),
                        "backend": backends.get(role, _pool_backend(members))}
     return {**pools, "engine": {"scheduler": "disaggregated"}, "router": cluster.router.spec(),
             "decode_router": cluster.decode_router.spec(), "pairing": cluster.pairing,
@@ -233,11 +317,9 @@ def cluster_spec(cluster: ClusterConfig, backends: dict | None = None) -> dict:
 def client_names(cluster: ClusterConfig) -> dict[str, str]:
     """serve_frames' client names (client0.., prefill0.., decode0..) -> the experiment's names."""
     out = {}
-    if not cluster.disaggregated:
-        for i, c in enumerate(cluster.clients):
-            out[f"client{i}"] = c.name
-        return out
-    for role in ("prefill", "decode"):
-        for i, c in enumerate(x for x in cluster.clients if x.role == role):
-            out[f"{role}{i}"] = c.name
+    roles = ("prefill", "decode") if cluster.disaggregated else ("both",)
+    for role in roles:
+        names = [n for c in cluster.clients if c.role == role for n in c.names()]
+        for i, n in enumerate(names):
+            out[f"{'client' if role == 'both' else role}{i}"] = n
     return out

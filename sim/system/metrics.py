@@ -73,6 +73,7 @@ __all__ = [
     "value_at",
     "time_weighted_mean",
     "summarize",
+    "comparison_rows",
 ]
 
 RUN_COLUMNS = ("request_id", "arrival_s", "client", "first_token_s", "finish_s",
@@ -534,3 +535,37 @@ def _step_summary(steps: pd.DataFrame, t0: float, span: float) -> dict:
         "kv_blocks_used": {"mean": time_weighted_mean(kv, t0, t0 + span),
                            "max": float(kv["kv_blocks_used"].max()) if len(kv) else math.nan},
     }
+
+
+def comparison_rows(summaries: Mapping[str, dict]) -> list[dict]:
+    """One flat row per variant from :func:`summarize`-style dicts (in their order): size,
+    latency percentiles, SLO attainment per tier (the fraction of requests meeting it), goodput,
+    throughput and energy figures; ``None`` where a summary has no value."""
+    def get(d, *path):
+        for p in path:
+            if not isinstance(d, Mapping) or p not in d:
+                return None
+            d = d[p]
+        return d
+
+    rows = []
+    for name, s in summaries.items():
+        row = {"variant": name}
+        for key in ("clients", "chips", "area_mm2", "requests", "completed", "rejected",
+                    "duration_s"):
+            row[key] = s.get(key)
+        for metric in ("ttft", "tpot", "e2e"):
+            for stat in ("mean", "p50", "p90", "p99"):
+                row[f"{metric}_{stat}_s"] = get(s, f"{metric}_s", stat)
+        row["slo_all_met"] = get(s, "slo", "all_met")
+        for tier in PERCENTILES:
+            row[f"slo_p{tier}_fraction"] = get(s, "goodput", f"p{tier}", "fraction")
+            row[f"goodput_p{tier}_requests_per_s"] = get(s, "goodput", f"p{tier}",
+                                                         "requests_per_s")
+        row["throughput_requests_per_s"] = get(s, "throughput", "requests_per_s")
+        row["output_tokens_per_s"] = get(s, "throughput", "output_tokens_per_s")
+        row["energy_j"] = s.get("energy_j")
+        row["output_tokens_per_j"] = get(s, "efficiency", "output_tokens_per_j")
+        row["total_tokens_per_j"] = get(s, "efficiency", "total_tokens_per_j")
+        rows.append(row)
+    return rows

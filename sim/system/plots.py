@@ -10,7 +10,7 @@ import pandas as pd
 
 from .metrics import batch_size, kv_usage, request_latencies
 
-SERVING_PLOTS = ("latency_cdf", "timeline")
+SERVING_PLOTS = ("latency_cdf", "timeline", "compare")
 
 
 def _plt():
@@ -20,21 +20,68 @@ def _plt():
     return plt
 
 
-def plot_latency_cdf(requests: pd.DataFrame, path: Path, title: str = "") -> Path:
-    """Empirical CDFs of TTFT, TPOT and E2E over completed requests."""
+def plot_latency_cdf(requests, path: Path, title: str = "") -> Path:
+    """Empirical CDFs of TTFT, TPOT and E2E over completed requests: one requests frame, or
+    a mapping label -> frame drawn overlaid (a comparison of variants)."""
     plt = _plt()
-    lat = request_latencies(requests)
+    frames = requests if isinstance(requests, dict) else {None: requests}
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-    for ax, col, label in zip(axes, ("ttft_s", "tpot_s", "e2e_s"), ("TTFT", "TPOT", "E2E")):
-        v = np.sort(lat[col].to_numpy(dtype=float))
-        v = v[np.isfinite(v)]
-        if v.size:
-            ax.step(v, np.arange(1, v.size + 1) / v.size, where="post")
+    for label, frame in frames.items():
+        lat = request_latencies(frame)
+        for ax, col in zip(axes, ("ttft_s", "tpot_s", "e2e_s")):
+            v = np.sort(lat[col].to_numpy(dtype=float))
+            v = v[np.isfinite(v)]
+            if v.size:
+                ax.step(v, np.arange(1, v.size + 1) / v.size, where="post", label=label)
+    for ax, label in zip(axes, ("TTFT", "TPOT", "E2E")):
         ax.set_xlabel(f"{label} (s)")
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
+        if len(frames) > 1:
+            ax.set_xscale("log")
     axes[0].set_ylabel("fraction of requests")
+    if len(frames) > 1:
+        axes[0].legend(fontsize=8, loc="lower right")
     fig.suptitle(f"{title}: latency CDFs" if title else "latency CDFs")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def plot_compare(rows: list[dict], path: Path, title: str = "") -> Path:
+    """Bars per variant (rows of :func:`sim.system.metrics.comparison_rows`): SLO attainment
+    (fraction of requests meeting each HERMES tier), goodput at P90 tier, output throughput and
+    total tokens per joule."""
+    plt = _plt()
+    names = [str(r["variant"]) for r in rows]
+    x = np.arange(len(names))
+
+    def col(key):
+        return np.array([np.nan if r.get(key) is None else float(r[key]) for r in rows])
+
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.8))
+    w = 0.8 / 3
+    for k, tier in enumerate((50, 90, 99)):
+        axes[0].bar(x + (k - 1) * w, col(f"slo_p{tier}_fraction"), w, label=f"P{tier} tier")
+    axes[0].set_ylim(0, 1.3)
+    axes[0].set_yticks(np.linspace(0, 1, 6))
+    axes[0].set_title("SLO attainment (fraction of requests)", fontsize=9)
+    axes[0].legend(fontsize=7, ncol=3, loc="upper center")
+    panels = (("goodput_p90_requests_per_s", "goodput, P90 tier (requests/s)"),
+              ("output_tokens_per_s", "throughput (output tokens/s)"),
+              ("total_tokens_per_j", "tokens per joule (prompt + output)"))
+    for ax, (key, label) in zip(axes[1:], panels):
+        v = col(key)
+        ax.bar(x, v, 0.6, color="C0")
+        for xi, vi in zip(x, v):
+            if np.isfinite(vi):
+                ax.annotate(f"{vi:.3g}", (xi, vi), ha="center", va="bottom", fontsize=7)
+        ax.set_title(label, fontsize=9)
+    for ax in axes:
+        ax.set_xticks(x, names, rotation=20, ha="right", fontsize=8)
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle(f"{title}: comparison" if title else "comparison")
     fig.tight_layout()
     fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)
@@ -64,14 +111,27 @@ def plot_timeline(steps: pd.DataFrame, path: Path, title: str = "") -> Path:
 
 
 def write_serving_plots(result, folder: Path) -> list[Path]:
-    """The plots an experiment's ``outputs.plots`` lists, as ``<plot>.png`` in ``folder``."""
+    """The plots an experiment's ``outputs.plots`` lists, as ``<plot>.png`` in ``folder``.
+    With variants (a :class:`sim.api.ServeComparison`): ``latency_cdf`` overlays them,
+    ``compare`` draws bars of their comparison rows, ``timeline`` is one file per variant
+    (``timeline_<variant>.png``)."""
+    from .metrics import comparison_rows
     name = result.experiment.name
+    variants = getattr(result, "variants", None)
     out = []
     for p in result.experiment.outputs.plots:
         if p == "latency_cdf":
-            out.append(plot_latency_cdf(result.requests, folder / "latency_cdf.png", name))
+            reqs = {v: r.requests for v, r in variants.items()} if variants else result.requests
+            out.append(plot_latency_cdf(reqs, folder / "latency_cdf.png", name))
+        elif p == "timeline" and variants:
+            for v, r in variants.items():
+                out.append(plot_timeline(r.steps, folder / f"timeline_{v}.png", f"{name} {v}"))
         elif p == "timeline":
             out.append(plot_timeline(result.steps, folder / "timeline.png", name))
+        elif p == "compare":
+            rows = result.summary["comparison"] if variants else \
+                comparison_rows({name: result.summary})
+            out.append(plot_compare(rows, folder / "compare.png", name))
     return out
 
 

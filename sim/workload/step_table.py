@@ -326,10 +326,12 @@ class StepTable:
             raise ConfigError(f"at most max_tokens ({self.max_tokens}) tokens in a step of "
                               "this table", file=WHERE, key="prefill", got=f"{T} tokens")
         for i, (n, p) in enumerate(step.prefill):
-            if n > self.max_chunk or p > self.max_past:
+            # the attention grids span keys up to max_past + max_chunk, so a short chunk may
+            # sit on more than max_past past tokens
+            if n > self.max_chunk or p + n > self.max_past + self.max_chunk:
                 raise ConfigError(f"a chunk inside this table: new_tokens <= {self.max_chunk}, "
-                                  f"past_tokens <= {self.max_past}", file=WHERE,
-                                  key="prefill", got=str((n, p)))
+                                  f"new + past tokens <= {self.max_past + self.max_chunk}",
+                                  file=WHERE, key="prefill", got=str((n, p)))
         deepest = max(step.decode, default=0)      # contexts are sorted: the last one
         if deepest > self.max_context:
             raise ConfigError(f"decode contexts <= max_context ({self.max_context})",
