@@ -101,8 +101,9 @@ def test_bad_options_are_one_line_errors():
     t = GpuStepTable("h100-sxm", MODEL, max_tokens=64, max_chunk=64, max_past=100)
     with pytest.raises(ConfigError, match="max_tokens"):
         t.estimate(decode=[1] * 65)
-    with pytest.raises(ConfigError, match="past_tokens <= 100"):
-        t.estimate(prefill=[(10, 101)])
+    t.estimate(prefill=[(10, 154)])        # keys (new + past) up to max_past + max_chunk
+    with pytest.raises(ConfigError, match=r"new \+ past tokens <= 164"):
+        t.estimate(prefill=[(10, 155)])
 
 
 def test_layers_at_other_precisions_are_priced_apart():

@@ -435,11 +435,13 @@ class GpuStepTable:
             raise ConfigError(f"at most max_tokens ({self.max_tokens}) tokens in a step of "
                               "this table", file=WHERE, key="prefill", got=f"{step.tokens} tokens")
         for n, p in step.prefill:
-            if n > self.max_chunk or p > self.max_past or n + p > self.model.max_position:
+            # prefill attention is priced exactly: a short chunk may sit on more than
+            # max_past past tokens as long as its keys fit the range (<= max_position)
+            if (n > self.max_chunk or n + p > self.max_past + self.max_chunk
+                    or n + p > self.model.max_position):
                 raise ConfigError(f"a chunk inside this table: new_tokens <= {self.max_chunk}, "
-                                  f"past_tokens <= {self.max_past}, new + past <= "
-                                  f"{self.model.max_position}", file=WHERE,
-                                  key="prefill", got=str((n, p)))
+                                  f"new + past tokens <= {min(self.max_past + self.max_chunk, self.model.max_position)}",
+                                  file=WHERE, key="prefill", got=str((n, p)))
         if step.decode and step.decode[-1] > self.max_context:
             raise ConfigError(f"decode contexts <= max_context ({self.max_context})",
                               file=WHERE, key="decode", got=str(step.decode[-1]))
