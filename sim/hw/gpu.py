@@ -225,12 +225,12 @@ def tile_efficiency(tm: int, tn: int, knee: float) -> float:
     return min(1.0, tm * tn / (tm + tn) / knee)
 
 
-def gemm_seconds(M: int, K: int, N: int, *, peak: float, bandwidth: float, sms: int,
-                 knee: float, a_bytes: float, w_bytes: float, o_bytes: float):
-    """(seconds, bytes moved, chosen (tm, tn, split)) of one GEMM without the kernel overhead:
-    the fastest tiling of :data:`TILES` x split-K. ``peak`` is the achieved tensor rate of the
-    whole GPU (FLOP/s), ``bandwidth`` the achieved HBM rate (B/s)."""
-    best = None
+def gemm_tilings(M, K: int, N: int, *, peak: float, bandwidth: float, sms: int, knee: float,
+                 a_bytes, w_bytes, o_bytes, minimum=min, maximum=max):
+    """Every tiling of :data:`TILES` x split-K of one GEMM as (seconds, bytes moved,
+    (tm, tn, split)), in the order the fastest is chosen. ``M`` and the byte counts may be
+    numpy arrays (with ``minimum``/``maximum`` = ``np.minimum``/``np.maximum``): the step
+    tables price every row count at once with the same arithmetic."""
     flops_sm = peak / sms
     base = a_bytes + w_bytes + o_bytes
     for tm, tn in TILES:
@@ -243,10 +243,21 @@ def gemm_seconds(M: int, K: int, N: int, *, peak: float, bandwidth: float, sms: 
             waves = -(-ctas // sms)
             t_c = waves * 2.0 * tm * tn * -(-K // s) / (flops_sm * eff)
             moved = base + (2 * 4 * M * N * s if s > 1 else 0)
-            t_m = moved / (bandwidth * min(1.0, ctas / sms))
-            t = max(t_c, t_m)
-            if best is None or t < best[0] - 1e-15:
-                best = (t, moved, (tm, tn, s))
+            t_m = moved / (bandwidth * minimum(1.0, ctas / sms))
+            yield maximum(t_c, t_m), moved, (tm, tn, s)
+
+
+def gemm_seconds(M: int, K: int, N: int, *, peak: float, bandwidth: float, sms: int,
+                 knee: float, a_bytes: float, w_bytes: float, o_bytes: float):
+    """(seconds, bytes moved, chosen (tm, tn, split)) of one GEMM without the kernel overhead:
+    the fastest tiling of :data:`TILES` x split-K. ``peak`` is the achieved tensor rate of the
+    whole GPU (FLOP/s), ``bandwidth`` the achieved HBM rate (B/s)."""
+    best = None
+    for t, moved, tiling in gemm_tilings(M, K, N, peak=peak, bandwidth=bandwidth, sms=sms,
+                                         knee=knee, a_bytes=a_bytes, w_bytes=w_bytes,
+                                         o_bytes=o_bytes):
+        if best is None or t < best[0] - 1e-15:
+            best = (t, moved, tiling)
     return best
 
 

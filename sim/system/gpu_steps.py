@@ -129,28 +129,17 @@ def _gemm_seconds(M: np.ndarray, K: int, N: int, *, peak, bandwidth, sms, knee, 
                   w_bytes, o_bytes):
     """:func:`sim.hw.gpu.gemm_seconds` over an array of row counts ``M`` (with arrays of
     activation and output bytes): the fastest tiling, ties kept as the scalar loop keeps them."""
-    from sim.hw.gpu import MAX_SPLIT_K, TILES, tile_efficiency
+    from sim.hw.gpu import gemm_tilings
     best = moved_best = None
-    flops_sm = peak / sms
-    base = a_bytes + w_bytes + o_bytes
-    for tm, tn in TILES:
-        eff = tile_efficiency(tm, tn, knee)
-        tiles = -(-M // tm) * -(-N // tn)
-        for s in (1, 2, 4, 8, 16):
-            if s > 1 and (s > MAX_SPLIT_K or K // s < 128):
-                break
-            ctas = tiles * s
-            waves = -(-ctas // sms)
-            t_c = waves * 2.0 * tm * tn * -(-K // s) / (flops_sm * eff)
-            moved = base + (2 * 4 * M * N * s if s > 1 else 0)
-            t_m = moved / (bandwidth * np.minimum(1.0, ctas / sms))
-            t = np.maximum(t_c, t_m)
-            if best is None:
-                best, moved_best = t, np.broadcast_to(moved, t.shape).copy()
-            else:
-                better = t < best - 1e-15
-                best = np.where(better, t, best)
-                moved_best = np.where(better, moved, moved_best)
+    for t, moved, _ in gemm_tilings(M, K, N, peak=peak, bandwidth=bandwidth, sms=sms, knee=knee,
+                                    a_bytes=a_bytes, w_bytes=w_bytes, o_bytes=o_bytes,
+                                    minimum=np.minimum, maximum=np.maximum):
+        if best is None:
+            best, moved_best = t, np.broadcast_to(moved, t.shape).copy()
+        else:
+            better = t < best - 1e-15
+            best = np.where(better, t, best)
+            moved_best = np.where(better, moved, moved_best)
     return best, moved_best
 
 
