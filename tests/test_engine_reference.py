@@ -61,7 +61,7 @@ def workload(rng):
     else:
         kv_blocks = sum(blocks) + 5
     engine = {"max_num_seqs": int(rng.integers(1, 9)),
-              "max_num_batched_tokens": int(rng.choice([8, 32, 100, 256, 256, 512])),
+              "max_num_batched_tokens": int(rng.choice([4, 8, 32, 100, 256, 256, 512])),
               "block_size": bs, "kv_blocks": kv_blocks,
               "cuda_graph_sizes": [] if rng.random() < 0.4 else
               sorted(set(int(g) for g in rng.choice([1, 2, 3, 4, 6, 8], int(rng.integers(1, 4))))),
