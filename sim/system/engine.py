@@ -245,6 +245,7 @@ class LLMEngine:
     def _loop(self):
         env = self.env
         while True:
+            preempted = self.preemptions
             plan = self.schedule(self)
             if not plan:
                 self.wake = env.event()
@@ -257,7 +258,9 @@ class LLMEngine:
             padded = self._pad(nd) if not pre and nd else nd
             if padded > nd:
                 dec = dec + [0] * (padded - nd)
-            if not pre and self.role != "prefill":
+            # a preemption put sequences back in the queue with their blocks freed: the next
+            # look may admit or reject where this one could not, so this step runs alone
+            if not pre and self.role != "prefill" and self.preemptions == preempted:
                 horizon, add = self._horizon(plan.decode)
                 if horizon >= 2:
                     yield from self._decode_run(plan.decode, padded, horizon, add)
