@@ -512,7 +512,7 @@ class Coordinator:
             yield {k: chunk[k][order].astype(code or np.int32, copy=False)
                    for k, code in (("client", None),) + STEP_COLUMNS}
 
-    def write_steps(self, path, names=None, rows: int = 1 << 20, stats=None) -> int:
+    def write_steps(self, path, names=None, rows: int = 1 << 18, stats=None) -> int:
         """Stream the steps to ``path`` as CSV, byte for byte what ``steps.to_csv(path,
         index=False)`` writes for the steps frame (clients renamed by ``names``: engine name ->
         name), in chunks of about ``rows`` rows; ``stats`` (a :class:`sim.system.metrics.StepStats`)
