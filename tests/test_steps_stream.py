@@ -10,9 +10,10 @@ import yaml
 import sim
 from sim.cli import main
 from sim.config import ConfigError
-from sim.system import AnalyticBackend, serve_frames
+from sim.system import serve_frames
 from sim.system.coordinator import Coordinator
 from sim.system.stepcsv import format_chunk
+from test_serving_memory import _inputs      # requests and a 3-client cluster that preempts
 
 
 def _exp(**outputs):
@@ -63,14 +64,7 @@ def test_formatter_writes_what_pandas_writes():
 
 @pytest.mark.parametrize("names", [{}, {"client0": "x,0"}])     # a comma: pandas writes it
 def test_streamed_csv_is_the_frames_csv_across_chunk_sizes(tmp_path, names):
-    rng = np.random.default_rng(5)
-    n = 150
-    r = pd.DataFrame({"request_id": np.arange(n), "arrival_s": np.sort(rng.uniform(0, 4, n)),
-                      "prompt_tokens": rng.integers(1, 300, n),
-                      "output_tokens": rng.integers(1, 90, n)})
-    c = {"backend": AnalyticBackend(), "clients": 3, "router": "round_robin",
-         "engine": {"scheduler": "chunked", "max_num_batched_tokens": 256, "max_num_seqs": 16,
-                    "block_size": 8, "kv_blocks": 120, "cuda_graph_sizes": [1, 2, 4, 8, 16]}}
+    r, c = _inputs("chunked")
     f = serve_frames(r, c)
     steps = f.steps.assign(client=f.steps["client"].map(lambda v: names.get(v, v)))
     steps.to_csv(tmp_path / "frame.csv", index=False)
