@@ -456,30 +456,29 @@ class Coordinator:
                 local = o.astype(np.int64)
             else:
                 local = None
-            out.append((i, 0, local, single["start_ns"],
+            out.append((i, 0, local, _Sorted(single["start_ns"]),
                         lambda a, b, s=single: {k: v[a:b] for k, v in s.items()}))
             runs = {k: np.frombuffer(v, dtype=v.typecode) for k, v in c.runs.items()}
             if not len(runs["steps"]):
                 continue
             per = {k: np.frombuffer(v, dtype=v.typecode) for k, v in c.run_steps.items()}
-            start = self._client_column(c, "start_ns")[len(single["start_ns"]):]
             first = np.cumsum(runs["steps"]) - runs["steps"]
+            starts = _RunStarts(runs["start_ns"], first, runs["steps"], per["duration_ns"], c.name)
 
-            def rows(a, b, runs=runs, per=per, start=start, first=first):
+            def rows(a, b, runs=runs, per=per, starts=starts, first=first):
                 k = np.arange(a, b)
                 r = np.searchsorted(first, k, side="right") - 1
                 seqs = runs["sequences"][r]
                 dur = per["duration_ns"][a:b]
-                return {"kind": np.ones(b - a, np.int8), "start_ns": start[a:b],
-                        "end_ns": start[a:b] + dur, "sequences": seqs,
+                start = starts.slice(a, b)
+                return {"kind": np.ones(b - a, np.int8), "start_ns": start,
+                        "end_ns": start + dur, "sequences": seqs,
                         "padded_sequences": runs["padded_sequences"][r], "tokens": seqs,
                         "context_tokens": runs["context_tokens"][r]
                         + seqs.astype(np.int64) * (k - first[r]),
                         "kv_blocks_used": per["kv_blocks_used"][a:b],
                         "energy_j": per["energy_j"][a:b]}
-            if len(start) > 1 and (np.diff(start) < 0).any():
-                raise AssertionError(f"{c.name}: decode runs out of time order")
-            out.append((i, len(single["start_ns"]), None, start, rows))
+            out.append((i, len(single["start_ns"]), None, starts, rows))
         return out
 
     def step_chunks(self, rows: int = 1 << 20):
@@ -495,11 +494,11 @@ class Coordinator:
             live = [j for j, s in enumerate(streams) if pos[j] < len(s[3])]
             if not live:
                 return
-            t = min(streams[j][3][min(pos[j] + per, len(streams[j][3])) - 1] for j in live)
+            t = min(streams[j][3].at(min(pos[j] + per, len(streams[j][3])) - 1) for j in live)
             parts = []
             for j in live:
                 i, base, local, starts, get = streams[j]
-                e = pos[j] + int(np.searchsorted(starts[pos[j]:], t, side="right"))
+                e = starts.upto(t)
                 if e > pos[j]:
                     cols = get(pos[j], e)
                     cols["client"] = np.full(e - pos[j], i, np.int32)
@@ -546,6 +545,64 @@ class Coordinator:
                     pd.DataFrame(columns=header).to_csv(f, index=False)
             return n
         return write_csv(path, header, chunks())
+
+
+class _Sorted:
+    """Start times of a stream kept as an array (an engine's single steps)."""
+
+    def __init__(self, ns: np.ndarray):
+        self.ns = ns
+
+    def __len__(self):
+        return len(self.ns)
+
+    def at(self, k: int) -> int:
+        return int(self.ns[k])
+
+    def upto(self, t: int) -> int:
+        """How many start at or before ``t``."""
+        return int(np.searchsorted(self.ns, t, side="right"))
+
+
+class _RunStarts:
+    """Start times of an engine's decode-run steps, computed where asked from each run's start
+    and its steps' durations (steps of a run are back to back; runs do not overlap), so that no
+    array of one start per step is held."""
+
+    def __init__(self, run_start, first, steps, dur, name):
+        self.run_start, self.first, self.dur = run_start, first, dur
+        self.n = int(steps.sum())
+        ends = run_start + np.add.reduceat(dur, first) if (steps > 0).all() else None
+        if ends is None or (run_start[1:] < ends[:-1]).any():
+            raise AssertionError(f"{name}: decode runs empty or out of time order")
+
+    def __len__(self):
+        return self.n
+
+    def _run(self, k):
+        return np.searchsorted(self.first, k, side="right") - 1
+
+    def at(self, k: int) -> int:
+        r = int(self._run(k))
+        return int(self.run_start[r]) + int(self.dur[self.first[r]:k].sum())
+
+    def upto(self, t: int) -> int:
+        j = int(np.searchsorted(self.run_start, t, side="right")) - 1
+        if j < 0:
+            return 0
+        f = int(self.first[j])
+        n = (int(self.first[j + 1]) if j + 1 < len(self.first) else self.n) - f
+        s = int(self.run_start[j]) + np.concatenate(([0], np.cumsum(self.dur[f:f + n - 1])))
+        return f + int(np.searchsorted(s, t, side="right"))
+
+    def slice(self, a: int, b: int) -> np.ndarray:
+        """Starts of steps a..b-1."""
+        r = self._run(np.arange(a, b))
+        d = self.dur[a:b]
+        c = np.cumsum(d) - d                       # since step a
+        head = np.maximum(self.first[r], a) - a     # each step's run's first step in the slice
+        into = int(self.dur[self.first[r[0]]:a].sum()) if len(r) else 0   # run of a, before a
+        return self.run_start[r] + c - c[head] + np.where(self.first[r] < a, into, 0)
 
 
 def _seconds_in_place(ns: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
