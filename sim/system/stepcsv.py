@@ -127,11 +127,16 @@ def _seconds(ns: np.ndarray) -> np.ndarray:
     n13[inexact[off]] += m[off] * 10 ** (13 - q[off])
     whole, frac = np.divmod(n13, 10**13)
     fdig = np.empty((len(ns), 13), np.uint8)
-    for j in range(12, -1, -1):
-        frac, d = np.divmod(frac, 10)
-        fdig[:, j] = d
-    keep = np.maximum.accumulate((fdig != 0)[:, ::-1], axis=1)[:, ::-1]
-    keep[:, 0] = True
+    hi, lo = np.divmod(frac, 10**7)               # 6 + 7 digits, in 32-bit arithmetic
+    for part, cols in ((lo.astype(np.uint32), range(12, 5, -1)),
+                       (hi.astype(np.uint32), range(5, -1, -1))):
+        for j in cols:
+            q = part // 10
+            fdig[:, j] = part - q * 10
+            part = q
+    # drop trailing zeros, keeping the first decimal
+    last = np.where(frac == 0, 0, 12 - np.argmax(fdig[:, ::-1] != 0, axis=1))
+    keep = np.arange(13) <= last[:, None]
     fdig = np.where(keep, fdig + 48, 0).astype(np.uint8)
     dot = np.full((len(ns), 1), ord("."), np.uint8)
     out = _join(_ints(whole), dot, fdig)
