@@ -542,10 +542,6 @@ def serve(experiment, overrides=None, *, out=None) -> "ServeResult | ServeCompar
     from .system.metrics import comparison_rows
 
     exp = load_serving(experiment, overrides)
-    if exp.outputs.steps == "file" and out is None:
-        raise ConfigError("an output folder for the streamed steps (strata run --out, or "
-                          "sim.serve(..., out=folder)), or outputs.steps: memory or none",
-                          file=exp.origin or "<experiment>", key="outputs.steps", got="file")
     origin = exp.origin
     base = os.path.dirname(origin) if origin and os.path.isfile(origin) else None
     frames_by_workload: dict = {}     # variants with the same workload share its frame
@@ -559,6 +555,10 @@ def serve(experiment, overrides=None, *, out=None) -> "ServeResult | ServeCompar
             frames_by_workload[wl] = build_requests(cfg.workload, base_dir=base,
                                                     source=origin, key=key)
         folder = None
+        if cfg.outputs.steps == "file" and out is None:
+            raise ConfigError("an output folder for the streamed steps (strata run --out, or "
+                              "sim.serve(..., out=folder)), or outputs.steps: memory or none",
+                              file=origin or "<experiment>", key="outputs.steps", got="file")
         if cfg.outputs.steps == "file":
             folder = Path(out) if name is None else Path(out) / name
             folder.mkdir(parents=True, exist_ok=True)
@@ -612,8 +612,8 @@ def _serve_one(exp, reqs: pd.DataFrame, backends: dict, steps_path=None) -> Serv
     area = {n: _client_area_mm2(c) for c in exp.cluster.clients for n in c.names()}
     clients = frames.clients.assign(client=rename(frames.clients["client"]))
     clients = clients.assign(area_mm2=clients["client"].map(area))
-    summary = summarize(requests, steps=frames.step_stats if steps is None else
-                        steps if exp.outputs.steps != "none" else None, itl_s=frames.token_gaps["gap_s"].to_numpy(),
+    step_figures = {"memory": steps, "file": frames.step_stats, "none": None}[exp.outputs.steps]
+    summary = summarize(requests, steps=step_figures, itl_s=frames.token_gaps["gap_s"].to_numpy(),
                         itl_counts=frames.token_gaps["tokens"].to_numpy(),
                         energy_j=float(clients["energy_j"].sum()))
     summary = {"experiment": exp.name, "config_hash": exp.hash(), "seed": exp.seed,
