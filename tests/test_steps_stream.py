@@ -104,7 +104,7 @@ def test_cli_file_mode_byte_identical_and_lazy_steps_equal_the_frame(tmp_path, c
         r = lazy.variants[v]
         assert r.steps_frame is None and r.steps_path == str(tmp_path / "api" / v / "steps.csv")
         pd.testing.assert_frame_equal(r.steps, memory.variants[v].steps, check_exact=True)
-    none = sim.serve(_exp(steps="none"))
+    none = sim.serve({**_exp(steps="none"), "outputs": {"steps": "none"}})
     assert all(len(r.steps) == 0 and "steps" not in r.summary for r in none.variants.values())
 
 
@@ -116,3 +116,5 @@ def test_bad_steps_option_and_file_mode_without_a_folder(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
     with pytest.raises(ConfigError, match="outputs.steps"):
         sim.serve(_exp(steps="file"))
+    with pytest.raises(ConfigError, match="outputs.steps.*timeline"):     # nothing to draw
+        sim.serve(_exp(steps="none"))

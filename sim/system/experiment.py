@@ -212,6 +212,13 @@ class ServingOutputs(StrictModel):
     # back lazily; for runs of millions of steps), 'none' (no rows, no steps.csv)
     steps: Literal["memory", "file", "none"] = "memory"
 
+    @model_validator(mode="after")
+    def _timeline_needs_steps(self):
+        if self.steps == "none" and "timeline" in self.plots:
+            raise InvalidValue("memory or file: the timeline plot draws the step rows",
+                               loc=("steps",), got="none")
+        return self
+
 
 class ServingExperiment(_Hashable):
     """A serving experiment (the module docstring documents the keys)."""
