@@ -14,6 +14,11 @@ and outputs with its medians), said so in the output.
     PYTHONPATH=$PWD python bench/serving_speed.py --requests 100000 --scheduler continuous
     PYTHONPATH=$PWD python bench/serving_speed.py --sizes 10000 100000   # each in its own process
     PYTHONPATH=$PWD python bench/serving_speed.py --requests 100000 --no-step-rows
+    PYTHONPATH=$PWD python bench/serving_speed.py --sizes 10000 100000 --steps file
+
+``--steps file`` streams the step rows to ``steps.csv`` in a temporary folder
+(``serve_frames(steps_path=...)``, what ``outputs.steps: file`` does), the time to write it
+included; ``--steps none`` is ``--no-step-rows``; ``memory`` (default) builds the steps frame.
 
 Wall and CPU (``time.process_time``) seconds are both printed: on a shared machine the wall
 time moves with the other users' load. Peak RSS is the process's high-water mark (``resource.getrusage``), so ``--sizes`` runs every
@@ -75,7 +80,9 @@ def gpu_backend():
     return b, time.perf_counter() - t
 
 
-def run(n: int, schedulers, keep_steps: bool = True) -> None:
+def run(n: int, schedulers, steps: str = "memory") -> None:
+    import tempfile
+
     from sim.system import serve_frames
     df, what = azure_conv(n)
     b, build = gpu_backend()
@@ -88,17 +95,22 @@ def run(n: int, schedulers, keep_steps: bool = True) -> None:
                               "max_num_batched_tokens": 8192 if sched != "chunked" else 512,
                               "memory_gb": 80.0,
                               "cuda_graph_sizes": [1, 2, 4, 8, 16, 32, 64, 128, 256]}}
+        tmp = tempfile.TemporaryDirectory(prefix="strata-steps-")
+        path = Path(tmp.name) / "steps.csv" if steps == "file" else None
         t, cpu = time.perf_counter(), time.process_time()
-        f = serve_frames(df, cluster, keep_steps=keep_steps)
+        f = serve_frames(df, cluster, keep_steps=steps != "none", steps_path=path)
         dt, cpu = time.perf_counter() - t, time.process_time() - cpu
         ok = int((f.requests.status == "completed").sum())
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        steps = int(f.clients.steps.sum())
+        n_steps = int(f.clients.steps.sum())
+        how = {"memory": "", "none": ", no step rows kept",
+               "file": f", steps.csv {path.stat().st_size / 2**20:.0f} MB" if path else ""}
         print(f"  {sched:10s} wall {dt:6.2f} s (CPU {cpu:6.2f} s)  {n / dt:7.0f} requests/s  "
-              f"{f.events / dt:8.0f} events/s  peak RSS {peak:5.0f} MB  ({steps} steps"
-              f"{'' if keep_steps else ', no step rows kept'}, {f.events} events, {ok} "
+              f"{f.events / dt:8.0f} events/s  peak RSS {peak:5.0f} MB  ({n_steps} steps"
+              f"{how[steps]}, {f.events} events, {ok} "
               f"completed, {f.sim_seconds:.0f} simulated s)", flush=True)
         del f
+        tmp.cleanup()
 
 
 def main() -> None:
@@ -109,16 +121,20 @@ def main() -> None:
                     help="run each size in a fresh process (its own peak RSS)")
     ap.add_argument("--no-step-rows", action="store_true",
                     help="serve_frames(keep_steps=False): no steps frame (tens of millions of rows)")
+    ap.add_argument("--steps", choices=["memory", "file", "none"], default="memory",
+                    help="memory: the steps frame; file: steps.csv streamed to a temporary "
+                         "folder (timed); none: as --no-step-rows")
     a = ap.parse_args()
     schedulers = ["continuous", "chunked"] if a.scheduler == "both" else [a.scheduler]
+    steps = "none" if a.no_step_rows else a.steps
     if a.sizes:
         for n in a.sizes:
             for sched in schedulers:
                 subprocess.run([sys.executable, __file__, "--requests", str(n), "--scheduler",
-                                sched] + (["--no-step-rows"] if a.no_step_rows else []),
+                                sched, "--steps", steps],
                                check=True, env={**os.environ})
         return
-    run(a.requests, schedulers, keep_steps=not a.no_step_rows)
+    run(a.requests, schedulers, steps)
 
 
 if __name__ == "__main__":

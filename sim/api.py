@@ -463,14 +463,26 @@ def run(experiment, overrides=None, *, trace: bool | None = None, progress: bool
 @dataclass(frozen=True)
 class ServeResult:
     """A serving experiment's frames (``requests``, ``steps``, ``clients``, ``token_gaps``)
-    and its :func:`sim.system.summarize` dict (plus experiment name, seed and wall time)."""
+    and its :func:`sim.system.summarize` dict (plus experiment name, seed and wall time).
+
+    With ``outputs.steps: file`` the step rows are in the CSV file ``steps_path`` and
+    ``steps`` reads it back on each access (the same frame as ``memory`` mode's, exactly);
+    with ``none`` it is an empty frame."""
 
     experiment: object            # the validated ServingExperiment
     requests: pd.DataFrame
-    steps: pd.DataFrame
+    steps_frame: pd.DataFrame | None
     clients: pd.DataFrame
     token_gaps: pd.DataFrame
     summary: dict
+    steps_path: str | None = None
+
+    @property
+    def steps(self) -> pd.DataFrame:
+        if self.steps_frame is not None:
+            return self.steps_frame
+        from .system.stepcsv import read_steps
+        return read_steps(self.steps_path, self.clients["client"])
 
 
 def load_serving(experiment, overrides=None):
@@ -514,13 +526,16 @@ class ServeComparison:
         return self._frame("token_gaps")
 
 
-def serve(experiment, overrides=None) -> "ServeResult | ServeComparison":
+def serve(experiment, overrides=None, *, out=None) -> "ServeResult | ServeComparison":
     """Run a serving experiment: load and validate it, build its requests and its clients'
     backends (``StrataBackend`` on each client's arch, GPU archs included), run
     :func:`sim.system.serve_frames` and summarize. Client names are the experiment's.
     With ``variants:``, every variant runs over the same requests and a
-    :class:`ServeComparison` holds them (``summary["comparison"]``: one row per variant)."""
+    :class:`ServeComparison` holds them (``summary["comparison"]``: one row per variant).
+    ``out``: a folder for ``outputs.steps: file``, which streams each run's steps to
+    ``<out>/steps.csv`` (``<out>/<variant>/steps.csv`` with variants) during the run."""
     import os
+    from pathlib import Path
 
     from .system import build_requests
     from .system.experiment import serving_points
@@ -539,7 +554,16 @@ def serve(experiment, overrides=None) -> "ServeResult | ServeComparison":
                 f"variants.{[v.name for v in exp.variants].index(name)}.set.workload"
             frames_by_workload[wl] = build_requests(cfg.workload, base_dir=base,
                                                     source=origin, key=key)
-        results[name] = _serve_one(cfg, frames_by_workload[wl], backends)
+        folder = None
+        if cfg.outputs.steps == "file" and out is None:
+            raise ConfigError("an output folder for the streamed steps (strata run --out, or "
+                              "sim.serve(..., out=folder)), or outputs.steps: memory or none",
+                              file=origin or "<experiment>", key="outputs.steps", got="file")
+        if cfg.outputs.steps == "file":
+            folder = Path(out) if name is None else Path(out) / name
+            folder.mkdir(parents=True, exist_ok=True)
+        results[name] = _serve_one(cfg, frames_by_workload[wl], backends,
+                                   None if folder is None else folder / "steps.csv")
     if not exp.variants:
         return results[None]
     summary = {"experiment": exp.name, "config_hash": exp.hash(), "seed": exp.seed,
@@ -556,7 +580,7 @@ def _client_area_mm2(c) -> float:
     return c.tp * sum(area.values()) * 1e-6 if area else math.nan
 
 
-def _serve_one(exp, reqs: pd.DataFrame, backends: dict) -> ServeResult:
+def _serve_one(exp, reqs: pd.DataFrame, backends: dict, steps_path=None) -> ServeResult:
     """One cluster over ``reqs``; ``backends`` (backend mapping as JSON -> built backend) is
     shared between calls: a backend's answers depend on its mapping only."""
     import json
@@ -573,20 +597,23 @@ def _serve_one(exp, reqs: pd.DataFrame, backends: dict) -> ServeResult:
 
     built = {role: [shared(s) for s in spec] if isinstance(spec, list) else shared(spec)
              for role, spec in backend_specs(exp.cluster).items()}
-    frames = serve_frames(reqs, cluster_spec(exp.cluster, built), pipeline=exp.pipeline,
-                          seed=exp.seed)
     names = client_names(exp.cluster)
+    frames = serve_frames(reqs, cluster_spec(exp.cluster, built), pipeline=exp.pipeline,
+                          seed=exp.seed, keep_steps=exp.outputs.steps != "none",
+                          steps_path=steps_path, client_names=names)
     rename = lambda s: s.map(lambda v: names.get(v, v) if isinstance(v, str) else v)  # noqa: E731
     requests = frames.requests.assign(client=rename(frames.requests["client"]),
                                       decode_client=rename(frames.requests["decode_client"]))
     # metrics reads a rejection as 'rejected:<reason>' (the coordinator keeps them apart)
     rej = requests["status"] == "rejected"
     requests.loc[rej, "status"] = "rejected:" + requests.loc[rej, "reason"].astype(str)
-    steps = frames.steps.assign(client=rename(frames.steps["client"]))
+    steps = None if frames.steps is None else frames.steps.assign(
+        client=rename(frames.steps["client"]))
     area = {n: _client_area_mm2(c) for c in exp.cluster.clients for n in c.names()}
     clients = frames.clients.assign(client=rename(frames.clients["client"]))
     clients = clients.assign(area_mm2=clients["client"].map(area))
-    summary = summarize(requests, steps=steps, itl_s=frames.token_gaps["gap_s"].to_numpy(),
+    step_figures = {"memory": steps, "file": frames.step_stats, "none": None}[exp.outputs.steps]
+    summary = summarize(requests, steps=step_figures, itl_s=frames.token_gaps["gap_s"].to_numpy(),
                         itl_counts=frames.token_gaps["tokens"].to_numpy(),
                         energy_j=float(clients["energy_j"].sum()))
     summary = {"experiment": exp.name, "config_hash": exp.hash(), "seed": exp.seed,
@@ -595,4 +622,5 @@ def _serve_one(exp, reqs: pd.DataFrame, backends: dict) -> ServeResult:
                                                                for c in exp.cluster.clients)),
                "area_mm2": float(clients["area_mm2"].sum(min_count=len(clients)))
                if clients["area_mm2"].notna().all() else None, **summary}
-    return ServeResult(exp, requests, steps, clients, frames.token_gaps, summary)
+    return ServeResult(exp, requests, steps, clients, frames.token_gaps, summary,
+                       frames.steps_path)

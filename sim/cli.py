@@ -166,28 +166,30 @@ def _cmd_serve(args) -> int:
     _check_out(out, args.force, "--out" if args.out is not None else "results/<name>")
     if args.plots is not None:
         _check_out(args.plots, True, "--plots", replace=False)
-    t0 = time.perf_counter()
-    result = api.serve(exp)
-    wall = time.perf_counter() - t0
-
-    variants = getattr(result, "variants", None)
+    ran = {}
 
     def write_one(r, folder: Path) -> list[Path]:
         r.requests.to_csv(folder / "requests.csv", index=False)
-        r.steps.to_csv(folder / "steps.csv", index=False)
+        if r.steps_frame is not None and r.experiment.outputs.steps == "memory":
+            r.steps_frame.to_csv(folder / "steps.csv", index=False)
+        # outputs.steps: file streamed steps.csv during the run; none writes no steps.csv
         r.clients.to_csv(folder / "clients.csv", index=False)
         (folder / "summary.json").write_text(json.dumps(r.summary, indent=2) + "\n")
         written = [folder / f for f in ("requests.csv", "steps.csv", "clients.csv",
-                                        "summary.json")]
+                                        "summary.json") if (folder / f).exists()]
         if args.trace or exp.outputs.trace:
             written.append(write_serving_trace(r, folder / "trace.json"))
         return written
 
     def fill(tmp: Path):
+        t0 = time.perf_counter()
+        ran["result"] = result = api.serve(exp, out=tmp)   # file mode streams steps.csv here
+        ran["wall"] = time.perf_counter() - t0
+        variants = getattr(result, "variants", None)
         if variants:        # <out>/<variant>/{requests,steps,clients}.csv, summary.json
             written = []
             for v, r in variants.items():
-                (tmp / v).mkdir()
+                (tmp / v).mkdir(exist_ok=True)    # file mode made it for steps.csv
                 written += write_one(r, tmp / v)
             pd.DataFrame(result.summary["comparison"]).to_csv(tmp / "comparison.csv",
                                                               index=False)
@@ -199,6 +201,8 @@ def _cmd_serve(args) -> int:
         return written + figs, figs
 
     written, figs = _atomic_folder(out, fill)
+    result, wall = ran["result"], ran["wall"]
+    variants = getattr(result, "variants", None)
     if args.plots is not None:
         args.plots.mkdir(parents=True, exist_ok=True)
         for f in figs:

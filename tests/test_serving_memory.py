@@ -12,7 +12,8 @@ from sim.system import AnalyticBackend, serve_frames
 from sim.system.metrics import latency_stats, weighted_latency_stats
 
 
-def _run(sched="continuous"):
+def _inputs(sched="continuous"):
+    """A requests frame and a 3-client cluster that preempts (also used by test_steps_stream)."""
     rng = np.random.default_rng(5)
     n = 150
     r = pd.DataFrame({"request_id": np.arange(n), "arrival_s": np.sort(rng.uniform(0, 4, n)),
@@ -21,7 +22,11 @@ def _run(sched="continuous"):
     c = {"backend": AnalyticBackend(), "clients": 3, "router": "round_robin",
          "engine": {"scheduler": sched, "max_num_batched_tokens": 512, "max_num_seqs": 16,
                     "block_size": 8, "kv_blocks": 120, "cuda_graph_sizes": [1, 2, 4, 8, 16]}}
-    return serve_frames(r, c)
+    return r, c
+
+
+def _run(sched="continuous"):
+    return serve_frames(*_inputs(sched))
 
 
 @pytest.mark.parametrize("sched", ["continuous", "chunked"])

@@ -62,14 +62,18 @@ class ServeFrames:
     """A run's frames. ``token_gaps``: one row per distinct inter-token gap, ``gap_s``
     (ascending) and ``tokens`` (output tokens that came that long after their previous one),
     pooled over requests; :func:`sim.system.metrics.summarize` takes them as ``itl_s`` and
-    ``itl_counts``."""
+    ``itl_counts``. Run with a ``steps_path``, ``steps`` is None: the rows are in that CSV
+    file and ``step_stats`` (a :class:`sim.system.metrics.StepStats`) holds what
+    :func:`sim.system.metrics.summarize` reads from them."""
 
     requests: pd.DataFrame
-    steps: pd.DataFrame
+    steps: pd.DataFrame | None
     token_gaps: pd.DataFrame
     clients: pd.DataFrame
     events: int
     sim_seconds: float
+    steps_path: str | None = None
+    step_stats: object = None
 
 
 def _opts(spec, key, allowed):
@@ -83,8 +87,9 @@ def _opts(spec, key, allowed):
 
 class Coordinator:
     def __init__(self, requests: pd.DataFrame, cluster: dict, pipeline="prefill_decode", seed: int = 0,
-                 keep_steps: bool = True):
-        self.keep_steps = bool(keep_steps)
+                 keep_steps: bool = True, steps_path=None, client_names=None):
+        self.keep_steps = bool(keep_steps) or steps_path is not None
+        self.steps_path, self.client_names = steps_path, dict(client_names or {})
         self.gaps = GapSamples()
         self.eng = Engine()
         self.env = self.eng.env
@@ -332,11 +337,24 @@ class Coordinator:
                                 for c in self.clients],
                                columns=["client", "role", "scheduler", "kv_blocks", "steps",
                                         "busy_s", "energy_j", "preemptions"])
-        steps = self._steps_frame()
+        stats = None
+        if self.steps_path is not None:
+            from .metrics import StepStats, run_duration
+            t0 = float(requests["arrival_s"].min()) if len(requests) else 0.0
+            stats = StepStats((t0, run_duration(requests)))
+            self.write_steps(self.steps_path, self.client_names, stats=stats)
+            for c in self.clients:           # the rows are on disk: drop the engines' copy
+                c.cols = {k: array(v.typecode) for k, v in c.cols.items()}
+                c.runs = {k: array(v.typecode) for k, v in c.runs.items()}
+                c.run_steps = {k: array(v.typecode) for k, v in c.run_steps.items()}
+            steps = None
+        else:
+            steps = self._steps_frame()
         n_steps = sum(c.steps for c in self.clients)
         events = len(self.reqs) + n_steps + sum(l.transfers for l in self.links.values()) \
             if self.disagg else len(self.reqs) + n_steps
-        return ServeFrames(requests, steps, token_gaps, clients, int(events), self.env.now * NS)
+        return ServeFrames(requests, steps, token_gaps, clients, int(events), self.env.now * NS,
+                           None if self.steps_path is None else str(self.steps_path), stats)
 
     def _token_gaps(self) -> pd.DataFrame:
         """The inter-token gaps of the run, one row per distinct gap: ``gap_s`` (ascending) and
@@ -424,6 +442,169 @@ class Coordinator:
         return pd.DataFrame({k: frame.pop(k) for k in names}, copy=False)
 
 
+    # ------------------------------------------------------- steps streamed in chunks ----
+    def _streams(self):
+        """Per engine, its single steps and its decode-run steps as two streams sorted by start:
+        (client index, first local row, start_ns, rows(a, b) -> {column: values})."""
+        from .engine import STEP_DTYPES
+        out = []
+        for i, c in enumerate(self.clients):
+            single = {k: np.frombuffer(c.cols[k], dtype=STEP_DTYPES[k]) for k in STEP_DTYPES}
+            if len(single["start_ns"]) > 1 and (np.diff(single["start_ns"]) < 0).any():
+                o = np.argsort(single["start_ns"], kind="stable")   # never seen; kept exact
+                single = {k: v[o] for k, v in single.items()}
+                local = o.astype(np.int64)
+            else:
+                local = None
+            out.append((i, 0, local, _Sorted(single["start_ns"]),
+                        lambda a, b, s=single: {k: v[a:b] for k, v in s.items()}))
+            runs = {k: np.frombuffer(v, dtype=v.typecode) for k, v in c.runs.items()}
+            if not len(runs["steps"]):
+                continue
+            per = {k: np.frombuffer(v, dtype=v.typecode) for k, v in c.run_steps.items()}
+            first = np.cumsum(runs["steps"]) - runs["steps"]
+            starts = _RunStarts(runs["start_ns"], first, runs["steps"], per["duration_ns"], c.name)
+
+            def rows(a, b, runs=runs, per=per, starts=starts, first=first):
+                k = np.arange(a, b)
+                r = np.searchsorted(first, k, side="right") - 1
+                seqs = runs["sequences"][r]
+                dur = per["duration_ns"][a:b]
+                start = starts.slice(a, b)
+                return {"kind": np.ones(b - a, np.int8), "start_ns": start,
+                        "end_ns": start + dur, "sequences": seqs,
+                        "padded_sequences": runs["padded_sequences"][r], "tokens": seqs,
+                        "context_tokens": runs["context_tokens"][r]
+                        + seqs.astype(np.int64) * (k - first[r]),
+                        "kv_blocks_used": per["kv_blocks_used"][a:b],
+                        "energy_j": per["energy_j"][a:b]}
+            out.append((i, len(single["start_ns"]), None, starts, rows))
+        return out
+
+    def step_chunks(self, rows: int = 1 << 20):
+        """The steps frame's rows in its order ((start, client), then each engine's storage
+        order), as dicts of numpy columns (``client``: the engine's index, ``*_ns`` in
+        nanoseconds) of about ``rows`` rows each, read from the engines' compact storage without
+        building the frame. Every row with one start time is in one chunk."""
+        from .engine import STEP_COLUMNS
+        streams = self._streams()
+        pos = [0] * len(streams)
+        per = max(1, rows // max(len(streams), 1))
+        while True:
+            live = [j for j, s in enumerate(streams) if pos[j] < len(s[3])]
+            if not live:
+                return
+            t = min(streams[j][3].at(min(pos[j] + per, len(streams[j][3])) - 1) for j in live)
+            parts = []
+            for j in live:
+                i, base, local, starts, get = streams[j]
+                e = starts.upto(t)
+                if e > pos[j]:
+                    cols = get(pos[j], e)
+                    cols["client"] = np.full(e - pos[j], i, np.int32)
+                    cols["_local"] = base + (local[pos[j]:e] if local is not None
+                                             else np.arange(pos[j], e))
+                    parts.append(cols)
+                    pos[j] = e
+            chunk = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+            order = np.lexsort((chunk.pop("_local"), chunk["client"], chunk["start_ns"]))
+            yield {k: chunk[k][order].astype(code or np.int32, copy=False)
+                   for k, code in (("client", None),) + STEP_COLUMNS}
+
+    def write_steps(self, path, names=None, rows: int = 1 << 18, stats=None) -> int:
+        """Stream the steps to ``path`` as CSV, byte for byte what ``steps.to_csv(path,
+        index=False)`` writes for the steps frame (clients renamed by ``names``: engine name ->
+        name), in chunks of about ``rows`` rows; ``stats`` (a :class:`sim.system.metrics.StepStats`)
+        sees every chunk. Returns the rows written."""
+        from .engine import KINDS, STEP_COLUMNS
+        from .stepcsv import names_need_quoting, write_csv
+        names = names or {}
+        clients = [names.get(c.name, c.name) for c in self.clients]
+        header = ["client"] + [c[:-3] + "_s" if c.endswith("_ns") else c for c, _ in STEP_COLUMNS]
+        kinds = {"kind": "cat", "start_ns": "ns", "end_ns": "ns", "energy_j": "float"}
+
+        def chunks():
+            for ch in self.step_chunks(rows):
+                if stats is not None:
+                    stats.add(ch, clients)
+                yield [("cat", ch["client"], clients)] + [
+                    (kinds.get(k, "int"), ch[k], KINDS if k == "kind" else None)
+                    for k, _ in STEP_COLUMNS]
+        if names_need_quoting(clients):
+            import pandas as pd       # names the csv module would quote: let pandas write them
+            first, n = True, 0
+            with open(path, "w", newline="") as f:
+                for cols in chunks():
+                    n += len(cols[0][1])
+                    frame = {h: (pd.Categorical.from_codes(v, list(e)) if k == "cat" else
+                                 v * NS if k == "ns" else v)
+                             for h, (k, v, e) in zip(header, cols)}
+                    pd.DataFrame(frame).to_csv(f, index=False, header=first)
+                    first = False
+                if first:
+                    pd.DataFrame(columns=header).to_csv(f, index=False)
+            return n
+        return write_csv(path, header, chunks())
+
+
+class _Sorted:
+    """Start times of a stream kept as an array (an engine's single steps)."""
+
+    def __init__(self, ns: np.ndarray):
+        self.ns = ns
+
+    def __len__(self):
+        return len(self.ns)
+
+    def at(self, k: int) -> int:
+        return int(self.ns[k])
+
+    def upto(self, t: int) -> int:
+        """How many start at or before ``t``."""
+        return int(np.searchsorted(self.ns, t, side="right"))
+
+
+class _RunStarts:
+    """Start times of an engine's decode-run steps, computed where asked from each run's start
+    and its steps' durations (steps of a run are back to back; runs do not overlap), so that no
+    array of one start per step is held."""
+
+    def __init__(self, run_start, first, steps, dur, name):
+        self.run_start, self.first, self.dur = run_start, first, dur
+        self.n = int(steps.sum())
+        ends = run_start + np.add.reduceat(dur, first) if (steps > 0).all() else None
+        if ends is None or (run_start[1:] < ends[:-1]).any():
+            raise AssertionError(f"{name}: decode runs empty or out of time order")
+
+    def __len__(self):
+        return self.n
+
+    def _run(self, k):
+        return np.searchsorted(self.first, k, side="right") - 1
+
+    def at(self, k: int) -> int:
+        r = int(self._run(k))
+        return int(self.run_start[r]) + int(self.dur[self.first[r]:k].sum())
+
+    def upto(self, t: int) -> int:
+        j = int(np.searchsorted(self.run_start, t, side="right")) - 1
+        if j < 0:
+            return 0
+        f = int(self.first[j])
+        n = (int(self.first[j + 1]) if j + 1 < len(self.first) else self.n) - f
+        s = int(self.run_start[j]) + np.concatenate(([0], np.cumsum(self.dur[f:f + n - 1])))
+        return f + int(np.searchsorted(s, t, side="right"))
+
+    def slice(self, a: int, b: int) -> np.ndarray:
+        """Starts of steps a..b-1."""
+        r = self._run(np.arange(a, b))
+        d = self.dur[a:b]
+        c = np.cumsum(d) - d                       # since step a
+        head = np.maximum(self.first[r], a) - a     # each step's run's first step in the slice
+        into = int(self.dur[self.first[r[0]]:a].sum()) if len(r) else 0   # run of a, before a
+        return self.run_start[r] + c - c[head] + np.where(self.first[r] < a, into, 0)
+
+
 def _seconds_in_place(ns: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
     """int64 nanoseconds -> float64 seconds in the same memory (chunk by chunk, so a column of
     tens of millions of rows needs no second full-size array)."""
@@ -434,7 +615,8 @@ def _seconds_in_place(ns: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
 
 
 def serve_frames(requests: pd.DataFrame, cluster: dict, *, pipeline="prefill_decode",
-                 seed: int = 0, keep_steps: bool = True) -> ServeFrames:
+                 seed: int = 0, keep_steps: bool = True, steps_path=None,
+                 client_names=None) -> ServeFrames:
     """Run a serving simulation; returns the requests, steps, token-gap and client frames.
 
     ``requests``: a DataFrame with ``request_id, arrival_s, prompt_tokens, output_tokens``
@@ -447,5 +629,9 @@ def serve_frames(requests: pd.DataFrame, cluster: dict, *, pipeline="prefill_dec
     ``link`` (``bandwidth_gbps``, ``latency_s``, ``shared``) and ``decode_router``.
     ``keep_steps=False`` keeps no per-step rows (the steps frame is empty; step counts, busy
     time and energy per client are still in the clients frame), for runs of tens of millions
-    of steps."""
-    return Coordinator(requests, cluster, pipeline, seed, keep_steps).run()
+    of steps. ``steps_path``: stream the steps to that CSV file in bounded chunks instead
+    (byte for byte what ``steps.to_csv(path, index=False)`` writes; ``client_names`` renames
+    the engines in it, e.g. ``{"client0": "h100-0"}``); ``steps`` is then None and
+    ``step_stats`` summarizes them."""
+    return Coordinator(requests, cluster, pipeline, seed, keep_steps, steps_path,
+                       client_names).run()

@@ -25,7 +25,7 @@
       router: {name: round_robin, params: {}}
       decode_router: {name: least_loaded, params: {}}   # disaggregated only
       pairing: global, kv_transfer: whole, link: {bandwidth_gbps, latency_s, shared}
-    outputs: {plots: [latency_cdf, timeline, compare], trace: false}
+    outputs: {plots: [latency_cdf, timeline, compare], trace: false, steps: memory}  # steps: memory | file | none
     variants:                      # optional: several clusters over the same requests
       - {name: continuous, set: {cluster.clients.0.engine.scheduler: continuous}}
       - {name: chunked, set: {cluster.clients.0.engine.scheduler: chunked}}
@@ -207,6 +207,17 @@ class ClusterConfig(StrictModel):
 class ServingOutputs(StrictModel):
     plots: FrozenList[Literal["latency_cdf", "timeline", "compare"]] = ()
     trace: bool = False
+    # where the per-step rows go: 'memory' (a frame; steps.csv written from it), 'file'
+    # (streamed to <out>/steps.csv in bounded chunks from the engines' compact storage, read
+    # back lazily; for runs of millions of steps), 'none' (no rows, no steps.csv)
+    steps: Literal["memory", "file", "none"] = "memory"
+
+    @model_validator(mode="after")
+    def _timeline_needs_steps(self):
+        if self.steps == "none" and "timeline" in self.plots:
+            raise InvalidValue("memory or file: the timeline plot draws the step rows",
+                               loc=("steps",), got="none")
+        return self
 
 
 class ServingExperiment(_Hashable):

@@ -462,14 +462,15 @@ def _plain(x):
     return x
 
 
-def summarize(requests: pd.DataFrame, *, steps: pd.DataFrame | None = None, itl_s=None,
-              itl_counts=None, energy_j: float | None = None, slo: SloTable = HERMES_SLO,
-              duration_s: float | None = None) -> dict:
+def summarize(requests: pd.DataFrame, *, steps: "pd.DataFrame | StepStats | None" = None,
+              itl_s=None, itl_counts=None, energy_j: float | None = None,
+              slo: SloTable = HERMES_SLO, duration_s: float | None = None) -> dict:
     """Everything above for one run, as a JSON-ready dict (NaN and inf become null).
 
     Args:
         requests: the run's requests frame.
-        steps: its steps frame (batch, padding, KV and busy-time figures), optional.
+        steps: its steps frame (batch, padding, KV and busy-time figures), or the
+            :class:`StepStats` of a run that streamed its steps to a file, optional.
         itl_s: inter-token gaps in seconds, pooled over requests (or a list of per-request
             arrays), optional.
         itl_counts: with ``itl_s`` as distinct gaps, how many tokens had each (a serving
@@ -512,7 +513,9 @@ def summarize(requests: pd.DataFrame, *, steps: pd.DataFrame | None = None, itl_
     t0 = float(lat["arrival_s"].min()) if len(lat) else 0.0
     out["queue_length"] = {"mean": time_weighted_mean(q, t0, t0 + span),
                            "max": float(q["queued"].max()) if len(q) else math.nan}
-    if steps is not None:
+    if isinstance(steps, StepStats):
+        out["steps"] = steps.summary(t0, span)
+    elif steps is not None:
         out["steps"] = _step_summary(steps, t0, span)
     return _plain(out)
 
@@ -535,6 +538,86 @@ def _step_summary(steps: pd.DataFrame, t0: float, span: float) -> dict:
         "kv_blocks_used": {"mean": time_weighted_mean(kv, t0, t0 + span),
                            "max": float(kv["kv_blocks_used"].max()) if len(kv) else math.nan},
     }
+
+
+class StepStats:
+    """The steps section of :func:`summarize`, accumulated over a steps frame's rows chunk by
+    chunk in the frame's order (:meth:`sim.system.coordinator.Coordinator.step_chunks`), for
+    runs whose steps go to a file. ``window``: (first arrival, span) of the run, which the
+    time-weighted KV mean integrates over. Counts are exact; sums of seconds agree with the
+    frame's figures to rounding (they are added in another order)."""
+
+    def __init__(self, window: tuple[float, float]):
+        from .engine import KINDS
+        self.window = (float(window[0]), float(window[1]))
+        self.kinds = list(KINDS)
+        self.count = 0
+        self.by_kind = np.zeros(len(KINDS), np.int64)
+        self.sequences = self.padded = 0
+        self.busy = np.zeros(0)
+        self.steps_by_client = np.zeros(0, np.int64)
+        self.clients: list = []
+        self.kv_prev = np.zeros(0)          # each client's kv_blocks_used of its latest step
+        self.level, self.t_last, self.kv_max = 0.0, -math.inf, -math.inf
+        self.kv_area = 0.0                  # integral of the KV series over the window so far
+
+    def add(self, chunk: Mapping, clients: list) -> None:
+        """One chunk: numpy columns ``client`` (index into ``clients``), ``kind`` (codes),
+        ``start_ns``, ``end_ns``, ``sequences``, ``padded_sequences``, ``kv_blocks_used``."""
+        from .engine import NS
+        k = len(clients)
+        if len(self.clients) != k:
+            self.clients = list(clients)
+            self.busy = np.zeros(k)
+            self.steps_by_client = np.zeros(k, np.int64)
+            self.kv_prev = np.zeros(k)
+        c = chunk["client"]
+        start, end = chunk["start_ns"] * NS, chunk["end_ns"] * NS
+        self.count += len(c)
+        self.by_kind += np.bincount(chunk["kind"], minlength=len(self.kinds))
+        self.sequences += int(chunk["sequences"].sum(dtype=np.int64))
+        self.padded += int(chunk["padded_sequences"].sum(dtype=np.int64))
+        self.busy += np.bincount(c, weights=end - start, minlength=k)
+        self.steps_by_client += np.bincount(c, minlength=k)
+        # KV in use: each step's count minus its client's previous one, at its start
+        used = chunk["kv_blocks_used"].astype(np.float64)
+        by = np.argsort(c, kind="stable")
+        cs, us = c[by], used[by]
+        head = np.r_[True, cs[1:] != cs[:-1]] if len(cs) else np.zeros(0, bool)
+        prev = np.where(head, self.kv_prev[cs], np.r_[0.0, us[:-1]])
+        delta = np.empty_like(used)
+        delta[by] = us - prev
+        last = np.r_[~head[1:], False] if len(cs) else head
+        self.kv_prev[cs[~last]] = us[~last]
+        level = self.level + np.cumsum(delta)
+        keep = np.r_[start[1:] != start[:-1], True] if len(start) else np.zeros(0, bool)
+        t, v = start[keep], level[keep]
+        if len(t):
+            lo, hi = self.window[0], self.window[0] + self.window[1]
+            edges = np.clip(np.r_[self.t_last, t], lo, hi)
+            vals = np.r_[self.level, v[:-1]]
+            self.kv_area += float(np.sum(vals * np.diff(edges)))
+            self.level, self.t_last = float(v[-1]), float(t[-1])
+            self.kv_max = max(self.kv_max, float(v.max()))
+
+    def summary(self, t0: float, span: float) -> dict:
+        if (float(t0), float(span)) != self.window:
+            raise ValueError(f"these step figures integrate over {self.window}, "
+                             f"not ({t0}, {span})")
+        lo, hi = t0, t0 + span
+        area = self.kv_area + self.level * (hi - min(max(self.t_last, lo), hi))
+        return {
+            "count": int(self.count),
+            "by_kind": {k: int(v) for k, v in sorted(zip(self.kinds, self.by_kind))},
+            "mean_sequences": self.sequences / self.count if self.count else math.nan,
+            "padding_fraction": 1.0 - self.sequences / self.padded if self.padded > 0
+            else math.nan,
+            "busy_fraction": {str(c): float(b) / span if span > 0 else math.nan
+                              for c, b, n in zip(self.clients, self.busy, self.steps_by_client)
+                              if n},
+            "kv_blocks_used": {"mean": area / span if span > 0 else math.nan,
+                               "max": self.kv_max if self.count else math.nan},
+        }
 
 
 def comparison_rows(summaries: Mapping[str, dict]) -> list[dict]:
