@@ -318,3 +318,23 @@ def test_the_figure_script_draws_both_figures_from_a_store(serial, tmp_path, cap
     for name in ("sweep_serving_goodput.png", "sweep_serving_tokens_per_joule.png"):
         assert (tmp_path / name).stat().st_size > 5_000
     assert "highest goodput per policy" in capsys.readouterr().out
+
+
+def test_a_point_keeps_metric_rows_only_whatever_its_outputs_say(serial, tmp_path):
+    """A base experiment that streams steps to a file and plots a timeline (which a single
+    run allows) still sweeps: a point neither writes steps nor plots, and its rows are the same
+    as with the default in-memory steps."""
+    base = {**BASE, "outputs": {"steps": "file", "plots": ["timeline", "latency_cdf"]}}
+    p = write(tmp_path, base=base)
+    db = tmp_path / "file.sqlite"
+    run_sweep(p, db, executor="serial")
+
+    def rows(store):
+        out = [r for _, (_, rs, _) in rows_by_hash(store).items() for r in rs]
+        for r in out:
+            r.pop("wall_s", None)
+        return sorted(out, key=lambda r: (r["policy"], r["offered_rps"]))
+
+    have, want = rows(db), rows(serial[1])
+    assert len(have) == len(want) == 6 and have == want
+    assert not list(tmp_path.glob("**/steps.csv")) and not list(tmp_path.glob("**/*.png"))

@@ -203,12 +203,16 @@ def run_serving(exp) -> list[dict]:
     from .. import api
     from ..config.loader import load_validated
 
+    # a point keeps metric rows only: its step rows are neither held nor written, and
+    # nothing is plotted (``outputs.steps: file`` would otherwise need a folder per point)
+    quiet = [("outputs.steps", "none"), ("outputs.plots", [])]
     variants = getattr(exp, "variants", None) or ()
     if not variants:
-        return serving_rows(api.serve(exp))
+        return serving_rows(api.serve(load_validated(exp, type(exp), quiet,
+                                                     kind="experiments")))
     rows = []
     for v in variants:
-        cfg = load_validated(exp, type(exp), [*v.set.items(), ("variants", [])],
+        cfg = load_validated(exp, type(exp), [*v.set.items(), ("variants", []), *quiet],
                              kind="experiments")
         rows += serving_rows(api.serve(cfg), variant=v.name)
     return rows
