@@ -580,6 +580,17 @@ def _client_area_mm2(c) -> float:
     return c.tp * sum(area.values()) * 1e-6 if area else math.nan
 
 
+def idle_power_w(arch) -> float:
+    """What one chip of ``arch`` draws with nothing to run: a GPU's power model at zero
+    utilisation, an accelerator's leakage; 0 for a type that has neither."""
+    acc = accelerator_for(arch)
+    if hasattr(acc, "power_w"):
+        return float(acc.power_w(0.0, 0.0, 0.0)[0])
+    if hasattr(acc, "leakage_uw"):
+        return float(sum(acc.leakage_uw().values())) * 1e-6
+    return 0.0
+
+
 def _serve_one(exp, reqs: pd.DataFrame, backends: dict, steps_path=None) -> ServeResult:
     """One cluster over ``reqs``; ``backends`` (backend mapping as JSON -> built backend) is
     shared between calls: a backend's answers depend on its mapping only."""
@@ -587,6 +598,7 @@ def _serve_one(exp, reqs: pd.DataFrame, backends: dict, steps_path=None) -> Serv
 
     from .system import serve_frames, summarize
     from .system.backends import build_backend
+    from .system.metrics import run_duration
     from .system.experiment import backend_specs, client_names, cluster_spec
 
     def shared(spec):
@@ -612,10 +624,19 @@ def _serve_one(exp, reqs: pd.DataFrame, backends: dict, steps_path=None) -> Serv
     area = {n: _client_area_mm2(c) for c in exp.cluster.clients for n in c.names()}
     clients = frames.clients.assign(client=rename(frames.clients["client"]))
     clients = clients.assign(area_mm2=clients["client"].map(area))
+    # a chip draws its idle power while its client runs no step: energy is steps + idle
+    # over the run's span (first arrival to last finish)
+    span = run_duration(requests)
+    idle_w = {n: idle_power_w(c.arch) * c.tp for c in exp.cluster.clients for n in c.names()}
+    idle_j = clients["client"].map(idle_w) * (span - clients["busy_s"]).clip(lower=0.0) \
+        if span == span else clients["busy_s"] * 0.0
+    clients = clients.assign(idle_energy_j=idle_j.astype(float))
+    step_j, idle_total = float(clients["energy_j"].sum()), float(clients["idle_energy_j"].sum())
     step_figures = {"memory": steps, "file": frames.step_stats, "none": None}[exp.outputs.steps]
     summary = summarize(requests, steps=step_figures, itl_s=frames.token_gaps["gap_s"].to_numpy(),
                         itl_counts=frames.token_gaps["tokens"].to_numpy(),
-                        energy_j=float(clients["energy_j"].sum()))
+                        energy_j=step_j + idle_total)
+    summary["step_energy_j"], summary["idle_energy_j"] = step_j, idle_total
     summary = {"experiment": exp.name, "config_hash": exp.hash(), "seed": exp.seed,
                "events": frames.events, "simulated_s": frames.sim_seconds,
                "clients": int(len(clients)), "chips": int(sum(c.tp * c.count

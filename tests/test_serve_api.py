@@ -53,6 +53,25 @@ def test_frames_conserve_requests_and_tokens(served):
     assert np.isclose(clients["energy_j"].sum(), steps["energy_j"].sum())
 
 
+def test_energy_is_steps_plus_idle_chips_over_the_span(served):
+    """Each chip draws the GPU model's zero-utilisation power while its client runs no step,
+    from the first arrival to the last finish; tokens per joule divide by steps + idle."""
+    from sim.api import accelerator_for
+    acc = accelerator_for("h100-sxm")
+    idle_w = float(acc.power_w(0.0, 0.0, 0.0)[0])
+    req, cl, s = served.requests, served.clients, served.summary
+    span = float(np.nanmax(req["finish_s"]) - req["arrival_s"].min())
+    assert idle_w > 50 and np.isclose(s["duration_s"], span)
+    want = idle_w * (span - cl["busy_s"]).clip(lower=0)
+    assert np.allclose(cl["idle_energy_j"], want) and (want > 0).all()
+    assert np.isclose(s["step_energy_j"], served.steps["energy_j"].sum())
+    assert np.isclose(s["idle_energy_j"], want.sum())
+    assert np.isclose(s["energy_j"], s["step_energy_j"] + s["idle_energy_j"])
+    done = req[req["status"] == "completed"]
+    assert np.isclose(s["efficiency"]["output_tokens_per_j"],
+                      done["output_tokens"].sum() / s["energy_j"])
+
+
 def test_summary_has_all_six_hermes_slos_goodput_and_efficiency(served):
     s = served.summary
     got = {(c["metric"], c["percentile"]) for c in s["slo"]["checks"]}

@@ -24,11 +24,11 @@ slo_met                           every one of the six SLO checks met (TTFT and 
                                   P90 and P99)
 ttft_p50_s ... e2e_p99_s          TTFT, TPOT and E2E percentiles (P50, P99) over completed
                                   requests
-energy_j                          the cluster's energy over the run: ``step_energy_j`` (what
-                                  :func:`sim.serve` reports: each client's power while it runs
-                                  steps) plus ``idle_energy_j`` (each chip's idle power while
-                                  its client has no step to run, from the first arrival to the
-                                  last finish)
+energy_j                          the cluster's energy over the run, as :func:`sim.serve`
+                                  reports it: ``step_energy_j`` (each client's power while it
+                                  runs steps) plus ``idle_energy_j`` (each chip's idle power
+                                  while its client has no step to run, from the first arrival
+                                  to the last finish)
 tokens_per_j, total_tokens_per_j  output (and all) tokens of completed requests per joule of
                                   ``energy_j``; ``step_tokens_per_j`` per joule of steps only
 preemptions, rejected, completed  counts over the run
@@ -41,7 +41,7 @@ import hashlib
 import os
 from pathlib import Path
 
-__all__ = ["input_stamp", "serving_rows", "run_serving", "policy_of", "idle_power_w"]
+__all__ = ["input_stamp", "serving_rows", "run_serving", "policy_of"]
 
 SLO_TIER = 90      # the tier whose goodput is the headline column
 
@@ -97,43 +97,6 @@ def input_stamp(exp, memo: dict) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
-_IDLE_W: dict = {}
-
-
-def idle_power_w(arch) -> float:
-    """What one chip of ``arch`` (a name or config) draws with nothing to run: a GPU's idle
-    power (its power model at zero utilisation), an accelerator's leakage; 0 for a type that
-    has neither."""
-    from ..api import accelerator_for
-    from ..workload.step import resolve_config
-
-    cfg = resolve_config("arch", arch)
-    hit = _IDLE_W.get(cfg.hash())
-    if hit is None:
-        acc = accelerator_for(cfg)
-        if hasattr(acc, "power_w"):
-            hit = float(acc.power_w(0.0, 0.0, 0.0)[0])
-        elif hasattr(acc, "leakage_uw"):
-            hit = float(sum(acc.leakage_uw().values())) * 1e-6
-        else:
-            hit = 0.0
-        _IDLE_W[cfg.hash()] = hit
-    return hit
-
-
-def idle_energy_j(result) -> float:
-    """Idle energy of every client of a :class:`sim.api.ServeResult` over the run's span."""
-    span = result.summary["duration_s"]
-    if span is None:
-        return 0.0
-    by_name = {n: c for c in result.experiment.cluster.clients for n in _names(c)}
-    total = 0.0
-    for name, busy in zip(result.clients["client"], result.clients["busy_s"]):
-        c = by_name[name]
-        total += idle_power_w(c.arch) * c.tp * max(0.0, float(span) - float(busy))
-    return total
-
-
 def _names(client) -> list[str]:
     """The client names one ``clients:`` entry stands for (an entry may count several)."""
     return client.names() if hasattr(client, "names") else [client.name]
@@ -157,12 +120,11 @@ def serving_rows(result, variant: str | None = None) -> list[dict]:
     span = float(arrivals.max() - arrivals.min()) if len(arrivals) > 1 else float("nan")
     gp = s["goodput"]
     tput = s["throughput"]
-    eff = s.get("efficiency") or {}
     done = result.requests["status"] == "completed"
     out_tokens = float(result.requests.loc[done, "output_tokens"].sum())
     all_tokens = out_tokens + float(result.requests.loc[done, "prompt_tokens"].sum())
-    step_j = float(s.get("energy_j") or 0.0)
-    energy = step_j + idle_energy_j(result)
+    energy = float(s.get("energy_j") or 0.0)          # steps + idle (sim.serve)
+    step_j = float(s.get("step_energy_j") or 0.0)
     checks = {(c["metric"], int(c["percentile"])): c for c in s["slo"]["checks"]}
 
     def pct(metric, p):
@@ -188,7 +150,7 @@ def serving_rows(result, variant: str | None = None) -> list[dict]:
         "energy_j": energy, "step_energy_j": step_j, "idle_energy_j": energy - step_j,
         "tokens_per_j": out_tokens / energy if energy > 0 else None,
         "total_tokens_per_j": all_tokens / energy if energy > 0 else None,
-        "step_tokens_per_j": eff.get("output_tokens_per_j"),
+        "step_tokens_per_j": out_tokens / step_j if step_j > 0 else None,
         "preemptions": int(s.get("preemptions", 0)),
         "rejected": int(s["rejected"]), "completed": int(s["completed"]),
         "requests": int(s["requests"]), "duration_s": s["duration_s"],
