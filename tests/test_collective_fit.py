@@ -246,3 +246,21 @@ def test_step_errors_compare_like_with_like(tmp_path):
         err = fc.step_errors([tmp_path / "steps.csv"], TRUTH, shards=shards)
         assert sorted(err) == [("llama-3.2-1b", 2, k) for k in ("decode", "mixed", "prefill")]
         assert all(e < 1e-6 and n == 1 for e, n in err.values())
+
+
+@pytest.mark.parametrize("collectives,key", [
+    ({"allreduce": {"launch_us": 5.0, "protocols": []}}, "protocols"),
+    ({"allreduce": {"launch_us": -1.0, "protocols": [
+        {"name": "simple", "hop_us": 1.0, "bus_gbps": 300.0}]}}, "launch_us"),
+    ({"allreduce": {"launch_us": 5.0, "protocols": [
+        {"name": "simple", "hop_us": 1.0, "bus_gbps": 0.0}]}}, "bus_gbps"),
+    ({"allreduce": {"launch_us": 5.0, "protocols": [
+        {"name": "simple", "hop_us": 1.0, "bus_gbps": "fast"}]}}, "bus_gbps"),
+    ({"alltoall": {"launch_us": 5.0, "protocols": [
+        {"name": "simple", "hop_us": 1.0, "bus_gbps": 300.0}]}}, "alltoall"),
+    ("ring", "collectives"),
+])
+def test_bad_collectives_calibration_is_a_one_line_error(collectives, key):
+    with pytest.raises(ConfigError, match=key) as e:
+        load_arch("h200-sxm", overrides={"calibration.collectives": collectives})
+    assert "\n" not in str(e.value) and "calibration.collectives" in str(e.value)
