@@ -157,6 +157,15 @@ def test_bad_variant_specs_are_one_line_errors(variants, key, fragment):
 @pytest.mark.parametrize("client,key", [
     ({"name": "a", "count": 0}, "cluster.clients.0.count"),
     ({"name": "a", "precision": "w3x"}, "cluster.clients.0.precision"),
+    ({"name": "a", "count": "two"}, "cluster.clients.0.count"),
+    ({"name": "a", "count": 1.5}, "cluster.clients.0.count"),
+    ({"name": "a", "precision": 4}, "cluster.clients.0.precision"),
+    ({"name": "a", "mode": "table", "table": {"tol": 1.5}}, "cluster.clients.0.table.tol"),
+    ({"name": "a", "mode": "table", "table": {"tol": 0}}, "cluster.clients.0.table.tol"),
+    ({"name": "a", "mode": "table", "table": {"points_per_octave": 0}},
+     "cluster.clients.0.table.points_per_octave"),
+    ({"name": "a", "mode": "table", "table": {"points_per_octave": 1.5}},
+     "cluster.clients.0.table.points_per_octave"),
 ])
 def test_bad_client_keys(client, key):
     exp = _exp(variants=[])
