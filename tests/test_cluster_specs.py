@@ -2,7 +2,6 @@
 different GPUs (the spec :func:`sim.system.experiment.cluster_spec` builds for the
 coordinator). Requests and tokens are conserved and every step is priced by its own client's
 arch (checked against a backend of that arch pricing the step directly)."""
-import numpy as np
 import pandas as pd
 import pytest
 

@@ -1,7 +1,6 @@
 """The GPU's causal prefill attention: FlashAttention-2's forward kernel, checked against the
 measured kernels of traces/h200/attn_prefill.csv and against independent references."""
 import csv
-import heapq
 import importlib.util
 from pathlib import Path
 

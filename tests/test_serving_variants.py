@@ -13,7 +13,6 @@ from sim.config import ConfigError
 from sim.system import build_requests
 from sim.system.arrivals import resolve_trace, trace_search_path
 from sim.system.experiment import client_names, serving_points
-from sim.system.metrics import comparison_rows
 
 CLIENT = {"arch": "h100-sxm", "model": "llama-3.2-1b", "mode": "exact",
           "engine": {"scheduler": "continuous", "max_num_seqs": 4}}

@@ -96,7 +96,7 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from sim.config.errors import ConfigError, InvalidValue, did_you_mean, short_repr
-from sim.config.loader import data_dir, list_shipped, load_validated
+from sim.config.loader import data_dir, load_validated
 from sim.config.schema import (MAX_SIZE, FrozenList, Name, NonNegFloat, PosFloat, PosInt, Seed,
                                StrictModel)
 

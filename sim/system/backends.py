@@ -23,7 +23,6 @@ tables price one chip, so tensor parallelism needs ``mode="exact"``.
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 from dataclasses import dataclass

@@ -23,10 +23,9 @@ from array import array
 import numpy as np
 
 from sim.config import ConfigError
-from sim.core.invariants import require
 
 from .kv import KVBlockManager
-from .schedulers import SCHEDULERS, is_decode
+from .schedulers import SCHEDULERS
 
 NS = 1e-9
 

@@ -52,7 +52,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from sim.config.errors import ConfigError, InvalidValue, short_repr
-from sim.config.schema import (FrozenList, FrozenMapping, Name, NonNegFloat, NonNegInt, PosFloat,
+from sim.config.schema import (FrozenList, FrozenMapping, Name, NonNegFloat, PosFloat,
                                PosInt, Seed, StrictModel, VariantConfig, _Hashable,
                                _safe_file_name)
 

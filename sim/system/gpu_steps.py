@@ -38,7 +38,6 @@ import numpy as np
 from sim.config import ConfigError
 from sim.core.clock import _SNAP_REL_TOL
 from sim.hw.gpu import DECODE_BLOCK
-from sim.workload.execute import prepare_ops
 from sim.workload.graph import StepShape, ragged_shape, ragged_step, shape_ops
 from sim.workload.precision import resolve_precision
 from sim.workload.step_table import CYCLES, ENERGY, StepEstimate, table_ranges

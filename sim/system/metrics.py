@@ -436,7 +436,6 @@ def time_weighted_mean(series: pd.DataFrame, start_s: float, end_s: float) -> fl
     if not end_s > start_s:
         return math.nan
     t = series["time_s"].to_numpy(dtype=np.float64)
-    v = series.iloc[:, 1].to_numpy(dtype=np.float64)
     edges = np.r_[start_s, t[(t > start_s) & (t < end_s)], end_s]
     vals = value_at(series, edges[:-1])
     return float(np.sum(vals * np.diff(edges)) / (end_s - start_s))

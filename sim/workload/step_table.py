@@ -49,7 +49,6 @@ afterwards does not change it. Steps outside the table's ranges raise :class:`Co
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Mapping
