@@ -258,6 +258,14 @@ def test_step_tables_are_shared_per_process_and_keyed_on_content(monkeypatch):
     step = dict(prefill=[(9, 4)], decode=[20, 33])
     assert a.price(**step) == b.price(**step)
     assert other.price(**step).seconds > a.price(**step).seconds    # a wider FFN costs more
+    # the shared table's arrays are read-only: a holder cannot change what b is answered
+    before = b.price(**step)
+    arrays = [v for v in vars(a.table).values() if isinstance(v, np.ndarray)]
+    assert arrays
+    for arr in arrays:
+        with pytest.raises(ValueError):
+            arr[...] = 0
+    assert b.price(**step) == before
 
 
 def test_guided_search_over_a_serving_space(serial, tmp_path):

@@ -171,6 +171,11 @@ class StepTable:
         self.probes = 0
         self.causal_block = None       # from the first probe with a prefill part
         self._build()
+        # a built table is shared (sim.system.backends.shared_step_table): nothing a holder
+        # does to its arrays may change what it answers for anyone else
+        for v in vars(self).values():
+            if isinstance(v, np.ndarray):
+                v.flags.writeable = False
 
     # ------------------------------------------------------------------------- build ----
     def _probe(self, **step):
